@@ -1,0 +1,207 @@
+"""Durations and sizes as humans write them in the config, and calendar arithmetic.
+
+Durations: ``90s``, ``15m``, ``6h``, ``7d``, ``2w``, ``3mo``, ``1y``, combinable
+(``1d12h``). ``m`` is minutes and ``mo`` is months (restic's own flags use ``m``
+for months; the config does not).
+
+Subtracting a duration follows restic, which follows Go: years, months and days
+move the wall clock in the given timezone (``time.AddDate``, with Go's
+normalisation: 2024-03-31 minus one month is 2024-03-02), then hours, minutes
+and seconds are subtracted as exact elapsed time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone, tzinfo
+
+_DURATION_PART = re.compile(r"(\d+)(mo|y|w|d|h|m|s)")
+_UNIT_ORDER = ("y", "mo", "w", "d", "h", "m", "s")
+
+
+@dataclass(frozen=True, order=True)
+class Duration:
+    """A calendar-aware span: calendar years, months and days plus exact seconds."""
+
+    years: int = 0
+    months: int = 0
+    days: int = 0
+    seconds: int = 0
+    text: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        """Given ``"1d12h"``-style text, return the Duration. Raise ValueError if malformed."""
+        cleaned = text.strip().lower()
+        if not cleaned:
+            raise ValueError("empty duration; expected e.g. '90s', '15m', '6h', '7d', '2w', '3mo', '1y'")
+        position = 0
+        seen: list[str] = []
+        totals = dict.fromkeys(_UNIT_ORDER, 0)
+        for match in _DURATION_PART.finditer(cleaned):
+            if match.start() != position:
+                break
+            number, unit = int(match.group(1)), match.group(2)
+            if unit in seen:
+                raise ValueError(f"duration {text!r} repeats the unit {unit!r}")
+            if seen and _UNIT_ORDER.index(unit) < _UNIT_ORDER.index(seen[-1]):
+                raise ValueError(f"duration {text!r}: units must go from largest to smallest")
+            seen.append(unit)
+            totals[unit] = number
+            position = match.end()
+        if position != len(cleaned) or not seen:
+            raise ValueError(
+                f"invalid duration {text!r}; expected numbers with units y, mo, w, d, h, m, s "
+                "(e.g. '90s', '15m', '6h', '7d', '2w', '3mo', '1y', '1d12h')"
+            )
+        return cls(
+            years=totals["y"],
+            months=totals["mo"],
+            days=totals["w"] * 7 + totals["d"],
+            seconds=totals["h"] * 3600 + totals["m"] * 60 + totals["s"],
+            text=text.strip(),
+        )
+
+    def __str__(self) -> str:
+        return self.text or self.canonical()
+
+    def canonical(self) -> str:
+        """Return a normalised text form, e.g. ``1y2mo3d4h``."""
+        parts = []
+        for value, unit in ((self.years, "y"), (self.months, "mo"), (self.days, "d")):
+            if value:
+                parts.append(f"{value}{unit}")
+        hours, rest = divmod(self.seconds, 3600)
+        minutes, seconds = divmod(rest, 60)
+        for value, unit in ((hours, "h"), (minutes, "m"), (seconds, "s")):
+            if value:
+                parts.append(f"{value}{unit}")
+        return "".join(parts) or "0s"
+
+    @property
+    def is_zero(self) -> bool:
+        return not (self.years or self.months or self.days or self.seconds)
+
+    def approx_seconds(self) -> float:
+        """Return the length in seconds using 30-day months and 365-day years (for display and limits)."""
+        return (self.years * 365 + self.months * 30 + self.days) * 86400.0 + self.seconds
+
+    def before(self, at: datetime, zone: tzinfo) -> datetime:
+        """Given an aware instant, return the aware UTC instant this duration earlier.
+
+        Calendar parts move the wall clock in ``zone`` with Go's normalisation; the
+        exact part is subtracted afterwards, as restic does.
+        """
+        shifted = at
+        if self.years or self.months or self.days:
+            shifted = go_add_date(at, -self.years, -self.months, -self.days, zone)
+        return (shifted - timedelta(seconds=self.seconds)).astimezone(timezone.utc)
+
+
+def go_add_date(at: datetime, years: int, months: int, days: int, zone: tzinfo) -> datetime:
+    """Given an aware instant, return Go's ``t.In(zone).AddDate(years, months, days)`` as aware UTC.
+
+    Out-of-range days and months roll over (Jan 31 + 1 month = Mar 3 or 2). A wall time
+    that does not exist or exists twice (DST) is resolved the way Go's ``time.Date`` does.
+    """
+    local = at.astimezone(zone)
+    month_index = local.month - 1 + months
+    year = local.year + years + month_index // 12
+    month = month_index % 12 + 1
+    # Go normalises day overflow by counting days from the first of the month.
+    first_of_month = datetime(year, month, 1)
+    wall = first_of_month + timedelta(
+        days=local.day - 1 + days,
+        hours=local.hour,
+        minutes=local.minute,
+        seconds=local.second,
+        microseconds=local.microsecond,
+    )
+    return go_wall_to_utc(wall, zone)
+
+
+def go_wall_to_utc(wall: datetime, zone: tzinfo) -> datetime:
+    """Given a naive wall-clock time, return the aware UTC instant Go's ``time.Date`` picks.
+
+    Go guesses the offset in force at the wall time read as UTC, and keeps it if the
+    resulting instant really has that offset; otherwise it takes the offset in force at
+    that instant. This differs from Python's ``fold`` rule for ambiguous times.
+    """
+    as_utc = wall.replace(tzinfo=timezone.utc)
+    guess = _offset_at(as_utc, zone)
+    candidate = as_utc - guess
+    actual = _offset_at(candidate, zone)
+    if actual != guess:
+        candidate = as_utc - actual
+    return candidate
+
+
+def _offset_at(instant: datetime, zone: tzinfo) -> timedelta:
+    offset = instant.astimezone(zone).utcoffset()
+    return offset if offset is not None else timedelta(0)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]i?b|b)?\s*$", re.IGNORECASE)
+_SIZE_FACTORS = {
+    "b": 1,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4, "pb": 1000**5,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4, "pib": 1024**5,
+}
+
+
+@dataclass(frozen=True)
+class Size:
+    """A byte count (``bytes``) or a share of a filesystem (``percent``); exactly one is set."""
+
+    bytes: int | None = None
+    percent: float | None = None
+    text: str = ""
+
+    @classmethod
+    def parse(cls, text: str | int) -> Size:
+        """Given ``"500MB"``, ``"200GiB"``, ``"85%"`` or a byte count, return the Size. Raise ValueError."""
+        if isinstance(text, bool):
+            raise ValueError("a size must be text like '500MB', '200GiB' or '85%'")
+        if isinstance(text, int):
+            if text < 0:
+                raise ValueError(f"size {text} is negative")
+            return cls(bytes=text, text=str(text))
+        stripped = text.strip()
+        if stripped.endswith("%"):
+            try:
+                percent = float(stripped[:-1])
+            except ValueError:
+                raise ValueError(f"invalid percentage {text!r}") from None
+            if not 0 <= percent <= 100:
+                raise ValueError(f"percentage {text!r} is outside 0%..100%")
+            return cls(percent=percent, text=stripped)
+        match = _SIZE.match(stripped)
+        if not match:
+            raise ValueError(
+                f"invalid size {text!r}; expected e.g. '500MB' (powers of 1000), "
+                "'200GiB' (powers of 1024) or '85%'"
+            )
+        unit = (match.group(2) or "b").lower()
+        return cls(bytes=int(float(match.group(1)) * _SIZE_FACTORS[unit]), text=stripped)
+
+    def resolve(self, total_bytes: int) -> int:
+        """Given the size of the filesystem, return this size in bytes."""
+        if self.bytes is not None:
+            return self.bytes
+        assert self.percent is not None
+        return int(total_bytes * self.percent / 100)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def format_bytes(count: int) -> str:
+    """Return a short human form of a byte count, in powers of 1024 (``1.5 GiB``)."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"  # pragma: no cover
+

@@ -1,0 +1,12 @@
+"""The pure decision core of retentiond: no I/O, no clock, no logging.
+
+``evaluate(inventory, config_policies, now)`` returns a ``Plan``.
+"""
+
+from __future__ import annotations
+
+from policies.evaluate import evaluate
+from policies.model import Action, Artifact, Inventory, Kept, Plan
+from policies.spec import RetentionPolicy
+
+__all__ = ["Action", "Artifact", "Inventory", "Kept", "Plan", "RetentionPolicy", "evaluate"]

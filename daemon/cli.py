@@ -1,0 +1,121 @@
+"""The ``retentiond`` command. Errors become messages and exit codes here and only here.
+
+Exit codes: 0 success; 1 some actions failed; 2 usage error; 75 store busy; 78 invalid config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+
+from daemon import logs
+from daemon.errors import EXIT_OK, EXIT_USAGE, RetentiondError
+
+DESCRIPTION = """\
+Retention and garbage collection for BentoML stores.
+
+Policies (keep N newest, calendar buckets, ages, labels) decide which model and
+bento versions stay; `plan` shows the decision for every version and why,
+`apply` carries it out under the store lock and writes an audit log.
+
+config: --config FILE, else $RETENTIOND_CONFIG, else /etc/retentiond/config.toml;
+with no file the built-in defaults apply (store = $BENTOML_HOME or ~/bentoml,
+no policy acts). Exit codes: 0 ok, 1 some actions failed, 2 usage error,
+75 store busy, 78 invalid config.
+"""
+
+
+class UsageError(Exception):
+    """A command-line value that argparse could not check by itself."""
+
+
+def parse_instant(text: str) -> datetime:
+    """Given an ISO 8601 instant with an offset or ``Z``, return it aware. Raise UsageError."""
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"invalid instant {text!r}; expected ISO 8601 such as 2026-11-22T10:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise UsageError(f"instant {text!r} has no timezone; add Z or an offset such as +01:00")
+    return parsed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retentiond", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    plan = commands.add_parser("plan", help="show what the policies would delete and keep, and why (changes nothing)")
+    _add_config(plan)
+    _add_policy(plan)
+    plan.add_argument("--at", metavar="ISO8601", help="evaluate as of this instant instead of now (e.g. 2026-11-22T10:00:00Z)")
+    plan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    apply = commands.add_parser("apply", help="run the policies once now, under the store lock, then exit")
+    _add_config(apply)
+    _add_policy(apply)
+    apply.add_argument("--json", action="store_true", help="print the plan with each action's outcome as JSON")
+    apply.add_argument(
+        "--wait", metavar="SECONDS", type=float, default=0,
+        help="wait this long for the store lock instead of exiting 75 at once",
+    )
+
+    check = commands.add_parser("check-config", help="validate the config and print the effective values (secrets redacted)")
+    _add_config(check)
+
+    audit = commands.add_parser("audit", help="read the audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
+    show = audit_commands.add_parser("show", help="print audit records")
+    _add_config(show)
+    show.add_argument("--since", metavar="WHEN", help="only records since an instant (ISO 8601) or a duration ago (2d, 6h)")
+    show.add_argument("--policy", metavar="NAME", help="only records of this policy")
+    show.add_argument("--json", action="store_true", help="print the records as JSON lines")
+    return parser
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="config file (default: $RETENTIOND_CONFIG or /etc/retentiond/config.toml)")
+
+
+def _add_policy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policy", metavar="NAME", action="append",
+        help="only this policy acts (repeatable); the keeps of all policies still protect",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    logs.configure()
+    try:
+        return _dispatch(arguments)
+    except UsageError as error:
+        parser.error(str(error))
+    except RetentiondError as error:
+        print(f"retentiond: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("retentiond: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; that is not our failure.
+        sys.stderr.close()
+        return EXIT_OK
+    return EXIT_USAGE  # pragma: no cover - parser.error exits
+
+
+def _dispatch(arguments: argparse.Namespace) -> int:
+    from daemon import commands
+
+    handler = {
+        "plan": commands.plan,
+        "apply": commands.apply,
+        "check-config": commands.check_config,
+        "audit": commands.audit,
+    }[arguments.command]
+    return handler(arguments)
+

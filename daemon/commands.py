@@ -1,0 +1,113 @@
+"""The CLI's command handlers: call the runner, print results. Each returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+from daemon import render
+from daemon.audit import read_records, record_time
+from daemon.cli import UsageError, parse_instant
+from daemon.config import load_config
+from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK
+from daemon.executor import ActionResult
+from daemon.runner import apply_once, make_plan
+from policies.durations import Duration
+from policies.model import Plan
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, separators=(",", ":"))
+    sys.stdout.write("\n")
+
+
+def plan(arguments: argparse.Namespace) -> int:
+    settings = load_config(arguments.config).settings
+    at = parse_instant(arguments.at) if arguments.at else datetime.now(timezone.utc)
+    planned = make_plan(settings, at, arguments.policy)
+    if arguments.json:
+        print_json(planned.plan.to_dict())
+    else:
+        render.print_plan(planned.plan, planned.inventory)
+    return EXIT_OK
+
+
+class _ProgressBar:
+    """A rich progress bar of bytes freed, shown only on a terminal."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("deleting"), BarColumn(), DownloadColumn(binary_units=True), TextColumn("{task.fields[item]}"),
+            transient=True,
+        )
+        self._task = self._progress.add_task("delete", total=0, item="")
+
+    def begin(self, plan: Plan) -> None:
+        self._progress.update(self._task, total=plan.bytes_to_free or 1)
+        self._progress.start()
+
+    def advance(self, result: ActionResult) -> None:
+        freed = result.action.size_bytes or 0 if result.outcome == "ok" else 0
+        self._progress.update(self._task, advance=freed, item=f"{result.action.name}:{result.action.version}")
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
+def apply(arguments: argparse.Namespace) -> int:
+    settings = load_config(arguments.config).settings
+    bar = _ProgressBar() if sys.stdout.isatty() and not arguments.json else None
+    try:
+        result = apply_once(settings, arguments.policy, wait_seconds=arguments.wait, progress=bar)
+    finally:
+        if bar is not None:
+            bar.stop()
+    if arguments.json:
+        print_json(result.to_dict())
+    else:
+        render.print_run(result)
+    return EXIT_ACTIONS_FAILED if result.failed else EXIT_OK
+
+
+def check_config(arguments: argparse.Namespace) -> int:
+    loaded = load_config(arguments.config)
+    source = str(loaded.path) if loaded.path else "built-in defaults (no config file found)"
+    print(f"# config: {source} -- valid", file=sys.stderr)
+    print(json.dumps(loaded.settings.model_dump(mode="json"), indent=2))
+    return EXIT_OK
+
+
+def audit(arguments: argparse.Namespace) -> int:
+    settings = load_config(arguments.config).settings
+    since = _parse_since(arguments.since) if arguments.since else None
+    path = settings.daemon.audit_log
+    if not path.exists():
+        print(f"retentiond: no audit log at {path} yet", file=sys.stderr)
+        return EXIT_OK
+    records = [
+        record for record in read_records(path)
+        if (arguments.policy is None or record.get("policy") == arguments.policy)
+        and (since is None or (record_time(record) or since) >= since)
+    ]
+    if arguments.json:
+        for record in records:
+            print(json.dumps(record, separators=(",", ":")))
+    else:
+        render.print_audit(records)
+    return EXIT_OK
+
+
+def _parse_since(text: str) -> datetime:
+    try:
+        return Duration.parse(text).before(datetime.now(timezone.utc), timezone.utc)
+    except ValueError:
+        pass
+    try:
+        return parse_instant(text if "T" in text or " " in text else f"{text}T00:00:00Z")
+    except UsageError:
+        raise UsageError(f"invalid --since {text!r}; expected a duration (2d, 6h) or an ISO 8601 instant") from None

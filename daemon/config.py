@@ -1,0 +1,183 @@
+"""Load and validate the configuration: one frozen pydantic-settings tree.
+
+Where the file comes from: ``--config``, else ``$RETENTIOND_CONFIG``, else
+``/etc/retentiond/config.toml``; with no file at all the built-in defaults apply.
+``RETENTIOND_<SECTION>__<KEY>`` environment variables override the file. Every
+problem becomes a ``ConfigError`` that names the key path and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from daemon.errors import ConfigError
+from policies.spec import RetentionPolicy
+
+DEFAULT_CONFIG_PATH = Path("/etc/retentiond/config.toml")
+CONFIG_ENV = "RETENTIOND_CONFIG"
+
+
+def default_store_home() -> Path:
+    """Return ``$BENTOML_HOME``, else ``~/bentoml``, as BentoML itself does."""
+    return Path(os.environ.get("BENTOML_HOME") or "~/bentoml").expanduser()
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSection(Section):
+    home: Path = Field(default_factory=default_store_home)
+
+    @field_validator("home")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+class DaemonSection(Section):
+    timezone: str = "UTC"
+    state_dir: Path = Path("/var/lib/retentiond")
+    audit_log: Path = Path("/var/log/retentiond/audit.jsonl")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r} (e.g. 'UTC', 'Europe/Berlin')") from None
+        return value
+
+    @field_validator("state_dir", "audit_log")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Settings(BaseSettings):
+    """The whole effective configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RETENTIOND_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    store: StoreSection = Field(default_factory=StoreSection)
+    daemon: DaemonSection = Field(default_factory=DaemonSection)
+    retention: tuple[RetentionPolicy, ...] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's contents arrive as init values; the environment overrides them.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _policies_are_consistent(self) -> Settings:
+        seen: set[str] = set()
+        for index, policy in enumerate(self.retention):
+            if policy.name in seen:
+                raise ValueError(f"retention[{index}].name: policy name {policy.name!r} is used twice")
+            seen.add(policy.name)
+            if policy.schedule is not None:
+                try:
+                    CronTrigger.from_crontab(policy.schedule, timezone=self.daemon.zone)
+                except ValueError as error:
+                    raise ValueError(f"retention[{index}].schedule: invalid cron {policy.schedule!r}: {error}") from None
+        return self
+
+    def policy_names(self) -> list[str]:
+        return [policy.name for policy in self.retention]
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    settings: Settings
+    path: Path | None
+
+
+def resolve_config_path(explicit: str | None) -> tuple[Path | None, bool]:
+    """Return (path, required): the file to read and whether its absence is an error."""
+    if explicit:
+        return Path(explicit).expanduser(), True
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return Path(from_env).expanduser(), True
+    return DEFAULT_CONFIG_PATH, False
+
+
+def load_config(explicit: str | None = None) -> LoadedConfig:
+    """Given ``--config`` (or None), return the validated config. Raise ConfigError naming file and key."""
+    path, required = resolve_config_path(explicit)
+    data: dict[str, Any] = {}
+    if path is not None and path.exists():
+        data = _read_toml(path)
+    elif required:
+        raise ConfigError(f"config file {path} does not exist")
+    else:
+        path = None
+    try:
+        settings = Settings(**data)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, path)) from None
+    return LoadedConfig(settings=settings, path=path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config: {error.strerror}") from None
+
+
+def describe_validation_error(error: ValidationError, path: Path | None) -> str:
+    """Return one line per problem: ``<file>: <key.path>: <message>``."""
+    where = str(path) if path else "built-in defaults"
+    overrides = sorted(key for key in os.environ if key.startswith("RETENTIOND_") and key != CONFIG_ENV)
+    if overrides:
+        where += f" (with environment overrides {', '.join(overrides)})"
+    lines = [f"invalid config in {where}:"]
+    for problem in error.errors():
+        key_path = format_key_path(problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {key_path or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def format_key_path(location: tuple[int | str, ...]) -> str:
+    """Turn pydantic's ``('retention', 0, 'keep_last')`` into ``retention[0].keep_last``."""
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text

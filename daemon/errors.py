@@ -1,0 +1,39 @@
+"""The exceptions of retentiond. Only the CLI turns them into messages and exit codes.
+
+    RetentiondError
+     ├── ConfigError        invalid configuration or store root    → exit 78
+     ├── StoreBusyError     another run holds the store lock       → exit 75
+     └── AuditError         the audit log cannot be written        → exit 1, nothing acted on
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ACTIONS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BUSY = 75
+EXIT_CONFIG = 78
+
+
+class RetentiondError(Exception):
+    """Base of every error retentiond reports to its user."""
+
+    exit_code = EXIT_ACTIONS_FAILED
+
+
+class ConfigError(RetentiondError):
+    """The configuration, or the store it points at, cannot be used."""
+
+    exit_code = EXIT_CONFIG
+
+
+class StoreBusyError(RetentiondError):
+    """Another run holds the lock of the store."""
+
+    exit_code = EXIT_BUSY
+
+
+class AuditError(RetentiondError):
+    """An audit record could not be written, so the action it describes was not taken."""
+
+    exit_code = EXIT_ACTIONS_FAILED

@@ -1,0 +1,151 @@
+"""Carry out a plan's deletions in the locked store, auditing each one.
+
+Actions go in batches: the intents of a batch are written and fsynced before the
+first action of the batch starts; outcomes follow each action and are fsynced at
+the end of the batch. One failing action is recorded and the run goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from daemon.audit import AuditLog
+from daemon.store import SkipAction, Store
+from policies.model import Action, Artifact, Inventory, Plan
+
+Outcome = Literal["ok", "failed", "skipped"]
+BATCH_SIZE = 64
+
+
+class RunProgress(Protocol):
+    """Told about the plan before the first action and about every outcome."""
+
+    def begin(self, plan: Plan) -> None: ...
+
+    def advance(self, result: ActionResult) -> None: ...
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: Action
+    outcome: Outcome
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.action.to_dict(), "outcome": self.outcome, "error": self.error}
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    plan: Plan
+    inventory: Inventory
+    results: list[ActionResult] = field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for result in self.results if result.outcome == outcome)
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(r.action.size_bytes or 0 for r in self.results if r.outcome == "ok" and r.action.action == "delete")
+
+    @property
+    def failed(self) -> bool:
+        return self.count("failed") > 0
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "actions_planned": len(self.plan.actions),
+            "actions_ok": self.count("ok"),
+            "actions_failed": self.count("failed"),
+            "actions_skipped": self.count("skipped"),
+            "bytes_freed": self.bytes_freed,
+            "kept": len(self.plan.kept),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.plan.to_dict()
+        data["actions"] = [result.to_dict() for result in self.results]
+        return data
+
+
+def execute(
+    plan: Plan,
+    inventory: Inventory,
+    store: Store,
+    audit: AuditLog,
+    run_id: str,
+    progress: RunProgress | None = None,
+) -> RunResult:
+    """Given a plan made under the store lock, carry out its deletions; return every outcome.
+
+    Raise AuditError (before acting on the batch) if the audit log cannot be written.
+    """
+    by_key = {(artifact.kind, artifact.name, artifact.version): artifact for artifact in inventory.artifacts}
+    result = RunResult(run_id=run_id, plan=plan, inventory=inventory)
+    actions = list(plan.actions)
+    if progress is not None:
+        progress.begin(plan)
+    for start in range(0, len(actions), BATCH_SIZE):
+        batch = actions[start : start + BATCH_SIZE]
+        for action in batch:
+            audit.record(f"{_subject(action)}.{action.action}_intended", **_audit_fields(action))
+        audit.sync()
+        for action in batch:
+            outcome = _carry_out(action, by_key, store, run_id)
+            result.results.append(outcome)
+            audit.record(_outcome_event(action, outcome.outcome), **_audit_fields(action), outcome=outcome.outcome, error=outcome.error)
+            if progress is not None:
+                progress.advance(outcome)
+        audit.sync()
+    return result
+
+
+def _carry_out(action: Action, by_key: dict[tuple[str, str, str], Artifact], store: Store, run_id: str) -> ActionResult:
+    if action.action != "delete":
+        return ActionResult(action, "skipped", f"{action.action} is not handled by the store executor")
+    artifact = by_key.get((action.kind, action.name, action.version or ""))
+    if artifact is None:
+        return ActionResult(action, "skipped", "not in the inventory this plan was made from")
+    try:
+        path = store.recheck(artifact)
+        trashed = store.move_to_trash(path, run_id)
+    except SkipAction as reason:
+        return ActionResult(action, "skipped", str(reason))
+    except FileNotFoundError:
+        return ActionResult(action, "skipped", "already deleted by someone else")
+    except OSError as error:
+        return ActionResult(action, "failed", f"cannot move to trash: {error.strerror or error}")
+    try:
+        store.repair_latest(artifact.kind, artifact.name, artifact.version)
+        store.remove_trash_entry(trashed)
+    except OSError as error:
+        # The version is out of the store already; what is left is trash for the next run.
+        return ActionResult(action, "ok", f"deleted, but clean-up failed: {error.strerror or error}")
+    return ActionResult(action, "ok")
+
+
+def _subject(action: Action) -> str:
+    return "deployment" if action.kind == "deployment" else "artifact"
+
+
+def _outcome_event(action: Action, outcome: Outcome) -> str:
+    verb = {"delete": "deleted", "terminate": "terminated", "restart": "restarted", "delete_deployment": "deleted"}[
+        action.action
+    ]
+    if outcome == "ok":
+        return f"{_subject(action)}.{verb}"
+    return f"{_subject(action)}.{action.action}_{outcome}"
+
+
+def _audit_fields(action: Action) -> dict[str, Any]:
+    return {
+        "action": action.action,
+        "policy": action.policy,
+        "kind": action.kind,
+        "name": action.name,
+        "version": action.version,
+        "size_bytes": action.size_bytes,
+        "reasons": list(action.reasons),
+    }

@@ -1,0 +1,109 @@
+"""Human output: tables of plans, run results and audit records (rich)."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from daemon.executor import RunResult
+from policies.durations import format_bytes
+from policies.model import Artifact, Inventory, Plan, format_instant
+
+
+def console() -> Console:
+    """Return a console on stdout; off a terminal, wide enough that lines do not wrap."""
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, width=240, no_color=True)
+
+
+def print_plan(plan: Plan, inventory: Inventory, outcomes: dict[tuple[str, str, str], str] | None = None) -> None:
+    """Print one table per artifact name: every version a policy looked at, kept or deleted, and why."""
+    out = console()
+    artifacts = {(a.kind, a.name, a.version): a for a in inventory.artifacts}
+    rows: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(dict)
+    decisions: dict[tuple[str, str, str], str] = {}
+    for action in plan.actions:
+        key = (action.kind, action.name, action.version or "")
+        decisions[key] = action.action
+        rows[(action.kind, action.name)][action.version or ""] = [f"{action.policy}: {r}" for r in action.reasons]
+    for kept in plan.kept:
+        key = (kept.kind, kept.name, kept.version or "")
+        decisions.setdefault(key, "keep")
+        rows[(kept.kind, kept.name)].setdefault(kept.version or "", []).extend(f"{kept.policy}: {r}" for r in kept.reasons)
+    for (kind, name), versions in sorted(rows.items()):
+        table = Table(title=f"{kind} {name}", title_justify="left", show_edge=False, pad_edge=False)
+        for column in ("version", "created", "size", "decision", "reasons"):
+            table.add_column(column, no_wrap=column != "reasons", justify="right" if column == "size" else "left")
+        ordered = sorted(versions, key=lambda version: _created_key(artifacts.get((kind, name, version))), reverse=True)
+        for version in ordered:
+            artifact = artifacts.get((kind, name, version))
+            decision = decisions[(kind, name, version)]
+            if outcomes is not None and decision != "keep":
+                decision = f"{decision}: {outcomes.get((kind, name, version), '?')}"
+            style = "red" if decision.startswith("delete") else None
+            table.add_row(
+                version,
+                format_instant(artifact.created_at) if artifact and artifact.created_at else "-",
+                format_bytes(artifact.size_bytes) if artifact else "-",
+                decision,
+                "; ".join(versions[version]),
+                style=style,
+            )
+        out.print(table)
+        out.print()
+    _print_totals(out, plan)
+
+
+def _created_key(artifact: Artifact | None) -> str:
+    return artifact.created_at.isoformat() if artifact and artifact.created_at else ""
+
+
+def _print_totals(out: Console, plan: Plan) -> None:
+    deletions = [action for action in plan.actions if action.action == "delete"]
+    out.print(
+        f"{len(deletions)} version(s) to delete, {format_bytes(plan.bytes_to_free)} to free; "
+        f"{len({(k.kind, k.name, k.version) for k in plan.kept})} kept. (at {format_instant(plan.at)})"
+    )
+    for warning in plan.warnings:
+        out.print(f"warning: {warning}", style="yellow")
+
+
+def print_run(result: RunResult) -> None:
+    """Print the plan of a run with each action's outcome, then the totals of what happened."""
+    outcomes = {
+        (r.action.kind, r.action.name, r.action.version or ""): r.outcome + (f" ({r.error})" if r.error else "")
+        for r in result.results
+    }
+    print_plan(result.plan, result.inventory, outcomes)
+    counters = result.counters()
+    console().print(
+        f"done: {counters['actions_ok']} ok, {counters['actions_failed']} failed, "
+        f"{counters['actions_skipped']} skipped; {format_bytes(result.bytes_freed)} freed."
+    )
+
+
+def print_audit(records: Iterable[dict[str, Any]]) -> None:
+    """Print audit records as a table."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("ts", "run", "event", "policy", "item", "size", "outcome", "error"):
+        table.add_column(column, no_wrap=column not in ("error",))
+    for record in records:
+        item = f"{record.get('kind', '')} {record.get('name', '')}:{record.get('version', '')}" if record.get("name") else ""
+        size = record.get("size_bytes")
+        table.add_row(
+            str(record.get("ts", ""))[:19],
+            str(record.get("run_id", "")),
+            str(record.get("event", "")),
+            str(record.get("policy") or ""),
+            item,
+            format_bytes(size) if isinstance(size, int) else "",
+            str(record.get("outcome") or ""),
+            str(record.get("error") or ""),
+        )
+    console().print(table)

@@ -1,0 +1,236 @@
+"""The locked store: the one place that changes a BentoML home.
+
+Delete = re-check identity under the lock → rename the version directory into
+``<home>/.retentiond/trash/`` (one atomic rename on the same filesystem, so the
+store never shows a half-deleted version) → repair ``latest`` if it named the
+deleted version → remove an emptied name directory → remove the trash. A run
+that dies half-way leaves only trash, which the next run empties first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from daemon.errors import ConfigError, StoreBusyError
+from daemon.inventory import KIND_DIRS, STATE_DIR_NAME, is_valid_tag_part, read_latest, read_version, stat_identity
+from policies.model import Artifact, ArtifactKind
+
+if not shutil.rmtree.avoids_symlink_attacks:  # pragma: no cover - every supported Linux has it
+    raise ImportError("retentiond needs a shutil.rmtree that resists symlink attacks")
+
+
+class SkipAction(Exception):
+    """The store no longer looks as the plan saw it; the action is skipped, not failed."""
+
+
+def check_store_root(home: Path) -> Path:
+    """Given ``store.home``, return it resolved. Raise ConfigError if it is not a BentoML home."""
+    if not home.exists():
+        raise ConfigError(f"store.home {home} does not exist")
+    if home.is_symlink():
+        home = home.resolve()
+    resolved = home.resolve()
+    if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
+        raise ConfigError(f"store.home {home} is {resolved}; refusing to treat it as a BentoML home")
+    if not resolved.is_dir():
+        raise ConfigError(f"store.home {home} is not a directory")
+    markers = [resolved / subdir for subdir, _ in KIND_DIRS.values()]
+    if not any(marker.is_dir() and not marker.is_symlink() for marker in markers):
+        raise ConfigError(f"store.home {home} is not a BentoML home: it has no models/ or bentos/ directory")
+    return resolved
+
+
+class Store:
+    """A BentoML home that retentiond may change, only while holding its lock."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.state_dir = home / STATE_DIR_NAME
+        self.trash_dir = self.state_dir / "trash"
+        self.lock_path = self.state_dir / "lock"
+        self.holder_path = self.state_dir / "lock.holder"
+
+    @contextmanager
+    def locked(self, wait_seconds: float = 0) -> Iterator[None]:
+        """Hold the store's exclusive lock for the block. Raise StoreBusyError if another run has it."""
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
+        lock = FileLock(self.lock_path, timeout=wait_seconds, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise StoreBusyError(f"store {self.home} is busy: locked by {self._describe_holder()}") from None
+        try:
+            self._write_holder()
+            yield
+        finally:
+            lock.release()
+
+    def _write_holder(self) -> None:
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": " ".join(sys.argv[:2]),
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_file_atomically(self.holder_path, json.dumps(holder).encode())
+
+    def _describe_holder(self) -> str:
+        try:
+            holder = json.loads(self.holder_path.read_text())
+            return f"pid {holder['pid']} on {holder['host']} ({holder['command']}, since {holder['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process (holder unknown)"
+
+    def empty_trash(self) -> int:
+        """Remove everything left in the trash by an interrupted run. Return how many entries went."""
+        if not self.trash_dir.is_dir():
+            return 0
+        removed = 0
+        with os.scandir(self.trash_dir) as entries:
+            for entry in list(entries):
+                _remove_tree(Path(entry.path))
+                removed += 1
+        return removed
+
+    def version_path(self, kind: ArtifactKind, name: str, version: str) -> Path:
+        """Return the directory of a version, refusing any name that could leave the store."""
+        if not (is_valid_tag_part(name) and is_valid_tag_part(version)):
+            raise SkipAction(f"{name}:{version} is not a valid BentoML tag")
+        return self.home / KIND_DIRS[kind][0] / name / version
+
+    def recheck(self, artifact: Artifact) -> Path:
+        """Given a planned deletion, return its directory if it is still what the plan saw.
+
+        Raise SkipAction when it vanished, became a symlink, changed, or turned into latest.
+        """
+        path = self.version_path(artifact.kind, artifact.name, artifact.version)
+        for directory in (path.parent.parent, path.parent, path):
+            try:
+                info = directory.lstat()
+            except FileNotFoundError:
+                raise SkipAction(f"{directory} is gone (someone else deleted it)") from None
+            if not stat.S_ISDIR(info.st_mode):
+                raise SkipAction(f"{directory} is no longer a plain directory")
+        if artifact.identity and stat_identity(path.lstat()) != artifact.identity:
+            raise SkipAction("the version directory changed since it was planned")
+        latest = read_latest(path.parent)
+        if latest == artifact.version:
+            raise SkipAction("it became the latest version")
+        now_seen = read_version(artifact.kind, artifact.name, artifact.version, path, latest)
+        if now_seen.problem is not None or now_seen.created_at != artifact.created_at:
+            raise SkipAction("its metadata changed since it was planned")
+        return path
+
+    def move_to_trash(self, path: Path, run_id: str) -> Path:
+        """Rename a version directory into the trash (atomic); return where it went."""
+        kind_dir, name, version = path.parts[-3:]
+        destination = self.trash_dir / run_id / kind_dir / name / version
+        destination.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.rename(path, destination)
+        return destination
+
+    def repair_latest(self, kind: ArtifactKind, name: str, deleted_version: str) -> str | None:
+        """After a deletion, point ``latest`` at the newest remaining version if it named the deleted one.
+
+        A ``latest`` naming another version is left alone. An emptied name directory is removed.
+        Return what ``latest`` now names, or None.
+        """
+        name_dir = self.home / KIND_DIRS[kind][0] / name
+        current = read_latest(name_dir)
+        remaining = self._remaining_versions(kind, name_dir)
+        if not remaining and not _has_other_directories(name_dir):
+            _remove_name_dir(name_dir)
+            return None
+        if current != deleted_version:
+            return current
+        valid = [artifact for artifact in remaining if artifact.created_at is not None and artifact.problem is None]
+        if not valid:
+            return current
+        newest = max(valid, key=lambda artifact: artifact.created_at)  # type: ignore[arg-type, return-value]
+        write_file_atomically(name_dir / "latest", newest.version.encode())
+        return newest.version
+
+    def _remaining_versions(self, kind: ArtifactKind, name_dir: Path) -> list[Artifact]:
+        remaining = []
+        with os.scandir(name_dir) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    remaining.append(read_version(kind, name_dir.name, entry.name, Path(entry.path), None))
+        return remaining
+
+    def remove_trash_entry(self, trashed: Path) -> None:
+        """Delete a trashed version for good and prune the emptied trash folders above it."""
+        _remove_tree(trashed)
+        for parent in trashed.parents:
+            if parent == self.trash_dir:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+
+def _has_other_directories(name_dir: Path) -> bool:
+    with os.scandir(name_dir) as entries:
+        return any(entry.is_dir(follow_symlinks=False) or entry.is_symlink() for entry in entries)
+
+
+def _remove_name_dir(name_dir: Path) -> None:
+    # Only plain files (latest, our own temp files) can be left here; BentoML does the same.
+    with os.scandir(name_dir) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+    try:
+        name_dir.rmdir()
+    except OSError:
+        pass
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    try:
+        shutil.rmtree(path)
+    except PermissionError:
+        # A user's read-only sub-directory must not stop the purge of what is already trash.
+        _make_owner_writable(path)
+        shutil.rmtree(path)
+
+
+def _make_owner_writable(root: Path) -> None:
+    for directory, subdirs, _ in os.walk(root, followlinks=False):
+        for subdir in subdirs:
+            child = os.path.join(directory, subdir)
+            if not os.path.islink(child):
+                os.chmod(child, stat.S_IRWXU)
+        os.chmod(directory, stat.S_IRWXU)
+
+
+def write_file_atomically(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` via a temp file in the same directory, fsync and ``os.replace``."""
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, 0o644)
+        os.replace(temp_name, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temp_name)
+        raise

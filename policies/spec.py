@@ -1,0 +1,116 @@
+"""Policy declarations as the config states them, validated, immutable.
+
+These pydantic models are part of the pure core: they hold values only. The daemon's
+config loader composes them into its settings tree.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+from policies.durations import Duration, Size
+from policies.model import Artifact
+from policies.retention import BUCKETS, KeepRules
+
+
+def _to_duration(value: Any) -> Duration:
+    if isinstance(value, Duration):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a duration must be text like '90s', '15m', '6h', '7d', '2w', '3mo', '1y'")
+    return Duration.parse(value)
+
+
+def _to_size(value: Any) -> Size:
+    if isinstance(value, Size):
+        return value
+    return Size.parse(value)
+
+
+DurationField = Annotated[Duration, BeforeValidator(_to_duration), PlainSerializer(str, return_type=str)]
+SizeField = Annotated[Size, BeforeValidator(_to_size), PlainSerializer(str, return_type=str)]
+Count = Annotated[int, Field(ge=0, strict=True)]
+
+KEEP_COUNT_KEYS = ("keep_last", *(f"keep_{name}" for name in BUCKETS))
+KEEP_WITHIN_KEYS = ("keep_within", *(f"keep_within_{name}" for name in BUCKETS))
+
+
+class PolicyModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetentionPolicy(PolicyModel):
+    """One ``[[retention]]`` block: which artifacts it selects and which versions it keeps."""
+
+    name: Annotated[str, Field(min_length=1)]
+    kinds: tuple[Literal["model", "bento"], ...] = ("model", "bento")
+    match: tuple[str, ...] = ("*",)
+    labels: dict[str, str] = Field(default_factory=dict)
+    keep_last: Count = 0
+    keep_hourly: Count = 0
+    keep_daily: Count = 0
+    keep_weekly: Count = 0
+    keep_monthly: Count = 0
+    keep_yearly: Count = 0
+    keep_within: DurationField | None = None
+    keep_within_hourly: DurationField | None = None
+    keep_within_daily: DurationField | None = None
+    keep_within_weekly: DurationField | None = None
+    keep_within_monthly: DurationField | None = None
+    keep_within_yearly: DurationField | None = None
+    keep_newer_than: DurationField | None = None
+    keep_labels: dict[str, str] = Field(default_factory=dict)
+    min_age: DurationField = Duration.parse("1h")
+    allow_remove_all: bool = False
+    schedule: str | None = None
+
+    @model_validator(mode="after")
+    def _has_a_keep_rule(self) -> RetentionPolicy:
+        if self.rules().is_empty() and self.keep_newer_than is None:
+            keys = ", ".join((*KEEP_COUNT_KEYS, *KEEP_WITHIN_KEYS, "keep_newer_than"))
+            raise ValueError(
+                f"retention policy {self.name!r} has no keep rule, so it would delete everything; "
+                f"set at least one of {keys}"
+            )
+        if not self.kinds:
+            raise ValueError(f"retention policy {self.name!r}: kinds must not be empty")
+        return self
+
+    def rules(self) -> KeepRules:
+        """Return the restic-style counting and window rules of this policy."""
+        return KeepRules(
+            last=self.keep_last,
+            hourly=self.keep_hourly,
+            daily=self.keep_daily,
+            weekly=self.keep_weekly,
+            monthly=self.keep_monthly,
+            yearly=self.keep_yearly,
+            within=self.keep_within,
+            within_hourly=self.keep_within_hourly,
+            within_daily=self.keep_within_daily,
+            within_weekly=self.keep_within_weekly,
+            within_monthly=self.keep_within_monthly,
+            within_yearly=self.keep_within_yearly,
+        )
+
+    def selects(self, artifact: Artifact) -> bool:
+        """Return True when the artifact's kind, name and labels fall under this policy."""
+        if artifact.kind not in self.kinds:
+            return False
+        if not any(fnmatch.fnmatchcase(artifact.name, pattern) for pattern in self.match):
+            return False
+        return all(artifact.labels.get(key) == value for key, value in self.labels.items())
+
+    def pinning_labels(self, artifact: Artifact) -> list[str]:
+        """Return the ``keep_labels`` pairs the artifact carries (value ``*`` means any value)."""
+        pins = []
+        for key, value in self.keep_labels.items():
+            if key in artifact.labels and value in ("*", artifact.labels[key]):
+                pins.append(f"label {key}={artifact.labels[key]}")
+        return pins
+
+
+ConfigPolicy = RetentionPolicy

@@ -31,14 +31,14 @@ class UsageError(Exception):
     """A command-line value that argparse could not check by itself."""
 
 
-def parse_instant(text: str) -> datetime:
-    """Given an ISO 8601 instant with an offset or ``Z``, return it aware. Raise UsageError."""
+def parse_instant(text: str, option: str = "--at") -> datetime:
+    """Given an ISO 8601 instant with an offset or ``Z``, return it aware. Raise UsageError naming ``option``."""
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise UsageError(f"invalid instant {text!r}; expected ISO 8601 such as 2026-11-22T10:00:00Z") from None
+        raise UsageError(f"{option}: invalid instant {text!r}; expected ISO 8601 such as 2026-11-22T10:00:00Z") from None
     if parsed.tzinfo is None:
-        raise UsageError(f"instant {text!r} has no timezone; add Z or an offset such as +01:00")
+        raise UsageError(f"{option}: instant {text!r} has no timezone; add Z or an offset such as +01:00")
     return parsed
 
 

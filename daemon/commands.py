@@ -108,6 +108,6 @@ def _parse_since(text: str) -> datetime:
     except ValueError:
         pass
     try:
-        return parse_instant(text if "T" in text or " " in text else f"{text}T00:00:00Z")
+        return parse_instant(text if "T" in text or " " in text else f"{text}T00:00:00Z", "--since")
     except UsageError:
         raise UsageError(f"invalid --since {text!r}; expected a duration (2d, 6h) or an ISO 8601 instant") from None

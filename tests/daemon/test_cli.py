@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import main
+from daemon.errors import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
+
+
+def test_plan_json_prints_exactly_one_object(
+    five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plan", "--config", str(write_config()), "--json"]) == EXIT_OK
+    out = capsys.readouterr().out
+    data = json.loads(out)
+    assert out.count("\n") == 1
+    assert set(data) == {"at", "actions", "kept", "warnings"}
+    assert [action["version"] for action in data["actions"]] == ["v4", "v3", "v2"]
+    assert {kept["version"]: kept["reasons"] for kept in data["kept"]} == {"v0": ["latest", "last 2"], "v1": ["last 2"]}
+
+
+def test_plan_at_evaluates_another_instant(
+    five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config('[[retention]]\nname = "ci"\nkeep_newer_than = "3d12h"\n')
+    main(["plan", "--config", str(config), "--json"])
+    now_plan = json.loads(capsys.readouterr().out)
+    main(["plan", "--config", str(config), "--json", "--at", "2000-01-01T00:00:00Z"])
+    past_plan = json.loads(capsys.readouterr().out)
+    assert {a["version"] for a in now_plan["actions"]} == {"v3", "v4"}
+    assert past_plan["at"] == "2000-01-01T00:00:00Z"
+    # Seen from the year 2000 everything is in the future, so it is all "newer than": nothing goes.
+    assert past_plan["actions"] == []
+
+
+def test_plan_policy_limits_which_policies_act(
+    five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        '[[retention]]\nname = "short"\nkeep_last = 1\n[[retention]]\nname = "other"\nmatch = ["x*"]\nkeep_last = 1\n'
+    )
+    main(["plan", "--config", str(config), "--json", "--policy", "other"])
+    assert json.loads(capsys.readouterr().out)["actions"] == []
+    main(["plan", "--config", str(config), "--json", "--policy", "short"])
+    assert len(json.loads(capsys.readouterr().out)["actions"]) == 4
+
+
+def test_plan_human_output_is_a_table_per_name_with_totals(
+    five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plan", "--config", str(write_config())]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "model iris" in out
+    for column in ("version", "created", "size", "decision", "reasons"):
+        assert column in out
+    assert "ci: not kept by any rule" in out and "ci: latest" in out
+    assert "3 version(s) to delete" in out
+
+
+@pytest.mark.parametrize("at", ["yesterday", "2026-11-22T10:00:00"])
+def test_bad_at_is_a_usage_error(at: str, write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["plan", "--config", str(write_config()), "--at", at])
+    assert caught.value.code == EXIT_USAGE
+    assert "retentiond: error: --at:" in capsys.readouterr().err
+
+
+def test_invalid_config_exits_78_with_key_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[[retention]]\nname = "a"\nkeep_lats = 3\n')
+    assert main(["plan", "--config", str(path)]) == EXIT_CONFIG
+    error = capsys.readouterr().err
+    assert str(path) in error and "retention[0].keep_lats: unknown key" in error
+
+
+@pytest.mark.parametrize("make", ["missing", "no-markers", "root"])
+def test_store_root_that_is_not_a_bentoml_home_is_refused(
+    make: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = {"missing": tmp_path / "absent", "no-markers": tmp_path, "root": Path("/")}[make]
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\nhome = "{home}"\n[[retention]]\nname = "a"\nkeep_last = 1\n')
+    assert main(["apply", "--config", str(config)]) == EXIT_CONFIG
+    assert "store.home" in capsys.readouterr().err
+
+
+def test_check_config_prints_the_effective_config(write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--config", str(write_config())]) == EXIT_OK
+    captured = capsys.readouterr()
+    effective = json.loads(captured.out)
+    assert effective["retention"][0]["keep_last"] == 2
+    assert effective["retention"][0]["min_age"] == "1h"
+    assert "valid" in captured.err
+
+
+def test_audit_show_filters_by_policy_and_since(
+    five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config()
+    main(["apply", "--config", str(config)])
+    capsys.readouterr()
+    assert main(["audit", "show", "--config", str(config), "--json", "--policy", "ci", "--since", "1h"]) == EXIT_OK
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 6 and {record["policy"] for record in records} == {"ci"}
+    main(["audit", "show", "--config", str(config), "--json", "--since", "2999-01-01"])
+    assert capsys.readouterr().out == ""
+    main(["audit", "show", "--config", str(config)])
+    assert "artifact.deleted" in capsys.readouterr().out
+
+
+def test_console_script_help_explains_every_command() -> None:
+    result = subprocess.run([sys.executable, "-m", "daemon", "--help"], capture_output=True, text=True, check=True)
+    for command in ("plan", "apply", "check-config", "audit"):
+        assert command in result.stdout
+    assert "Exit codes" in result.stdout

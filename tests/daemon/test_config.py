@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.config import load_config
+from daemon.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_loads_and_sets_every_documented_key() -> None:
+    settings = load_config(str(REPO / "config.example.toml")).settings
+    assert settings.daemon.timezone == "UTC"
+    first = settings.retention[0]
+    assert first.name == "ci-models" and first.kinds == ("model",)
+    assert (first.keep_last, first.keep_daily, first.keep_weekly, first.keep_monthly, first.keep_yearly) == (5, 7, 4, 6, 1)
+    assert str(first.keep_within) == "2d" and str(first.keep_newer_than) == "14d"
+    assert first.keep_labels == {"retention": "keep"} and first.schedule == "0 * * * *"
+    assert settings.retention[1].kinds == ("bento",)
+
+
+def test_no_file_gives_defaults_with_store_from_bentoml_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("daemon.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bm"))
+    loaded = load_config(None)
+    assert loaded.path is None
+    assert loaded.settings.store.home == tmp_path / "bm"
+    assert loaded.settings.retention == ()
+
+
+def test_store_home_defaults_to_home_bentoml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("daemon.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_config(None).settings.store.home == tmp_path / "bentoml"
+
+
+def test_config_path_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = write(tmp_path, '[store]\nhome = "/srv/bm"\n')
+    monkeypatch.setenv("RETENTIOND_CONFIG", str(path))
+    loaded = load_config(None)
+    assert loaded.path == path and loaded.settings.store.home == Path("/srv/bm")
+
+
+def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = write(tmp_path, '[store]\nhome = "/srv/bm"\n[daemon]\ntimezone = "UTC"\n')
+    monkeypatch.setenv("RETENTIOND_STORE__HOME", "/other")
+    monkeypatch.setenv("RETENTIOND_DAEMON__TIMEZONE", "Europe/Berlin")
+    settings = load_config(str(path)).settings
+    assert settings.store.home == Path("/other")
+    assert settings.daemon.timezone == "Europe/Berlin"
+
+
+def test_a_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "nope.toml"))
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "message"),
+    [
+        ('[[retention]]\nname = "a"\nkeep_dayly = 2\nkeep_last = 1\n', "retention[0].keep_dayly", "unknown key"),
+        ('[stor]\nhome = "/x"\n', "stor", "unknown key"),
+        ('[[retention]]\nname = "a"\nkeep_last = -1\n', "retention[0].keep_last", "greater than or equal to 0"),
+        ('[[retention]]\nname = "a"\nkeep_last = "3"\n', "retention[0].keep_last", "integer"),
+        ('[[retention]]\nname = "a"\n', "retention[0]", "has no keep rule"),
+        ('[[retention]]\nname = "a"\nkeep_last = 1\nmin_age = "1q"\n', "retention[0].min_age", "invalid duration"),
+        ('[[retention]]\nname = "a"\nkeep_last = 1\nkinds = ["dataset"]\n', "retention[0].kinds[0]", "'model' or 'bento'"),
+        ('[[retention]]\nname = "a"\nkeep_last = 1\nschedule = "61 * * * *"\n', "retention[0].schedule", "invalid cron"),
+        ('[[retention]]\nname = "a"\nkeep_last = 1\n[[retention]]\nname = "a"\nkeep_last = 2\n', "retention[1].name", "used twice"),
+        ('[daemon]\ntimezone = "Mars/Olympus"\n', "daemon.timezone", "unknown IANA timezone"),
+        ('[daemon]\nstate_dir = 5\n', "daemon.state_dir", "path"),
+        ('[[retention]]\nkeep_last = 1\n', "retention[0].name", "Field required"),
+    ],
+)
+def test_errors_name_the_key_path_and_the_file(tmp_path: Path, text: str, key_path: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    text_of_error = str(caught.value)
+    assert str(path) in text_of_error
+    assert f"{key_path}:" in text_of_error or f"{key_path}." in text_of_error
+    assert message.lower() in text_of_error.lower()
+
+
+def test_invalid_toml_names_the_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "[store\nhome = 1\n")
+    with pytest.raises(ConfigError, match=r"not valid TOML.*line 1"):
+        load_config(str(path))

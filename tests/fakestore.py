@@ -170,3 +170,28 @@ def populate(
         newest = max((entry for entry in made if entry[0] == name), key=lambda entry: entry[2])
         (home / "models" / name / "latest").write_text(newest[1])
     return made
+
+
+def write_demo(root: Path) -> Path:
+    """Create a demo store (3 names × 40 versions, hourly to daily) and a config for it; return the config."""
+    home = root / "bentoml"
+    if home.exists():
+        raise SystemExit(f"{home} already exists; choose an empty directory")
+    make_home(root)
+    now = datetime.now(timezone.utc)
+    populate(home, names=3, versions_per_name=40, now=now, spacing=timedelta(hours=9))
+    config = root / "config.toml"
+    config.write_text(
+        f'[store]\nhome = "{home}"\n\n[daemon]\ntimezone = "Europe/Berlin"\n'
+        f'state_dir = "{root / "state"}"\naudit_log = "{root / "audit.jsonl"}"\n\n'
+        '[[retention]]\nname = "ci-models"\nkinds = ["model"]\nkeep_last = 3\nkeep_daily = 7\nkeep_weekly = 4\n'
+    )
+    return config
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m tests.fakestore DIR   (creates DIR/bentoml and DIR/config.toml)")
+    print(write_demo(Path(sys.argv[1])))

@@ -1,0 +1,75 @@
+"""Build and inspect a store with the real ``bentoml`` package, in a process of its own.
+
+BentoML reads ``BENTOML_HOME`` once at import, so each call runs as
+``python -m tests.bentoml_judge build|describe HOME`` and prints JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def _age_tree(path: Path, at: datetime) -> None:
+    stamp = at.timestamp()
+    for directory, _, files in os.walk(path):
+        for file_name in files:
+            os.utime(os.path.join(directory, file_name), (stamp, stamp))
+        os.utime(directory, (stamp, stamp))
+
+
+def build(home: Path) -> dict[str, object]:
+    """Create models and a bento through BentoML's own API; return what was made."""
+    import bentoml
+    from freezegun import freeze_time
+
+    made: dict[str, list[str]] = {"iris": [], "mnist": [], "lonely": []}
+    plan = [("iris", 10, timedelta(days=1)), ("mnist", 5, timedelta(hours=3)), ("lonely", 1, timedelta(days=1))]
+    pinned = None
+    for name, count, step in plan:
+        for index in range(count, 0, -1):
+            created_at = NOW - step * index - timedelta(days=1)
+            labels = {"owner": "ml"}
+            if name == "iris" and index == 6:
+                labels["retention"] = "keep"
+            with freeze_time(created_at), bentoml.models.create(name, labels=labels) as model:
+                (Path(model.path) / "weights.bin").write_bytes(os.urandom(256))
+            # BentoML writes into a temp dir and copies into the store on exit; age the store copy.
+            _age_tree(home / "models" / name / model.tag.version, created_at)
+            made[name].append(model.tag.version)
+            if labels.get("retention"):
+                pinned = str(model.tag)
+    referenced = f"iris:{made['iris'][1]}"
+    build_dir = home.parent / "bento-src"
+    build_dir.mkdir(exist_ok=True)
+    (build_dir / "service.py").write_text(
+        "import bentoml\n\n\n@bentoml.service\nclass Svc:\n"
+        f"    model = bentoml.models.BentoModel({referenced!r})\n\n"
+        "    @bentoml.api\n    def predict(self, x: int) -> int:\n        return x\n"
+    )
+    bento = bentoml.bentos.build("service:Svc", build_ctx=str(build_dir))
+    return {"made": made, "referenced": referenced, "pinned": pinned, "bento": str(bento.tag)}
+
+
+def describe(home: Path) -> dict[str, object]:
+    """Return what BentoML itself lists and resolves in the store."""
+    import bentoml
+
+    models = bentoml.models.list()
+    return {
+        "models": sorted(str(model.tag) for model in models),
+        "bentos": sorted(str(bento.tag) for bento in bentoml.list()),
+        "latest": {name: str(bentoml.models.get(name).tag) for name in sorted({model.tag.name for model in models})},
+        "created": {str(model.tag): model.info.creation_time.isoformat() for model in models},
+    }
+
+
+if __name__ == "__main__":
+    command, home_arg = sys.argv[1], Path(sys.argv[2])
+    assert os.environ.get("BENTOML_HOME") == str(home_arg), "run with BENTOML_HOME set to the store"
+    print(json.dumps(build(home_arg) if command == "build" else describe(home_arg)))

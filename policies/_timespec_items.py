@@ -49,14 +49,16 @@ class RecurringItem:
 
     def edges(self, low: datetime, high: datetime) -> Iterator[datetime]:
         """Given UTC bounds, yield the instants in ``(low, high]`` where this item may flip."""
+        if self.start == self.end:
+            return
+        minutes = {self.start, self.end} | ({0, _END_OF_DAY} if self.start > self.end else set())
         first = low.astimezone(self.zone).date() - timedelta(days=1)
         last = high.astimezone(self.zone).date() + timedelta(days=1)
         for offset in range((last - first).days + 1):
             day = first + timedelta(days=offset)
-            if day.weekday() not in self.days or self.start == self.end:
+            if day.weekday() not in self.days:
                 continue
             midnight = datetime.combine(day, datetime.min.time())
-            minutes = {self.start, self.end} | ({0, _END_OF_DAY} if self.start > self.end else set())
             for minute in minutes:
                 for edge in wall_to_instants(midnight + timedelta(minutes=minute), self.zone):
                     if low < edge <= high:

@@ -95,8 +95,11 @@ class TimeSpec:
         """Given spec text, holiday texts and their IANA zone, return the TimeSpec.
 
         With ``invert`` the spec describes uptime: instants outside it are downtime.
-        Raise ValueError, quoting the bad item, if any part is invalid.
+        Raise ValueError, quoting the bad item, if any part is invalid, and TypeError if
+        ``holidays`` is a single string rather than a list of them.
         """
+        if isinstance(holidays, str):
+            raise TypeError("holidays must be a list of dates or date ranges, not a single string")
         parsed_holidays = tuple(Holiday.parse(holiday) for holiday in holidays)
         zone = resolve_zone(holiday_zone)
         if zone is None:
@@ -126,6 +129,8 @@ class TimeSpec:
     def next_change(self, after: datetime) -> datetime | None:
         """Given an aware instant, return the first later instant (UTC) at which ``matches`` flips.
 
+        The change is exact: at a recurring edge it is the minute the local clock reaches,
+        and for an absolute range (which includes its end) one microsecond after the end.
         Return None if it never flips (within 400 days for recurring items).
         Raise ValueError if ``after`` is naive.
         """

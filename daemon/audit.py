@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from contextlib import suppress
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -71,10 +72,8 @@ class AuditLog:
         try:
             self.sync()
         finally:
-            try:
+            with suppress(OSError):
                 self._handle.close()
-            except OSError:
-                pass
 
     def __enter__(self) -> AuditLog:
         return self

@@ -82,7 +82,9 @@ def execute(
 
     Raise AuditError (before acting on the batch) if the audit log cannot be written.
     """
-    by_key = {(artifact.kind, artifact.name, artifact.version): artifact for artifact in inventory.artifacts}
+    by_key: dict[tuple[str, str, str], Artifact] = {
+        (artifact.kind, artifact.name, artifact.version): artifact for artifact in inventory.artifacts
+    }
     result = RunResult(run_id=run_id, plan=plan, inventory=inventory)
     actions = list(plan.actions)
     if progress is not None:

@@ -25,7 +25,7 @@ def console() -> Console:
 def print_plan(plan: Plan, inventory: Inventory, outcomes: dict[tuple[str, str, str], str] | None = None) -> None:
     """Print one table per artifact name: every version a policy looked at, kept or deleted, and why."""
     out = console()
-    artifacts = {(a.kind, a.name, a.version): a for a in inventory.artifacts}
+    artifacts: dict[tuple[str, str, str], Artifact] = {(a.kind, a.name, a.version): a for a in inventory.artifacts}
     rows: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(dict)
     decisions: dict[tuple[str, str, str], str] = {}
     for action in plan.actions:

@@ -193,10 +193,8 @@ def _remove_name_dir(name_dir: Path) -> None:
         for entry in entries:
             if entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
-    try:
+    with suppress(OSError):
         name_dir.rmdir()
-    except OSError:
-        pass
 
 
 def _remove_tree(path: Path) -> None:

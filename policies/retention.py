@@ -129,8 +129,8 @@ def apply_rules(
         reasons_in_order.append(tuple(reasons))
 
     result: list[tuple[str, ...]] = [()] * len(created_at)
-    for index, reasons in zip(order, reasons_in_order):
-        result[index] = reasons
+    for index, item_reasons in zip(order, reasons_in_order):
+        result[index] = item_reasons
     return result
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-from contextlib import suppress
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO

@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 from policies.evaluate import evaluate
-from policies.model import Action, Artifact, Inventory, Kept, Plan
-from policies.spec import RetentionPolicy
+from policies.model import Action, Artifact, DiskReport, DiskSample, DiskUsage, Inventory, Kept, Plan
+from policies.spec import DiskPolicy, RetentionPolicy
 
-__all__ = ["Action", "Artifact", "Inventory", "Kept", "Plan", "RetentionPolicy", "evaluate"]
+__all__ = [
+    "Action", "Artifact", "DiskPolicy", "DiskReport", "DiskSample", "DiskUsage",
+    "Inventory", "Kept", "Plan", "RetentionPolicy", "evaluate",
+]

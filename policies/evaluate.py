@@ -14,9 +14,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 
-from policies.model import Action, Artifact, Inventory, Kept, Plan, format_instant
+from policies.disk import plan_eviction
+from policies.model import Action, Artifact, DiskReport, Inventory, Kept, Plan, format_instant
 from policies.retention import apply_rules
-from policies.spec import ConfigPolicy, RetentionPolicy
+from policies.spec import ArtifactPolicy, ConfigPolicy, DiskPolicy, RetentionPolicy
 
 NOT_KEPT = "not kept by any rule"
 
@@ -57,7 +58,49 @@ def evaluate(
         if artifact.problem is not None
     )
     actions, kept = _merge(verdicts, inventory, acting, warnings)
-    return Plan(at=now.astimezone(timezone.utc), actions=tuple(actions), kept=tuple(kept), warnings=tuple(warnings))
+    reports = _evict_for_disk(config_policies, inventory, referencing, actions, now, zone, acting, warnings)
+    return Plan(
+        at=now.astimezone(timezone.utc),
+        actions=tuple(actions),
+        kept=tuple(kept),
+        warnings=tuple(warnings),
+        disk_reports=tuple(reports),
+    )
+
+
+def _evict_for_disk(
+    config_policies: Sequence[ConfigPolicy],
+    inventory: Inventory,
+    referencing: dict[str, list[str]],
+    actions: list[Action],
+    now: datetime,
+    zone: tzinfo,
+    acting: Collection[str] | None,
+    warnings: list[str],
+) -> list[DiskReport]:
+    """Append disk-policy evictions to ``actions``; every policy's keep_labels still pin."""
+    pinning = [policy for policy in config_policies if policy.keep_labels]
+    reports = []
+    for policy in config_policies:
+        if not isinstance(policy, DiskPolicy) or (acting is not None and policy.name not in acting):
+            continue
+        if inventory.disk is None:
+            warnings.append(f"disk policy {policy.name}: filesystem usage unknown; nothing evicted")
+            continue
+        cutoff = policy.min_age.before(now, zone)
+
+        def held(artifact: Artifact, policy: DiskPolicy = policy, cutoff: datetime = cutoff) -> list[str]:
+            reasons = protections(artifact, referencing, policy, cutoff)
+            reasons.extend(pin for pinner in pinning for pin in pinner.pinning_labels(artifact))
+            return reasons
+
+        deleted = {(action.kind, action.name, action.version or "") for action in actions if action.action == "delete"}
+        evictions, report = plan_eviction(policy, inventory, inventory.disk, deleted, held, now)
+        actions.extend(evictions)
+        reports.append(report)
+        if report.triggers and not report.reached:
+            warnings.append(report.describe())
+    return reports
 
 
 def _decide_retention(
@@ -94,7 +137,7 @@ def _decide_retention(
 def protections(
     artifact: Artifact,
     referencing: dict[str, list[str]],
-    policy: RetentionPolicy,
+    policy: ArtifactPolicy,
     min_age_cutoff: datetime,
 ) -> list[str]:
     """Given an artifact, return every protection that forbids deleting it (empty: none)."""

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from policies.durations import format_bytes
+
 ArtifactKind = Literal["model", "bento"]
 ActionName = Literal["delete", "terminate", "restart", "delete_deployment"]
 
@@ -42,11 +44,33 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class DiskUsage:
+    """The filesystem that holds the store, at one instant."""
+
+    total_bytes: int
+    used_bytes: int
+
+    @property
+    def used_ratio(self) -> float:
+        return self.used_bytes / self.total_bytes if self.total_bytes else 0.0
+
+
+@dataclass(frozen=True)
+class DiskSample:
+    """Used bytes of the store's filesystem at one instant."""
+
+    at: datetime
+    used_bytes: int
+
+
+@dataclass(frozen=True)
 class Inventory:
-    """What the store holds at one instant: artifacts, the models bentos need, and scan warnings."""
+    """What the store holds at one instant: artifacts, scan warnings, and the disk under it."""
 
     artifacts: tuple[Artifact, ...]
     warnings: tuple[str, ...] = ()
+    disk: DiskUsage | None = None
+    disk_samples: tuple[DiskSample, ...] = ()
 
     def referencing_bentos(self) -> dict[str, list[str]]:
         """Return, for every model tag that some local bento references, the bento tags."""
@@ -107,6 +131,36 @@ class Kept:
 
 
 @dataclass(frozen=True)
+class DiskReport:
+    """What one disk policy saw and decided; ``blocked_by`` maps a protection to blocked bytes."""
+
+    policy: str
+    triggers: tuple[str, ...]
+    needed_bytes: int
+    planned_bytes: int
+    blocked_by: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def reached(self) -> bool:
+        return self.planned_bytes >= self.needed_bytes
+
+    @property
+    def blocked_bytes(self) -> int:
+        return sum(self.blocked_by.values())
+
+    def describe(self) -> str:
+        """Return one human line: the trigger, and what blocked the target if it was missed."""
+        head = f"disk policy {self.policy}: {'; '.join(self.triggers)}"
+        if self.reached:
+            return f"{head}; evicting {format_bytes(self.planned_bytes)}"
+        blocked = ", ".join(f"{reason} {format_bytes(size)}" for reason, size in sorted(self.blocked_by.items()))
+        return (
+            f"{head}; target not reachable: needs {format_bytes(self.needed_bytes)}, "
+            f"can free {format_bytes(self.planned_bytes)}; blocked: {blocked or 'nothing left to evict'}"
+        )
+
+
+@dataclass(frozen=True)
 class Plan:
     """The decision for one instant: actions to take, items kept, and warnings."""
 
@@ -114,6 +168,7 @@ class Plan:
     actions: tuple[Action, ...] = ()
     kept: tuple[Kept, ...] = ()
     warnings: tuple[str, ...] = ()
+    disk_reports: tuple[DiskReport, ...] = ()
 
     @property
     def bytes_to_free(self) -> int:

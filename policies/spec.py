@@ -42,13 +42,42 @@ class PolicyModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RetentionPolicy(PolicyModel):
-    """One ``[[retention]]`` block: which artifacts it selects and which versions it keeps."""
+class ArtifactPolicy(PolicyModel):
+    """What every artifact policy shares: which artifacts it selects and what it never touches."""
 
     name: Annotated[str, Field(min_length=1)]
     kinds: tuple[Literal["model", "bento"], ...] = ("model", "bento")
     match: tuple[str, ...] = ("*",)
     labels: dict[str, str] = Field(default_factory=dict)
+    keep_labels: dict[str, str] = Field(default_factory=dict)
+    min_age: DurationField = Duration.parse("1h")
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> ArtifactPolicy:
+        if not self.kinds:
+            raise ValueError(f"policy {self.name!r}: kinds must not be empty")
+        return self
+
+    def selects(self, artifact: Artifact) -> bool:
+        """Return True when the artifact's kind, name and labels fall under this policy."""
+        if artifact.kind not in self.kinds:
+            return False
+        if not any(fnmatch.fnmatchcase(artifact.name, pattern) for pattern in self.match):
+            return False
+        return all(artifact.labels.get(key) == value for key, value in self.labels.items())
+
+    def pinning_labels(self, artifact: Artifact) -> list[str]:
+        """Return the ``keep_labels`` pairs the artifact carries (value ``*`` means any value)."""
+        pins = []
+        for key, value in self.keep_labels.items():
+            if key in artifact.labels and value in ("*", artifact.labels[key]):
+                pins.append(f"label {key}={artifact.labels[key]}")
+        return pins
+
+
+class RetentionPolicy(ArtifactPolicy):
+    """One ``[[retention]]`` block: restic-style keep rules per artifact name."""
+
     keep_last: Count = 0
     keep_hourly: Count = 0
     keep_daily: Count = 0
@@ -62,8 +91,6 @@ class RetentionPolicy(PolicyModel):
     keep_within_monthly: DurationField | None = None
     keep_within_yearly: DurationField | None = None
     keep_newer_than: DurationField | None = None
-    keep_labels: dict[str, str] = Field(default_factory=dict)
-    min_age: DurationField = Duration.parse("1h")
     allow_remove_all: bool = False
     schedule: str | None = None
 
@@ -75,8 +102,6 @@ class RetentionPolicy(PolicyModel):
                 f"retention policy {self.name!r} has no keep rule, so it would delete everything; "
                 f"set at least one of {keys}"
             )
-        if not self.kinds:
-            raise ValueError(f"retention policy {self.name!r}: kinds must not be empty")
         return self
 
     def rules(self) -> KeepRules:
@@ -96,21 +121,39 @@ class RetentionPolicy(PolicyModel):
             within_yearly=self.keep_within_yearly,
         )
 
-    def selects(self, artifact: Artifact) -> bool:
-        """Return True when the artifact's kind, name and labels fall under this policy."""
-        if artifact.kind not in self.kinds:
-            return False
-        if not any(fnmatch.fnmatchcase(artifact.name, pattern) for pattern in self.match):
-            return False
-        return all(artifact.labels.get(key) == value for key, value in self.labels.items())
 
-    def pinning_labels(self, artifact: Artifact) -> list[str]:
-        """Return the ``keep_labels`` pairs the artifact carries (value ``*`` means any value)."""
-        pins = []
-        for key, value in self.keep_labels.items():
-            if key in artifact.labels and value in ("*", artifact.labels[key]):
-                pins.append(f"label {key}={artifact.labels[key]}")
-        return pins
+class DiskPolicy(ArtifactPolicy):
+    """One ``[[disk]]`` block: evict the oldest unprotected versions under disk pressure or over budget.
+
+    Watermarks are the used share (``85%``) or used bytes of the filesystem holding the
+    store: cleaning starts above ``high_watermark`` and goes on until below
+    ``low_watermark`` (default: the high watermark). ``max_store_size`` is a budget for
+    the store itself (bytes, or a share of the filesystem).
+    """
+
+    high_watermark: SizeField | None = None
+    low_watermark: SizeField | None = None
+    max_store_size: SizeField | None = None
+    check_interval: DurationField = Duration.parse("10s")
+    predict_full_within: DurationField | None = None
+
+    @model_validator(mode="after")
+    def _watermarks_are_consistent(self) -> DiskPolicy:
+        if self.high_watermark is None and self.max_store_size is None:
+            raise ValueError(f"disk policy {self.name!r} needs high_watermark or max_store_size")
+        if self.low_watermark is not None and self.high_watermark is None:
+            raise ValueError(f"disk policy {self.name!r}: low_watermark needs a high_watermark")
+        if self.predict_full_within is not None and self.high_watermark is None:
+            raise ValueError(f"disk policy {self.name!r}: predict_full_within needs a high_watermark")
+        high, low = self.high_watermark, self.low_watermark
+        if high is not None and low is not None and (high.percent is None) == (low.percent is None):
+            if (low.percent or low.bytes or 0) >= (high.percent or high.bytes or 0):
+                raise ValueError(
+                    f"disk policy {self.name!r}: low_watermark {low} must be below high_watermark {high}"
+                )
+        if self.check_interval.approx_seconds() < 1:
+            raise ValueError(f"disk policy {self.name!r}: check_interval must be at least 1s")
+        return self
 
 
-ConfigPolicy = RetentionPolicy
+ConfigPolicy = RetentionPolicy | DiskPolicy

@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    run = commands.add_parser(
+        "run", help="run as a daemon: scheduled policies and disk watch (systemd Type=notify); exits 0 on SIGTERM"
+    )
+    _add_config(run)
+
     plan = commands.add_parser("plan", help="show what the policies would delete and keep, and why (changes nothing)")
     _add_config(plan)
     _add_policy(plan)
@@ -112,6 +117,7 @@ def _dispatch(arguments: argparse.Namespace) -> int:
     from daemon import commands
 
     handler = {
+        "run": commands.run,
         "plan": commands.plan,
         "apply": commands.apply,
         "check-config": commands.check_config,

@@ -26,6 +26,12 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def run(arguments: argparse.Namespace) -> int:
+    from daemon.service import run_service
+
+    return run_service(arguments.config)
+
+
 def plan(arguments: argparse.Namespace) -> int:
     settings = load_config(arguments.config).settings
     at = parse_instant(arguments.at) if arguments.at else datetime.now(timezone.utc)

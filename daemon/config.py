@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from daemon.errors import ConfigError
-from policies.spec import RetentionPolicy
+from policies.spec import ConfigPolicy, DiskPolicy, RetentionPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/retentiond/config.toml")
 CONFIG_ENV = "RETENTIOND_CONFIG"
@@ -69,6 +69,19 @@ class DaemonSection(Section):
         return ZoneInfo(self.timezone)
 
 
+class MetricsSection(Section):
+    """Prometheus metrics: a textfile-collector file and/or an HTTP endpoint (off by default)."""
+
+    textfile: Path | None = None
+    listen_address: str = "127.0.0.1"
+    listen_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("textfile")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+
 class Settings(BaseSettings):
     """The whole effective configuration."""
 
@@ -81,7 +94,9 @@ class Settings(BaseSettings):
 
     store: StoreSection = Field(default_factory=StoreSection)
     daemon: DaemonSection = Field(default_factory=DaemonSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
     retention: tuple[RetentionPolicy, ...] = ()
+    disk: tuple[DiskPolicy, ...] = ()
 
     @classmethod
     def settings_customise_sources(
@@ -98,10 +113,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _policies_are_consistent(self) -> Settings:
         seen: set[str] = set()
+        for section, policies in (("retention", self.retention), ("disk", self.disk)):
+            for index, policy in enumerate(policies):
+                if policy.name in seen:
+                    raise ValueError(f"{section}[{index}].name: policy name {policy.name!r} is used twice")
+                seen.add(policy.name)
         for index, policy in enumerate(self.retention):
-            if policy.name in seen:
-                raise ValueError(f"retention[{index}].name: policy name {policy.name!r} is used twice")
-            seen.add(policy.name)
             if policy.schedule is not None:
                 try:
                     CronTrigger.from_crontab(policy.schedule, timezone=self.daemon.zone)
@@ -109,8 +126,13 @@ class Settings(BaseSettings):
                     raise ValueError(f"retention[{index}].schedule: invalid cron {policy.schedule!r}: {error}") from None
         return self
 
+    @property
+    def policies(self) -> tuple[ConfigPolicy, ...]:
+        """Every artifact policy, retention first."""
+        return (*self.retention, *self.disk)
+
     def policy_names(self) -> list[str]:
-        return [policy.name for policy in self.retention]
+        return [policy.name for policy in self.policies]
 
 
 @dataclass(frozen=True)

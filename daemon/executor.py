@@ -7,6 +7,7 @@ the end of the batch. One failing action is recorded and the run goes on.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -42,6 +43,7 @@ class RunResult:
     plan: Plan
     inventory: Inventory
     results: list[ActionResult] = field(default_factory=list)
+    interrupted: bool = False
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for result in self.results if result.outcome == outcome)
@@ -77,9 +79,11 @@ def execute(
     audit: AuditLog,
     run_id: str,
     progress: RunProgress | None = None,
+    stop: threading.Event | None = None,
 ) -> RunResult:
     """Given a plan made under the store lock, carry out its deletions; return every outcome.
 
+    When ``stop`` is set, the action in progress finishes and no further one starts.
     Raise AuditError (before acting on the batch) if the audit log cannot be written.
     """
     by_key: dict[tuple[str, str, str], Artifact] = {
@@ -90,11 +94,20 @@ def execute(
     if progress is not None:
         progress.begin(plan)
     for start in range(0, len(actions), BATCH_SIZE):
+        if stop is not None and stop.is_set():
+            result.interrupted = True
+            break
         batch = actions[start : start + BATCH_SIZE]
         for action in batch:
             audit.record(f"{_subject(action)}.{action.action}_intended", **_audit_fields(action))
         audit.sync()
         for action in batch:
+            if stop is not None and stop.is_set():
+                result.interrupted = True
+                outcome = ActionResult(action, "skipped", "interrupted before it started")
+                result.results.append(outcome)
+                audit.record(_outcome_event(action, "skipped"), **_audit_fields(action), outcome="skipped", error=outcome.error)
+                continue
             outcome = _carry_out(action, by_key, store, run_id)
             result.results.append(outcome)
             audit.record(_outcome_event(action, outcome.outcome), **_audit_fields(action), outcome=outcome.outcome, error=outcome.error)

@@ -64,6 +64,23 @@ def scan_store(home: Path) -> Inventory:
     return Inventory(artifacts=tuple(artifacts), warnings=tuple(warnings))
 
 
+def store_fingerprint(home: Path) -> tuple[tuple[str, int], ...]:
+    """Return the mtimes of ``models/``, ``bentos/`` and every name directory: a new or removed
+    version changes it. Costs one stat per name, not a walk."""
+    marks: list[tuple[str, int]] = []
+    for subdir, _ in KIND_DIRS.values():
+        kind_root = home / subdir
+        try:
+            marks.append((subdir, kind_root.lstat().st_mtime_ns))
+            with os.scandir(kind_root) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        marks.append((f"{subdir}/{entry.name}", entry.stat(follow_symlinks=False).st_mtime_ns))
+        except OSError:
+            marks.append((subdir, -1))
+    return tuple(sorted(marks))
+
+
 def _sorted_entries(directory: Path) -> list[os.DirEntry[str]]:
     with os.scandir(directory) as entries:
         return sorted(entries, key=lambda entry: entry.name)

@@ -11,12 +11,12 @@ When the target cannot be met, the report says how many bytes were blocked, and 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from policies.durations import format_bytes
-from policies.model import Action, Artifact, DiskReport, DiskUsage, Inventory, format_instant
+from policies.model import Action, Artifact, DiskReport, DiskSample, DiskUsage, Inventory, format_instant
 from policies.predict import predict_crossing
 from policies.spec import DiskPolicy
 
@@ -24,7 +24,9 @@ Protections = Callable[[Artifact], list[str]]
 
 
 @dataclass(frozen=True)
-class _Target:
+class DiskTarget:
+    """Why a disk policy is triggered (empty: it is not) and how many bytes it must free."""
+
     triggers: tuple[str, ...]
     needed_bytes: int
 
@@ -33,9 +35,9 @@ def disk_target(
     policy: DiskPolicy,
     disk: DiskUsage,
     store_bytes: int,
-    inventory: Inventory,
+    samples: Sequence[DiskSample],
     now: datetime,
-) -> _Target:
+) -> DiskTarget:
     """Given current usage (after already planned deletions), return the triggers and bytes to free."""
     triggers: list[str] = []
     needed = 0
@@ -47,7 +49,7 @@ def disk_target(
         elif policy.predict_full_within is not None:
             # The horizon doubles as the look-back: fit the growth seen over the span we predict.
             horizon = now - policy.predict_full_within.before(now, timezone.utc)
-            prediction = predict_crossing(inventory.disk_samples, high, now, horizon)
+            prediction = predict_crossing(samples, high, now, horizon)
             if prediction is not None and prediction.crosses_at is not None and prediction.crosses_at <= now + horizon:
                 triggers.append(
                     f"filesystem predicted to pass high_watermark {policy.high_watermark} at "
@@ -60,7 +62,7 @@ def disk_target(
         if store_bytes > budget:
             triggers.append(f"store {format_bytes(store_bytes)} over max_store_size {policy.max_store_size}")
             needed = max(needed, store_bytes - budget)
-    return _Target(tuple(triggers), max(needed, 0))
+    return DiskTarget(tuple(triggers), max(needed, 0))
 
 
 def plan_eviction(
@@ -76,7 +78,7 @@ def plan_eviction(
     freed_already = sum(a.size_bytes for a in inventory.artifacts if (a.kind, a.name, a.version) in already_deleted)
     store_bytes = sum(artifact.size_bytes for artifact in remaining)
     usage = DiskUsage(disk.total_bytes, max(disk.used_bytes - freed_already, 0))
-    target = disk_target(policy, usage, store_bytes, inventory, now)
+    target = disk_target(policy, usage, store_bytes, inventory.disk_samples, now)
     if not target.triggers:
         return [], DiskReport(policy.name, (), 0, 0)
 

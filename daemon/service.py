@@ -1,0 +1,247 @@
+"""``retentiond run``: the long-running daemon under systemd (Type=notify).
+
+The scheduler decides WHEN (cron per retention policy, an interval per disk
+policy); ``policies.evaluate`` decides WHAT; ``runner.apply_once`` acts under the
+store lock. The main thread keeps signals, the notify socket and the watchdog;
+jobs run in APScheduler's worker threads, one at a time.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from types import FrameType
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from daemon.config import Settings, load_config
+from daemon.errors import EXIT_OK, ConfigError, RetentiondError, StoreBusyError
+from daemon.executor import RunResult
+from daemon.inventory import scan_store, store_fingerprint
+from daemon.metrics import Metrics
+from daemon.notify import Notifier, watchdog_interval_seconds
+from daemon.runner import apply_once, read_disk_usage
+from daemon.store import check_store_root
+from policies import DiskPolicy, DiskSample
+from policies.disk import disk_target
+from policies.durations import format_bytes
+
+log = structlog.get_logger("retentiond")
+
+MISFIRE_GRACE_SECONDS = 15 * 60  # a run that is late by minutes still runs (APScheduler's default drops it after 1 s)
+LOCK_WAIT_SECONDS = 30.0
+UNREACHABLE_RETRY = timedelta(minutes=5)
+SAMPLES_KEPT = 720
+RESCAN_EVERY = timedelta(minutes=1)
+
+
+@dataclass
+class _Baseline:
+    """The store size from the last scan, and what the store's directories looked like then."""
+
+    store_bytes: int
+    fingerprint: tuple[tuple[str, int], ...]
+    at: datetime
+
+
+@dataclass
+class _Unreachable:
+    at: datetime
+    used_bytes: int
+
+
+def scheduler_for(settings: Settings) -> BackgroundScheduler:
+    """Return a scheduler in ``daemon.timezone`` that coalesces, never overlaps a job, and runs late jobs."""
+    return BackgroundScheduler(
+        timezone=settings.daemon.zone,
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS},
+    )
+
+
+def retention_trigger(schedule: str, settings: Settings) -> CronTrigger:
+    return CronTrigger.from_crontab(schedule, timezone=settings.daemon.zone)
+
+
+class Service:
+    """The daemon: owns the scheduler, the metrics and the reload logic."""
+
+    def __init__(self, config_argument: str | None, notifier: Notifier) -> None:
+        self.config_argument = config_argument
+        self.notifier = notifier
+        self.settings = load_config(config_argument).settings
+        check_store_root(self.settings.store.home)
+        self.stop = threading.Event()
+        self.reload_requested = threading.Event()
+        self._run_lock = threading.Lock()
+        self.metrics = Metrics()
+        self.samples: deque[DiskSample] = deque(maxlen=SAMPLES_KEPT)
+        self._unreachable: dict[str, _Unreachable] = {}
+        self.scheduler = scheduler_for(self.settings)
+        self.baseline = self._measure_baseline()
+
+    def _measure_baseline(self) -> _Baseline:
+        home = self.settings.store.home
+        fingerprint = store_fingerprint(home)
+        inventory = scan_store(home)
+        self.metrics.observe_store(inventory)
+        return _Baseline(sum(a.size_bytes for a in inventory.artifacts), fingerprint, datetime.now(timezone.utc))
+
+    def _store_bytes(self, now: datetime) -> int:
+        # Rescan only when a version came or went, or now and then for saves still being written.
+        if store_fingerprint(self.settings.store.home) != self.baseline.fingerprint or now - self.baseline.at > RESCAN_EVERY:
+            self.baseline = self._measure_baseline()
+        return self.baseline.store_bytes
+
+    def start(self) -> None:
+        """Schedule the jobs, start serving metrics, and tell systemd we are ready."""
+        self._schedule()
+        self.scheduler.start()
+        metrics = self.settings.metrics
+        if metrics.listen_port is not None:
+            self.metrics.serve(metrics.listen_address, metrics.listen_port)
+        self.metrics.write_textfile(metrics.textfile)
+        log.info("daemon.started", store=str(self.settings.store.home), jobs=[job.id for job in self.scheduler.get_jobs()])
+        self.notifier.send("READY=1", f"STATUS=watching {self.settings.store.home}")
+
+    def _schedule(self) -> None:
+        self.scheduler.remove_all_jobs()
+        for policy in self.settings.retention:
+            if policy.schedule is not None:
+                self.scheduler.add_job(
+                    self._run_policy, retention_trigger(policy.schedule, self.settings),
+                    args=[policy.name], id=f"retention:{policy.name}", name=policy.name,
+                )
+        for disk_policy in self.settings.disk:
+            self.scheduler.add_job(
+                self._check_disk, IntervalTrigger(seconds=disk_policy.check_interval.approx_seconds()),
+                args=[disk_policy.name], id=f"disk:{disk_policy.name}", name=disk_policy.name,
+                next_run_time=datetime.now(timezone.utc),
+            )
+
+    def serve_forever(self) -> int:
+        """Run until SIGTERM/SIGINT; re-read the config on SIGHUP. Return the exit code."""
+        ping_every = watchdog_interval_seconds()
+        tick = min(ping_every, 1.0) if ping_every else 1.0
+        while not self.stop.wait(tick):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+            if ping_every and self.scheduler.running:
+                self.notifier.send("WATCHDOG=1")
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        self.notifier.send("STOPPING=1")
+        log.info("daemon.stopping")
+        self.scheduler.shutdown(wait=True)
+        self.metrics.write_textfile(self.settings.metrics.textfile)
+        self.metrics.close()
+        log.info("daemon.stopped")
+        return EXIT_OK
+
+    def reload(self) -> None:
+        """Re-read the config; keep the old one, loudly, if the new one is invalid."""
+        try:
+            settings = load_config(self.config_argument).settings
+            check_store_root(settings.store.home)
+        except ConfigError as error:
+            log.error("config.reload_failed", error=str(error))
+            self.notifier.send(f"STATUS=config reload failed; still running the previous config: {str(error)[:200]}")
+            return
+        with self._run_lock:
+            self.settings = settings
+            self._schedule()
+        log.info("config.reloaded", jobs=[job.id for job in self.scheduler.get_jobs()])
+        self.notifier.send("STATUS=config reloaded")
+
+    def _run_policy(self, policy_name: str) -> RunResult | None:
+        """A scheduled run of one policy; every failure is caught here so the daemon carries on."""
+        structlog.contextvars.bind_contextvars(policy=policy_name)
+        try:
+            with self._run_lock:
+                if self.stop.is_set():
+                    return None
+                result = apply_once(
+                    self.settings, [policy_name], wait_seconds=LOCK_WAIT_SECONDS,
+                    disk_samples=list(self.samples), stop=self.stop,
+                )
+                self._after_run(result, policy_name)
+                return result
+        except StoreBusyError as error:
+            log.warning("run.skipped", reason=str(error))
+        except RetentiondError as error:
+            log.error("run.failed", error=str(error))
+        except Exception:
+            log.exception("run.crashed")
+        finally:
+            structlog.contextvars.clear_contextvars()
+        return None
+
+    def _after_run(self, result: RunResult, policy_name: str) -> None:
+        remaining = sum(a.size_bytes for a in result.inventory.artifacts) - result.bytes_freed
+        self.baseline = _Baseline(remaining, store_fingerprint(self.settings.store.home), datetime.now(timezone.utc))
+        used_now = read_disk_usage(self.settings.store.home).used_bytes
+        self.metrics.observe_run(result, [policy_name])
+        self.metrics.write_textfile(self.settings.metrics.textfile)
+        for report in result.plan.disk_reports:
+            if report.triggers and not report.reached:
+                self._unreachable[report.policy] = _Unreachable(datetime.now(timezone.utc), used_now)
+            else:
+                self._unreachable.pop(report.policy, None)
+        counters = result.counters()
+        self.notifier.send(
+            f"STATUS=last run {policy_name}: {counters['actions_ok']} deleted, "
+            f"{counters['actions_failed']} failed, {format_bytes(result.bytes_freed)} freed"
+        )
+
+    def _check_disk(self, policy_name: str) -> None:
+        """Cheap check (one statfs, no walk): run the disk policy only when it would act."""
+        policy = next((p for p in self.settings.disk if p.name == policy_name), None)
+        if policy is None or self.stop.is_set():
+            return
+        now = datetime.now(timezone.utc)
+        disk = read_disk_usage(self.settings.store.home)
+        self.samples.append(DiskSample(now, disk.used_bytes))
+        self.metrics.observe_disk(disk)
+        store_bytes = self._store_bytes(now) if policy.max_store_size is not None else 0
+        target = disk_target(policy, disk, store_bytes, list(self.samples), now)
+        if not target.triggers or self._recently_unreachable(policy, now, disk.used_bytes, disk.total_bytes):
+            return
+        log.info("disk.triggered", policy=policy_name, triggers=list(target.triggers))
+        self._run_policy(policy_name)
+
+    def _recently_unreachable(self, policy: DiskPolicy, now: datetime, used_bytes: int, total_bytes: int) -> bool:
+        # A target that could not be met is retried when the disk grew by 1 % or after a few minutes,
+        # not at every check: each attempt walks the whole store.
+        last = self._unreachable.get(policy.name)
+        if last is None:
+            return False
+        return now - last.at < UNREACHABLE_RETRY and used_bytes <= last.used_bytes + total_bytes // 100
+
+
+def run_service(config_argument: str | None) -> int:
+    """Entry point of ``retentiond run``. Raise ConfigError (exit 78) if the config is invalid at start."""
+    notifier = Notifier()
+    service = Service(config_argument, notifier)
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal.received", signal=signal.Signals(signum).name)
+        service.stop.set()
+
+    def request_reload(_signum: int, _frame: FrameType | None) -> None:
+        service.reload_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
+    try:
+        service.start()
+        return service.serve_forever()
+    finally:
+        notifier.close()

@@ -1,0 +1,212 @@
+"""`retentiond run` in a subprocess on a real temporary store, with a fake NOTIFY_SOCKET."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from daemon.audit import read_records, record_time
+from tests.fakestore import add_model, make_home, populate
+
+REPO = Path(__file__).resolve().parents[2]
+NOW = datetime.now(timezone.utc)
+
+
+class Daemon:
+    """A `retentiond run` child process with a notify socket the test reads."""
+
+    def __init__(self, root: Path, config: Path) -> None:
+        self.root = root
+        self.config = config
+        self.messages: list[str] = []
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        socket_path = root / "notify.sock"
+        self._socket.bind(str(socket_path))
+        self._socket.settimeout(0.2)
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("RETENTIOND_")}
+        environment.update(NOTIFY_SOCKET=str(socket_path), WATCHDOG_USEC="1000000", PYTHONPATH=str(REPO))
+        self.log = (root / "daemon.log").open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run", "--config", str(config)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=environment, cwd=REPO,
+        )
+
+    def read_messages(self, until: str, timeout: float = 20) -> list[str]:
+        """Collect notify messages until one contains ``until``; fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.messages.append(self._socket.recv(4096).decode())
+            except TimeoutError:
+                if self.process.poll() is not None:
+                    break
+                continue
+            if until in self.messages[-1]:
+                return self.messages
+        raise AssertionError(f"no {until!r} within {timeout}s; got {self.messages}; log:\n{self.logs()}")
+
+    def logs(self) -> str:
+        self.log.flush()
+        return (self.root / "daemon.log").read_text()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self.read_messages_nowait()
+        return code
+
+    def read_messages_nowait(self) -> None:
+        self._socket.settimeout(0.05)
+        while True:
+            try:
+                self.messages.append(self._socket.recv(4096).decode())
+            except (TimeoutError, BlockingIOError):
+                return
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._socket.close()
+        self.log.close()
+
+
+def write_config(root: Path, home: Path, extra: str) -> Path:
+    config = root / "config.toml"
+    config.write_text(
+        f'[store]\nhome = "{home}"\n[daemon]\nstate_dir = "{root / "state"}"\naudit_log = "{root / "audit.jsonl"}"\n' + extra
+    )
+    return config
+
+
+def store_bytes(home: Path) -> int:
+    return sum(entry.stat().st_size for entry in (home / "models").rglob("*") if entry.is_file())
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator:
+    started: list[Daemon] = []
+
+    def start(config: Path) -> Daemon:
+        daemon = Daemon(tmp_path, config)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.close()
+
+
+def wait_for(condition, timeout: float, interval: float = 0.05) -> float:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def test_store_grown_past_budget_is_cleaned_within_one_interval(tmp_path: Path, daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path)
+    populate(home, names=2, versions_per_name=5, now=NOW, files=2)
+    budget = store_bytes(home) + 2000
+    config = write_config(tmp_path, home, f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}"\ncheck_interval = "1s"\n')
+    daemon = daemon_factory(config)
+    messages = daemon.read_messages(until="READY=1")
+    assert messages[0].startswith("READY=1")
+    time.sleep(1.5)
+    assert not (tmp_path / "audit.jsonl").exists() or not any(
+        record["event"] == "artifact.deleted" for record in read_records(tmp_path / "audit.jsonl")
+    )
+
+    grown_at = datetime.now(timezone.utc)
+    for index in range(20):
+        add_model(home, "model-0000", f"grow{index:02d}", NOW - timedelta(days=30 + index), files=4, file_bytes=500)
+    (home / "models" / "model-0000" / "latest").write_text((home / "models" / "model-0000" / "latest").read_text())
+    assert store_bytes(home) > budget
+
+    def deleted_records() -> list[dict]:
+        path = tmp_path / "audit.jsonl"
+        return [r for r in read_records(path) if r["event"] == "artifact.deleted"] if path.exists() else []
+
+    wait_for(lambda: deleted_records() and store_bytes(home) <= budget, timeout=15)
+    first_deletion = min(record_time(record) for record in deleted_records())  # type: ignore[type-var]
+    reaction = (first_deletion - grown_at).total_seconds()
+    print(f"over budget -> first deletion audited: {reaction:.2f}s (check interval 1s)")
+    assert reaction < 1 + 5
+    assert daemon.stop() == 0
+    kinds = [m.split("=", 1)[0] for m in daemon.messages if m.split("=", 1)[0] in ("READY", "WATCHDOG", "STOPPING")]
+    assert kinds[0] == "READY" and "WATCHDOG" in kinds and kinds[-1] == "STOPPING"
+    assert kinds.index("STOPPING") > kinds.index("WATCHDOG")
+    listing = subprocess.run(
+        [sys.executable, "-m", "tests.bentoml_judge", "describe", str(home)], capture_output=True, text=True,
+        env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "PYTHONPATH": str(REPO)}, cwd=REPO,
+    )
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    assert len(json.loads(listing.stdout.splitlines()[-1])["models"]) == len(
+        [d for d in (home / "models").glob("*/*") if d.is_dir()]
+    )
+
+
+def test_sigterm_during_a_run_finishes_the_action_and_exits_0(tmp_path: Path, daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path)
+    populate(home, names=4, versions_per_name=150, now=NOW, files=30)
+    config = write_config(tmp_path, home, '[[disk]]\nname = "budget"\nmax_store_size = "1KB"\ncheck_interval = "1s"\n')
+    daemon = daemon_factory(config)
+    audit = tmp_path / "audit.jsonl"
+
+    def run_started() -> bool:
+        return audit.exists() and any(r["event"] == "artifact.delete_intended" for r in read_records(audit))
+
+    wait_for(run_started, timeout=30, interval=0.005)
+    assert daemon.stop() == 0
+    events = [record["event"] for record in read_records(audit)]
+    assert "run.interrupted" in events
+    assert 0 < events.count("artifact.deleted") < 4 * 149
+    for version_dir in (home / "models").glob("*/*"):
+        if version_dir.is_dir():
+            assert (version_dir / "model.yaml").exists() and len(list(version_dir.iterdir())) == 31, version_dir
+    intents = {r["version"] for r in read_records(audit) if r["event"] == "artifact.delete_intended"}
+    outcomes = {r["version"] for r in read_records(audit) if r["event"].startswith("artifact.") and "outcome" in r}
+    assert intents == outcomes, "every intent has its outcome"
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one(tmp_path: Path, daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path)
+    populate(home, names=1, versions_per_name=3, now=NOW)
+    budget = store_bytes(home) + 1000
+    config = write_config(tmp_path, home, f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}"\ncheck_interval = "1s"\n')
+    daemon = daemon_factory(config)
+    daemon.read_messages(until="READY=1")
+    good = config.read_text()
+    config.write_text(good + "\n[[disk]]\nname = 'broken'\nhigh_watermark = 'lots'\n")
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.read_messages(until="config reload failed")
+    assert "config.reload_failed" in daemon.logs() and "disk[1].high_watermark" in daemon.logs()
+    config.write_text(good)  # the file is fine again, but only a new SIGHUP would read it
+    for index in range(6):
+        add_model(home, "model-0000", f"grow{index}", NOW - timedelta(days=40 + index), files=4, file_bytes=500)
+    wait_for(lambda: store_bytes(home) <= budget, timeout=15)
+    assert daemon.process.poll() is None
+    assert daemon.stop() == 0
+
+
+def test_invalid_config_at_start_exits_78(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    config = write_config(tmp_path, home, "[[disk]]\nname = 'x'\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "--config", str(config)], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert result.returncode == 78
+    assert "disk[0]" in result.stderr and "needs high_watermark or max_store_size" in result.stderr

@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for the store lock instead of exiting 75 at once",
     )
 
+    status = commands.add_parser("status", help="store per name, disk against each limit, trash, last and next runs")
+    _add_config(status)
+    status.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
     check = commands.add_parser("check-config", help="validate the config and print the effective values (secrets redacted)")
     _add_config(check)
 
@@ -120,6 +124,7 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         "run": commands.run,
         "plan": commands.plan,
         "apply": commands.apply,
+        "status": commands.status,
         "check-config": commands.check_config,
         "audit": commands.audit,
     }[arguments.command]

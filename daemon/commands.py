@@ -80,6 +80,18 @@ def apply(arguments: argparse.Namespace) -> int:
     return EXIT_ACTIONS_FAILED if result.failed else EXIT_OK
 
 
+def status(arguments: argparse.Namespace) -> int:
+    from daemon.status import collect_status
+
+    settings = load_config(arguments.config).settings
+    report = collect_status(settings, datetime.now(timezone.utc))
+    if arguments.json:
+        print_json(report)
+    else:
+        render.print_status(report)
+    return EXIT_OK
+
+
 def check_config(arguments: argparse.Namespace) -> int:
     loaded = load_config(arguments.config)
     source = str(loaded.path) if loaded.path else "built-in defaults (no config file found)"

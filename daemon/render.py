@@ -107,3 +107,35 @@ def print_audit(records: Iterable[dict[str, Any]]) -> None:
             str(record.get("error") or ""),
         )
     console().print(table)
+
+
+def print_status(report: dict[str, Any]) -> None:
+    """Print the status report: store per name, disk limits, trash, policies."""
+    out = console()
+    store = report["store"]
+    out.print(f"store {store['home']}: {store['versions']} versions, {format_bytes(store['size_bytes'])}")
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("kind", "name", "versions", "size", "oldest", "newest"):
+        table.add_column(column, justify="right" if column in ("versions", "size") else "left")
+    for entry in store["names"]:
+        table.add_row(entry["kind"], entry["name"], str(entry["versions"]), format_bytes(entry["size_bytes"]),
+                      entry["oldest"] or "-", entry["newest"] or "-")
+    out.print(table)
+    disk = report["disk"]
+    out.print(f"\ndisk: {disk['used_ratio']:.1%} used ({format_bytes(disk['used_bytes'])} of {format_bytes(disk['total_bytes'])})")
+    for limits in disk["policies"]:
+        settings = ", ".join(f"{key} {limits[key]['setting']}" for key in ("high_watermark", "low_watermark", "max_store_size") if key in limits)
+        last = limits.get("last_evaluation") or {}
+        blocked = "" if last.get("reached", True) else f"; target not reachable, blocked {last.get('blocked_by')}"
+        out.print(f"  {limits['name']}: {settings}{blocked}")
+    trash = report["trash"]
+    out.print(f"trash: {trash['versions']} version(s), {format_bytes(trash['size_bytes'])}")
+    policies = Table(title="policies", title_justify="left", show_edge=False, pad_edge=False)
+    for column in ("policy", "kind", "last run", "outcome", "deleted", "freed", "next run"):
+        policies.add_column(column)
+    for policy in report["policies"]:
+        last = policy["last_run"] or {}
+        policies.add_row(policy["name"], policy["kind"], last.get("at", "never"), last.get("outcome", "-"),
+                         str(last.get("actions_ok", "-")), format_bytes(last["bytes_freed"]) if last else "-",
+                         policy["next_run"] or (f"every {policy['check_interval']}" if policy["check_interval"] else "-"))
+    out.print(policies)

@@ -25,6 +25,10 @@ def test_example_config_loads_and_sets_every_documented_key() -> None:
     assert str(first.keep_within) == "2d" and str(first.keep_newer_than) == "14d"
     assert first.keep_labels == {"retention": "keep"} and first.schedule == "0 * * * *"
     assert settings.retention[1].kinds == ("bento",)
+    disk = settings.disk[0]
+    assert (str(disk.high_watermark), str(disk.low_watermark), str(disk.max_store_size)) == ("85%", "75%", "200GiB")
+    assert str(disk.check_interval) == "10s" and str(disk.predict_full_within) == "30m"
+    assert settings.metrics.listen_port == 9464 and settings.metrics.listen_address == "127.0.0.1"
 
 
 def test_no_file_gives_defaults_with_store_from_bentoml_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

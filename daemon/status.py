@@ -1,0 +1,91 @@
+"""``retentiond status``: the store, the disk against each policy's limits, the trash, last and next runs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Settings
+from daemon.inventory import scan_store
+from daemon.runner import read_disk_usage
+from daemon.service import retention_trigger
+from daemon.state import StateFile
+from daemon.store import Store, check_store_root
+from policies.model import format_instant
+from policies.spec import ConfigPolicy, DiskPolicy, RetentionPolicy
+
+
+def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
+    """Given the config and the instant, return the whole status as plain JSON-ready values."""
+    home = check_store_root(settings.store.home)
+    inventory = scan_store(home)
+    disk = read_disk_usage(home)
+    names: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"versions": 0, "size_bytes": 0, "oldest": None, "newest": None})
+    for artifact in inventory.artifacts:
+        entry = names[(artifact.kind, artifact.name)]
+        entry["versions"] += 1
+        entry["size_bytes"] += artifact.size_bytes
+        if artifact.created_at is not None:
+            stamp = format_instant(artifact.created_at)
+            entry["oldest"] = min(entry["oldest"] or stamp, stamp)
+            entry["newest"] = max(entry["newest"] or stamp, stamp)
+    state = StateFile(settings.daemon.state_dir).load()
+    store_bytes = sum(entry["size_bytes"] for entry in names.values())
+    return {
+        "at": format_instant(now),
+        "store": {
+            "home": str(home),
+            "size_bytes": store_bytes,
+            "versions": len(inventory.artifacts),
+            "names": [{"kind": kind, "name": name, **entry} for (kind, name), entry in sorted(names.items())],
+            "warnings": list(inventory.warnings),
+        },
+        "disk": {
+            "total_bytes": disk.total_bytes,
+            "used_bytes": disk.used_bytes,
+            "used_ratio": round(disk.used_ratio, 4),
+            "policies": [_disk_limits(policy, disk.total_bytes, store_bytes, state) for policy in settings.disk],
+        },
+        "trash": _trash(Store(home).trash_dir),
+        "policies": [
+            {
+                "name": policy.name,
+                "kind": "retention" if isinstance(policy, RetentionPolicy) else "disk",
+                "last_run": state.get("runs", {}).get(policy.name),
+                "next_run": _next_run(policy, settings, now),
+                "check_interval": str(policy.check_interval) if isinstance(policy, DiskPolicy) else None,
+            }
+            for policy in settings.policies
+        ],
+    }
+
+
+def _disk_limits(policy: DiskPolicy, total_bytes: int, store_bytes: int, state: dict[str, Any]) -> dict[str, Any]:
+    limits: dict[str, Any] = {"name": policy.name, "check_interval": str(policy.check_interval)}
+    for key in ("high_watermark", "low_watermark", "max_store_size"):
+        size = getattr(policy, key)
+        if size is not None:
+            limits[key] = {"setting": str(size), "bytes": size.resolve(total_bytes)}
+    if policy.max_store_size is not None:
+        limits["store_over_budget"] = store_bytes > policy.max_store_size.resolve(total_bytes)
+    limits["last_evaluation"] = state.get("disk", {}).get(policy.name)
+    return limits
+
+
+def _trash(trash_dir: Path) -> dict[str, Any]:
+    entries, size = 0, 0
+    if trash_dir.is_dir():
+        for path in trash_dir.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                size += path.lstat().st_size
+        entries = sum(1 for _ in trash_dir.glob("*/*/*/*"))
+    return {"path": str(trash_dir), "versions": entries, "size_bytes": size}
+
+
+def _next_run(policy: ConfigPolicy, settings: Settings, now: datetime) -> str | None:
+    if not isinstance(policy, RetentionPolicy) or policy.schedule is None:
+        return None
+    fire = retention_trigger(policy.schedule, settings).get_next_fire_time(None, now)
+    return format_instant(fire) if fire else None

@@ -64,6 +64,25 @@ class DiskSample:
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """A deployment as a provider reports it (BentoCloud, a local process, a command hook).
+
+    ``identity`` tells a replaced deployment of the same name apart (BentoCloud's uid, a
+    process's pid and start time); ``inactive_since`` is when this daemon first saw it
+    terminated or failed (None if it never did).
+    """
+
+    provider: str
+    name: str
+    status: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    identity: str = ""
+    inactive_since: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Inventory:
     """What the store holds at one instant: artifacts, scan warnings, and the disk under it."""
 

@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 from policies.evaluate import evaluate
-from policies.model import Action, Artifact, DiskReport, DiskSample, DiskUsage, Inventory, Kept, Plan
-from policies.spec import DiskPolicy, RetentionPolicy
+from policies.model import (
+    Action, Artifact, Deployment, DiskReport, DiskSample, DiskUsage, Inventory, Kept, Ownership, Plan,
+)
+from policies.spec import DiskPolicy, OffhoursPolicy, RetentionPolicy
 
 __all__ = [
-    "Action", "Artifact", "DiskPolicy", "DiskReport", "DiskSample", "DiskUsage",
-    "Inventory", "Kept", "Plan", "RetentionPolicy", "evaluate",
+    "Action", "Artifact", "Deployment", "DiskPolicy", "DiskReport", "DiskSample", "DiskUsage",
+    "Inventory", "Kept", "OffhoursPolicy", "Ownership", "Plan", "RetentionPolicy", "evaluate",
 ]

@@ -99,6 +99,14 @@ class Duration:
         return (shifted - timedelta(seconds=self.seconds)).astimezone(timezone.utc)
 
 
+    def after(self, at: datetime, zone: tzinfo) -> datetime:
+        """Given an aware instant, return the aware UTC instant this duration later (calendar parts in ``zone``)."""
+        shifted = at
+        if self.years or self.months or self.days:
+            shifted = go_add_date(at, self.years, self.months, self.days, zone)
+        return (shifted + timedelta(seconds=self.seconds)).astimezone(timezone.utc)
+
+
 def go_add_date(at: datetime, years: int, months: int, days: int, zone: tzinfo) -> datetime:
     """Given an aware instant, return Go's ``t.In(zone).AddDate(years, months, days)`` as aware UTC.
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 
 from policies.disk import plan_eviction
+from policies.offhours import decide_offhours, ownership_by_key
 from policies.model import Action, Artifact, DiskReport, Inventory, Kept, Plan, format_instant
 from policies.retention import apply_rules
-from policies.spec import ArtifactPolicy, ConfigPolicy, DiskPolicy, RetentionPolicy
+from policies.spec import ArtifactPolicy, ConfigPolicy, DiskPolicy, OffhoursPolicy, RetentionPolicy
 
 NOT_KEPT = "not kept by any rule"
 
@@ -59,6 +60,7 @@ def evaluate(
     )
     actions, kept = _merge(verdicts, inventory, acting, warnings)
     reports = _evict_for_disk(config_policies, inventory, referencing, actions, now, zone, acting, warnings)
+    _decide_deployments(config_policies, inventory, now, acting, actions, kept)
     return Plan(
         at=now.astimezone(timezone.utc),
         actions=tuple(actions),
@@ -79,7 +81,7 @@ def _evict_for_disk(
     warnings: list[str],
 ) -> list[DiskReport]:
     """Append disk-policy evictions to ``actions``; every policy's keep_labels still pin."""
-    pinning = [policy for policy in config_policies if policy.keep_labels]
+    pinning = [policy for policy in config_policies if isinstance(policy, ArtifactPolicy) and policy.keep_labels]
     reports = []
     for policy in config_policies:
         if not isinstance(policy, DiskPolicy) or (acting is not None and policy.name not in acting):
@@ -101,6 +103,28 @@ def _evict_for_disk(
         if report.triggers and not report.reached:
             warnings.append(report.describe())
     return reports
+
+
+def _decide_deployments(
+    config_policies: Sequence[ConfigPolicy],
+    inventory: Inventory,
+    now: datetime,
+    acting: Collection[str] | None,
+    actions: list[Action],
+    kept: list[Kept],
+) -> None:
+    """Append off-hours decisions; a deployment claimed by an earlier policy is not decided again."""
+    records = ownership_by_key(inventory.ownership)
+    decided: set[tuple[str, str]] = set()
+    for policy in config_policies:
+        if not isinstance(policy, OffhoursPolicy):
+            continue
+        candidates = [d for d in inventory.deployments if (d.provider, d.name) not in decided and policy.selects(d)]
+        decided.update((d.provider, d.name) for d in candidates)
+        policy_actions, policy_kept = decide_offhours(policy, candidates, records, now)
+        if acting is None or policy.name in acting:
+            actions.extend(policy_actions)
+        kept.extend(policy_kept)
 
 
 def _decide_retention(

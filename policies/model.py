@@ -83,6 +83,24 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class Ownership:
+    """This daemon's record that it (or a person, through it: ``manual``) terminated a deployment.
+
+    ``window_ends_at`` is when the downtime it was terminated in ends; a deployment that
+    runs again before then was started by hand. ``identity`` ties the record to the very
+    deployment, so a deleted-and-recreated one of the same name is not ours.
+    """
+
+    provider: str
+    name: str
+    policy: str
+    terminated_at: datetime
+    window_ends_at: datetime | None
+    identity: str = ""
+    manual: bool = False
+
+
+@dataclass(frozen=True)
 class Inventory:
     """What the store holds at one instant: artifacts, scan warnings, and the disk under it."""
 
@@ -90,6 +108,8 @@ class Inventory:
     warnings: tuple[str, ...] = ()
     disk: DiskUsage | None = None
     disk_samples: tuple[DiskSample, ...] = ()
+    deployments: tuple[Deployment, ...] = ()
+    ownership: tuple[Ownership, ...] = ()
 
     def referencing_bentos(self) -> dict[str, list[str]]:
         """Return, for every model tag that some local bento references, the bento tags."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 import fnmatch
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PrivateAttr, field_validator, model_validator
 
+from policies._timespec_items import resolve_zone
 from policies.durations import Duration, Size
-from policies.model import Artifact
+from policies.model import Artifact, Deployment
 from policies.retention import BUCKETS, KeepRules
+from policies.windows import Holiday, TimeSpec
 
 
 def _to_duration(value: Any) -> Duration:
@@ -156,4 +158,75 @@ class DiskPolicy(ArtifactPolicy):
         return self
 
 
-ConfigPolicy = RetentionPolicy | DiskPolicy
+EXCLUDE_LABEL = "retentiond/exclude"
+EXCLUDE_UNTIL_LABEL = "retentiond/exclude-until"
+
+
+class OffhoursPolicy(PolicyModel):
+    """One ``[[offhours]]`` block: terminate matching deployments in downtime, restart what we stopped after.
+
+    Exactly one of ``downtime`` and ``uptime`` (outside uptime = downtime). ``holidays``
+    are dates or ``date..date`` ranges in ``timezone`` and are downtime all day.
+    """
+
+    name: Annotated[str, Field(min_length=1)]
+    provider: Annotated[str, Field(min_length=1)]
+    match: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    downtime: str | None = None
+    uptime: str | None = None
+    holidays: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    grace_period: DurationField = Duration.parse("15m")
+    delete_after: DurationField | None = None
+    enforce: bool = False
+    _window: TimeSpec = PrivateAttr()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if resolve_zone(value) is None:
+            raise ValueError(f"unknown IANA timezone {value!r}")
+        return value
+
+    @field_validator("downtime", "uptime")
+    @classmethod
+    def _valid_spec(cls, value: str | None) -> str | None:
+        if value is not None:
+            TimeSpec.parse(value)
+        return value
+
+    @field_validator("holidays")
+    @classmethod
+    def _valid_holidays(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for holiday in value:
+            Holiday.parse(holiday)
+        return value
+
+    @model_validator(mode="after")
+    def _parse_window(self) -> OffhoursPolicy:
+        if (self.downtime is None) == (self.uptime is None):
+            raise ValueError(f"off-hours policy {self.name!r} needs exactly one of downtime and uptime")
+        text = self.downtime if self.downtime is not None else self.uptime
+        assert text is not None
+        self._window = TimeSpec.parse(text, self.holidays, self.timezone, invert=self.uptime is not None)
+        return self
+
+    @property
+    def window(self) -> TimeSpec:
+        """The downtime as a TimeSpec (an uptime spec comes inverted; holidays are downtime)."""
+        return self._window
+
+    def describe_window(self) -> str:
+        return f"downtime {self.downtime}" if self.downtime is not None else f"outside uptime {self.uptime}"
+
+    def selects(self, deployment: Deployment) -> bool:
+        """Return True for deployments of this policy's provider whose name matches and is not excluded by name."""
+        if deployment.provider != self.provider:
+            return False
+        if not any(fnmatch.fnmatchcase(deployment.name, pattern) for pattern in self.match):
+            return False
+        return not any(fnmatch.fnmatchcase(deployment.name, pattern) for pattern in self.exclude)
+
+
+ConfigPolicy = RetentionPolicy | DiskPolicy | OffhoursPolicy

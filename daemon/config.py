@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from daemon.errors import ConfigError
-from policies.spec import ConfigPolicy, DiskPolicy, RetentionPolicy
+from daemon.inventory import is_valid_tag_part
+from daemon.providers.command import CommandHooks
+from daemon.providers.process import ProcessDeploymentSpec
+from policies.durations import Duration
+from policies.spec import ConfigPolicy, DiskPolicy, DurationField, OffhoursPolicy, RetentionPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/retentiond/config.toml")
 CONFIG_ENV = "RETENTIOND_CONFIG"
@@ -82,6 +87,34 @@ class MetricsSection(Section):
         return value.expanduser() if value is not None else None
 
 
+class BentoCloudProviderConfig(Section):
+    """``type = "bentocloud"``: token and endpoint from here, else the environment, else ~/.yatai.yaml."""
+
+    type: Literal["bentocloud"]
+    endpoint: str | None = None
+    api_token: SecretStr | None = None
+    cluster: str = ""
+    timeout: DurationField = Duration.parse("10s")
+
+
+class ProcessProviderConfig(Section):
+    """``type = "process"``: local processes declared here (e.g. ``bentoml serve`` on a CI agent)."""
+
+    type: Literal["process"]
+    deployments: tuple[ProcessDeploymentSpec, ...] = ()
+
+
+class CommandProviderConfig(CommandHooks):
+    """``type = "command"``: shell hook templates (systemd units, docker, kubectl)."""
+
+    type: Literal["command"]
+
+
+ProviderConfig = Annotated[
+    BentoCloudProviderConfig | ProcessProviderConfig | CommandProviderConfig, Field(discriminator="type")
+]
+
+
 class Settings(BaseSettings):
     """The whole effective configuration."""
 
@@ -97,6 +130,8 @@ class Settings(BaseSettings):
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     retention: tuple[RetentionPolicy, ...] = ()
     disk: tuple[DiskPolicy, ...] = ()
+    offhours: tuple[OffhoursPolicy, ...] = ()
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -113,11 +148,21 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _policies_are_consistent(self) -> Settings:
         seen: set[str] = set()
-        for section, policies in (("retention", self.retention), ("disk", self.disk)):
+        sections: list[tuple[str, Sequence[ConfigPolicy]]] = [
+            ("retention", self.retention), ("disk", self.disk), ("offhours", self.offhours)
+        ]
+        for section, policies in sections:
             for index, policy in enumerate(policies):
                 if policy.name in seen:
                     raise ValueError(f"{section}[{index}].name: policy name {policy.name!r} is used twice")
                 seen.add(policy.name)
+        for provider_name in self.providers:
+            if not is_valid_tag_part(provider_name.lower()) or "/" in provider_name:
+                raise ValueError(f"providers.{provider_name}: a provider name is letters, digits, '-', '_' or '.'")
+        for index, offhours in enumerate(self.offhours):
+            if offhours.provider not in self.providers:
+                known = ", ".join(sorted(self.providers)) or "none configured"
+                raise ValueError(f"offhours[{index}].provider: no provider named {offhours.provider!r} ({known})")
         for index, policy in enumerate(self.retention):
             if policy.schedule is not None:
                 try:
@@ -128,8 +173,8 @@ class Settings(BaseSettings):
 
     @property
     def policies(self) -> tuple[ConfigPolicy, ...]:
-        """Every artifact policy, retention first."""
-        return (*self.retention, *self.disk)
+        """Every policy: retention, disk, off-hours."""
+        return (*self.retention, *self.disk, *self.offhours)
 
     def policy_names(self) -> list[str]:
         return [policy.name for policy in self.policies]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from daemon.audit import AuditLog
+from daemon.deployments import DeploymentActor
 from daemon.store import SkipAction, Store
 from policies.model import Action, Artifact, Inventory, Plan
 
@@ -80,6 +81,7 @@ def execute(
     run_id: str,
     progress: RunProgress | None = None,
     stop: threading.Event | None = None,
+    deployments: DeploymentActor | None = None,
 ) -> RunResult:
     """Given a plan made under the store lock, carry out its deletions; return every outcome.
 
@@ -108,7 +110,7 @@ def execute(
                 result.results.append(outcome)
                 audit.record(_outcome_event(action, "skipped"), **_audit_fields(action), outcome="skipped", error=outcome.error)
                 continue
-            outcome = _carry_out(action, by_key, store, run_id)
+            outcome = _carry_out(action, by_key, store, run_id, deployments)
             result.results.append(outcome)
             audit.record(_outcome_event(action, outcome.outcome), **_audit_fields(action), outcome=outcome.outcome, error=outcome.error)
             if progress is not None:
@@ -117,9 +119,18 @@ def execute(
     return result
 
 
-def _carry_out(action: Action, by_key: dict[tuple[str, str, str], Artifact], store: Store, run_id: str) -> ActionResult:
-    if action.action != "delete":
-        return ActionResult(action, "skipped", f"{action.action} is not handled by the store executor")
+def _carry_out(
+    action: Action,
+    by_key: dict[tuple[str, str, str], Artifact],
+    store: Store,
+    run_id: str,
+    deployments: DeploymentActor | None,
+) -> ActionResult:
+    if action.kind == "deployment":
+        if deployments is None:
+            return ActionResult(action, "skipped", "no deployment providers in this run")
+        outcome, error = deployments.carry_out(action)
+        return ActionResult(action, outcome, error)
     artifact = by_key.get((action.kind, action.name, action.version or ""))
     if artifact is None:
         return ActionResult(action, "skipped", "not in the inventory this plan was made from")
@@ -155,7 +166,7 @@ def _outcome_event(action: Action, outcome: Outcome) -> str:
 
 
 def _audit_fields(action: Action) -> dict[str, Any]:
-    return {
+    fields: dict[str, Any] = {
         "action": action.action,
         "policy": action.policy,
         "kind": action.kind,
@@ -164,3 +175,6 @@ def _audit_fields(action: Action) -> dict[str, Any]:
         "size_bytes": action.size_bytes,
         "reasons": list(action.reasons),
     }
+    if action.provider is not None:
+        fields["provider"] = action.provider
+    return fields

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,12 +16,17 @@ import structlog
 
 from daemon.audit import AuditLog
 from daemon.config import Settings
+from daemon.deployments import MANUAL_POLICY, DeploymentActor, DeploymentView, list_deployments
 from daemon.errors import ConfigError
 from daemon.executor import RunProgress, RunResult, execute
 from daemon.inventory import scan_store
+from daemon.ownership import OwnershipFile, OwnershipState
+from daemon.providers import Provider
+from daemon.providers.registry import build_providers
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root
-from policies import DiskSample, DiskUsage, Inventory, Plan, evaluate
+from policies import Action, DiskSample, DiskUsage, Inventory, Plan, evaluate
+from policies.model import ActionName
 
 log = structlog.get_logger("retentiond")
 
@@ -51,13 +57,106 @@ def take_inventory(home: Path, disk_samples: Sequence[DiskSample] = ()) -> Inven
     return dataclasses.replace(inventory, disk=read_disk_usage(home), disk_samples=tuple(disk_samples))
 
 
+@dataclass
+class DeploymentContext:
+    """What a run knows about deployments: providers, their listing, and our ownership state."""
+
+    providers: dict[str, Provider]
+    view: DeploymentView
+    ownership_file: OwnershipFile
+    state: OwnershipState
+
+
+def gather_deployments(settings: Settings, acting: Collection[str] | None) -> DeploymentContext | None:
+    """List the deployments of the providers that acting off-hours policies use (None: no such policy)."""
+    wanted = {policy.provider for policy in settings.offhours if acting is None or policy.name in acting}
+    if not wanted:
+        return None
+    providers = build_providers(settings, wanted)
+    ownership_file = OwnershipFile(settings.daemon.state_dir)
+    try:
+        state = ownership_file.load()
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"ownership records {ownership_file.path} are unreadable: {error}") from None
+    return DeploymentContext(providers, list_deployments(providers), ownership_file, state)
+
+
+def with_deployments(inventory: Inventory, context: DeploymentContext | None) -> Inventory:
+    if context is None:
+        return inventory
+    return dataclasses.replace(
+        inventory,
+        deployments=tuple(context.state.annotate(context.view.deployments)),
+        ownership=tuple(context.state.records.values()),
+        warnings=(*inventory.warnings, *context.view.warnings),
+    )
+
+
 def make_plan(settings: Settings, now: datetime, acting: Collection[str] | None = None) -> PlannedRun:
-    """Given the config and the instant, scan the store and return the plan (no lock, no changes)."""
+    """Given the config and the instant, scan the store and return the plan (no lock, no changes).
+
+    Off-hours policies are simulated at ``now`` against the deployments as they are.
+    """
     check_policy_names(settings, acting)
     home = check_store_root(settings.store.home)
-    inventory = take_inventory(home)
+    inventory = with_deployments(take_inventory(home), gather_deployments(settings, acting))
     plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
     return PlannedRun(plan=plan, inventory=inventory)
+
+
+@dataclass
+class LockedRun:
+    """A run in progress: the store is locked and the audit log is open."""
+
+    home: Path
+    store: Store
+    audit: AuditLog
+    run_id: str
+
+
+@contextmanager
+def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> Iterator[LockedRun]:
+    """Lock the store, open the audit log, record ``run.started`` and empty leftover trash.
+
+    Raise StoreBusyError, ConfigError or AuditError before anything is touched.
+    """
+    home = check_store_root(settings.store.home)
+    store = Store(home)
+    run_id = uuid.uuid4().hex[:12]
+    with store.locked(wait_seconds), AuditLog(settings.daemon.audit_log, run_id) as audit:
+        audit.record("run.started", store=str(home), policies=policies)
+        audit.sync()
+        leftovers = store.empty_trash()
+        if leftovers:
+            log.info("trash.emptied", run_id=run_id, entries=leftovers)
+        yield LockedRun(home, store, audit, run_id)
+
+
+def _ready_deployments(context: DeploymentContext | None, run: LockedRun, settings: Settings) -> DeploymentActor | None:
+    """Update ownership from the fresh listing (under the lock) and return the actor for deployment actions."""
+    if context is None:
+        return None
+    for dropped in context.state.observe(context.view.deployments, context.view.listed, datetime.now(timezone.utc)):
+        run.audit.record("ownership.dropped", detail=dropped)
+    try:
+        context.ownership_file.save(context.state)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write ownership records {context.ownership_file.path}: {error.strerror or error}; "
+            "daemon.state_dir must be writable"
+        ) from None
+    return DeploymentActor(
+        context.providers, context.ownership_file, context.state, settings.offhours, context.view.deployments
+    )
+
+
+def _finish(run: LockedRun, result: RunResult, settings: Settings, policies: list[str]) -> None:
+    event = "run.interrupted" if result.interrupted else "run.finished"
+    run.audit.record(event, **result.counters())
+    for report in result.plan.disk_reports:
+        if report.triggers:
+            log.info("disk.evaluated", run_id=run.run_id, report=report.describe(), blocked_bytes=report.blocked_bytes)
+    log.info(event, run_id=run.run_id, store=str(run.home), policies=policies, **result.counters())
 
 
 def apply_once(
@@ -74,25 +173,42 @@ def apply_once(
     Raise StoreBusyError, ConfigError or AuditError; failed actions are in the result.
     """
     check_policy_names(settings, acting)
-    home = check_store_root(settings.store.home)
-    store = Store(home)
-    run_id = uuid.uuid4().hex[:12]
     policies = sorted(acting or settings.policy_names())
-    bound = log.bind(run_id=run_id, store=str(home), policies=policies)
-    with store.locked(wait_seconds), AuditLog(settings.daemon.audit_log, run_id) as audit:
-        audit.record("run.started", store=str(home), policies=policies)
-        audit.sync()
-        leftovers = store.empty_trash()
-        if leftovers:
-            bound.info("trash.emptied", entries=leftovers)
+    with locked_run(settings, policies, wait_seconds) as run:
+        context = gather_deployments(settings, acting)
+        actor = _ready_deployments(context, run, settings)
         now = datetime.now(timezone.utc)
-        inventory = take_inventory(home, disk_samples)
+        inventory = with_deployments(take_inventory(run.home, disk_samples), context)
         plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
-        result = execute(plan, inventory, store, audit, run_id, progress, stop)
-        audit.record("run.interrupted" if result.interrupted else "run.finished", **result.counters())
-    for report in plan.disk_reports:
-        if report.triggers:
-            bound.info("disk.evaluated", report=report.describe(), blocked_bytes=report.blocked_bytes)
-    bound.info("run.interrupted" if result.interrupted else "run.finished", **result.counters())
+        result = execute(plan, inventory, run.store, run.audit, run.run_id, progress, stop, actor)
+        _finish(run, result, settings, policies)
     StateFile(settings.daemon.state_dir).record_run(result, policies)
+    return result
+
+
+def manual_deployment_action(
+    settings: Settings, action: ActionName, name: str, provider: str | None, *, wait_seconds: float = 0
+) -> RunResult:
+    """Terminate or restart one deployment by hand, through the same lock and audit log.
+
+    A manual terminate is recorded as manual, so off-hours never restarts it. Raise
+    ConfigError if no provider, or more than one, has a deployment of that name.
+    """
+    with locked_run(settings, [MANUAL_POLICY], wait_seconds) as run:
+        wanted = {provider} if provider else set(settings.providers)
+        providers = build_providers(settings, wanted)
+        ownership_file = OwnershipFile(settings.daemon.state_dir)
+        context = DeploymentContext(providers, list_deployments(providers), ownership_file, ownership_file.load())
+        actor = _ready_deployments(context, run, settings)
+        matches = [d for d in context.view.deployments if d.name == name]
+        if len(matches) != 1:
+            where = ", ".join(sorted({d.provider for d in matches})) or "no provider"
+            raise ConfigError(f"deployment {name!r} found in {where}; name one provider with --provider")
+        target = matches[0]
+        reasons = (f"{action} requested by hand",)
+        plan = Plan(at=datetime.now(timezone.utc), actions=(
+            Action(action, "deployment", name, None, MANUAL_POLICY, reasons, provider=target.provider),
+        ))
+        result = execute(plan, with_deployments(Inventory(()), context), run.store, run.audit, run.run_id, deployments=actor)
+        _finish(run, result, settings, [MANUAL_POLICY])
     return result

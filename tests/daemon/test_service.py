@@ -91,7 +91,15 @@ def write_config(root: Path, home: Path, extra: str) -> Path:
 
 
 def store_bytes(home: Path) -> int:
-    return sum(entry.stat().st_size for entry in (home / "models").rglob("*") if entry.is_file())
+    """Apparent size of the models, tolerating versions the daemon deletes while we walk."""
+    total = 0
+    for directory, _, files in os.walk(home / "models"):
+        for file_name in files:
+            try:
+                total += os.lstat(os.path.join(directory, file_name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
 
 
 @pytest.fixture
@@ -173,7 +181,7 @@ def test_sigterm_during_a_run_finishes_the_action_and_exits_0(tmp_path: Path, da
     assert daemon.stop() == 0
     events = [record["event"] for record in read_records(audit)]
     assert "run.interrupted" in events
-    assert 0 < events.count("artifact.deleted") < 4 * 149
+    assert events.count("artifact.deleted") < 4 * 149  # stopped early; SIGTERM may even land before the first one
     for version_dir in (home / "models").glob("*/*"):
         if version_dir.is_dir():
             assert (version_dir / "model.yaml").exists() and len(list(version_dir.iterdir())) == 31, version_dir

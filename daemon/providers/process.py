@@ -1,0 +1,312 @@
+"""Deployments that are local processes declared in config, such as ``bentoml serve`` on a CI agent.
+
+Each started process is remembered in ``<state_dir>/processes-<provider>.json`` by pid and
+psutil create time. That pair is the process's identity: a pid the kernel handed to some
+other program since is never signalled. Processes run in a session of their own, so a
+terminate reaches the workers a server forked as well as the server itself.
+
+A deleted deployment leaves a tombstone in the state file: it disappears from ``list()``
+(its declaration cannot be deleted from here) until someone restarts it by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+import psutil
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.providers import DeploymentNotFound, ProviderError
+from daemon.providers.command import DEPLOYMENT_NAME_PATTERN
+from daemon.store import write_file_atomically
+from policies.model import Deployment
+
+log = structlog.get_logger("retentiond")
+
+# psutil adds /proc/stat's boot time, a whole number of seconds that can move by one when the
+# clock is slewed, so the same process may show a create time one second apart between calls.
+CREATE_TIME_TOLERANCE_SECONDS = 1.5
+# A command that cannot start (bad flag, port taken) usually dies at once; say so instead of
+# reporting a restart that did not happen.
+STARTUP_CHECK_SECONDS = 0.3
+KILL_WAIT_SECONDS = 5.0
+
+
+class ProcessDeploymentSpec(BaseModel):
+    """One locally run deployment, as declared under ``[providers.<name>]``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=DEPLOYMENT_NAME_PATTERN)
+    command: list[str] = Field(min_length=1)
+    cwd: Path | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    stop_timeout_seconds: float = Field(default=30, ge=0)
+    log_file: Path | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A process this provider started: its pid and psutil create time (seconds since the epoch)."""
+
+    pid: int
+    create_time: float
+
+    @property
+    def identity(self) -> str:
+        return f"{self.pid}:{self.create_time}"
+
+    @property
+    def started_at(self) -> datetime:
+        return datetime.fromtimestamp(self.create_time, timezone.utc)
+
+
+@dataclass
+class ProcessState:
+    """The contents of the state file: running records and tombstones of deleted deployments."""
+
+    records: dict[str, ProcessRecord]
+    deleted: set[str]
+
+
+class ProcessProvider:
+    """Start, list and stop declared commands as detached local processes."""
+
+    def __init__(self, *, name: str, deployments: Sequence[ProcessDeploymentSpec], state_dir: Path) -> None:
+        if not re.fullmatch(DEPLOYMENT_NAME_PATTERN, name):
+            raise ValueError(f"provider name {name!r} cannot be used in a file name")
+        self.name = name
+        self.specs: dict[str, ProcessDeploymentSpec] = {}
+        for spec in deployments:
+            if spec.name in self.specs:
+                raise ValueError(f"provider {name}: deployment {spec.name!r} is declared twice")
+            self.specs[spec.name] = spec
+        self.state_path = state_dir / f"processes-{name}.json"
+        # The scheduler may call from worker threads; a read-modify-write of the state file must not interleave.
+        self._lock = threading.RLock()
+        # Kept so that our own children are reaped and Popen does not warn about them when collected.
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def list(self) -> list[Deployment]:
+        """Return every declared deployment that was not deleted, running or terminated. Raise ProviderError."""
+        with self._lock:
+            state = self._load()
+            return [self._describe(spec, state.records.get(spec.name)) for spec in self.specs.values() if spec.name not in state.deleted]
+
+    def terminate(self, name: str) -> None:
+        """Stop the deployment's process group: SIGTERM, then SIGKILL after ``stop_timeout_seconds``.
+
+        Raise DeploymentNotFound if the name is neither declared nor recorded, ProviderError if it will not die.
+        """
+        with self._lock:
+            state = self._load()
+            record = state.records.get(name)
+            if record is None and name not in self.specs:
+                raise DeploymentNotFound(f"provider {self.name}: no deployment named {name!r}")
+            if record is not None:
+                spec = self.specs.get(name)
+                self._stop(name, record, spec.stop_timeout_seconds if spec else 30.0)
+
+    def restart(self, name: str) -> None:
+        """Start the declared command again, detached, unless it already runs. Raise DeploymentNotFound, ProviderError."""
+        with self._lock:
+            spec = self.specs.get(name)
+            if spec is None:
+                raise DeploymentNotFound(f"provider {self.name}: no deployment named {name!r} is declared")
+            state = self._load()
+            record = state.records.get(name)
+            if record is not None:
+                leader, _ = find_processes(record)
+                if leader is not None:
+                    return
+                # Workers that outlived their server would hold its port: stop them before starting anew.
+                self._stop(name, record, spec.stop_timeout_seconds)
+            record = self._spawn(spec)
+            state.records[name] = record
+            state.deleted.discard(name)
+            self._save(state)
+            self._check_started(spec, record)
+
+    def delete(self, name: str) -> None:
+        """Terminate the deployment and forget its process; ``list()`` omits it until a restart. Raise ProviderError."""
+        with self._lock:
+            state = self._load()
+            record = state.records.get(name)
+            if record is not None:
+                spec = self.specs.get(name)
+                self._stop(name, record, spec.stop_timeout_seconds if spec else 30.0)
+                del state.records[name]
+            if name in self.specs:
+                state.deleted.add(name)
+            elif record is None:
+                return
+            self._save(state)
+
+    def _describe(self, spec: ProcessDeploymentSpec, record: ProcessRecord | None) -> Deployment:
+        if record is None:
+            return Deployment(provider=self.name, name=spec.name, status="terminated", labels=dict(spec.labels))
+        leader, members = find_processes(record)
+        self._reap_finished()
+        # The server is gone but some of its workers are not: report it so that a terminate cleans them up.
+        status = "running" if leader is not None else ("unhealthy" if members else "terminated")
+        return Deployment(
+            provider=self.name,
+            name=spec.name,
+            status=status,
+            labels=dict(spec.labels),
+            created_at=record.started_at,
+            updated_at=record.started_at,
+            identity=record.identity,
+        )
+
+    def _stop(self, name: str, record: ProcessRecord, stop_timeout_seconds: float) -> None:
+        """Given a record, signal what is left of its process group and wait for it. Raise ProviderError if it survives."""
+        _, members = find_processes(record)
+        if not members:
+            return
+        send_signal(members, signal.SIGTERM)
+        _, alive = psutil.wait_procs(members, timeout=stop_timeout_seconds)
+        # Processes forked while we waited are in the group too.
+        _, latecomers = find_processes(record)
+        stubborn = {process.pid: process for process in [*alive, *latecomers]}
+        if stubborn:
+            log.warning("process.killed", provider=self.name, name=name, pids=sorted(stubborn))
+            send_signal(list(stubborn.values()), signal.SIGKILL)
+            _, alive = psutil.wait_procs(list(stubborn.values()), timeout=KILL_WAIT_SECONDS)
+            if alive:
+                raise ProviderError(f"provider {self.name}: {name} still runs after SIGKILL (pids {[p.pid for p in alive]})")
+        self._reap_finished()
+        log.info("process.stopped", provider=self.name, name=name, pid=record.pid, killed=bool(stubborn))
+
+    def _spawn(self, spec: ProcessDeploymentSpec) -> ProcessRecord:
+        """Given a spec, start its command detached and return its record. Raise ProviderError if it cannot start."""
+        environment = {**os.environ, **spec.env}
+        try:
+            with open_log(spec.log_file) as output:
+                child = subprocess.Popen(
+                    spec.command,
+                    cwd=spec.cwd,
+                    env=environment,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as error:
+            raise ProviderError(f"provider {self.name}: cannot start {spec.name} ({spec.command[0]}): {error}") from error
+        self._children[child.pid] = child
+        try:
+            create_time = psutil.Process(child.pid).create_time()
+        except psutil.NoSuchProcess:
+            # It died (and was reaped) already; the startup check below reports it.
+            create_time = time.time()
+        log.info("process.started", provider=self.name, name=spec.name, pid=child.pid)
+        return ProcessRecord(pid=child.pid, create_time=create_time)
+
+    def _check_started(self, spec: ProcessDeploymentSpec, record: ProcessRecord) -> None:
+        child = self._children[record.pid]
+        try:
+            exit_code = child.wait(timeout=STARTUP_CHECK_SECONDS)
+        except subprocess.TimeoutExpired:
+            return
+        where = f"see {spec.log_file}" if spec.log_file else "set log_file to see its output"
+        raise ProviderError(f"provider {self.name}: {spec.name} exited at once with code {exit_code} ({where})")
+
+    def _reap_finished(self) -> None:
+        for pid, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[pid]
+
+    def _load(self) -> ProcessState:
+        """Return the state file's contents, or an empty state if there is none. Raise ProviderError if it is corrupt."""
+        try:
+            data = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return ProcessState(records={}, deleted=set())
+        except (OSError, ValueError) as error:
+            raise ProviderError(f"provider {self.name}: cannot read {self.state_path}: {error}") from error
+        try:
+            records = {
+                name: ProcessRecord(pid=int(entry["pid"]), create_time=float(entry["create_time"]))
+                for name, entry in data["processes"].items()
+            }
+            return ProcessState(records=records, deleted={str(name) for name in data["deleted"]})
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ProviderError(f"provider {self.name}: {self.state_path} is malformed: {error!r}") from error
+
+    def _save(self, state: ProcessState) -> None:
+        """Write the state file atomically. Raise ProviderError if it cannot be written."""
+        data = {
+            "processes": {name: {"pid": record.pid, "create_time": record.create_time} for name, record in state.records.items()},
+            "deleted": sorted(state.deleted),
+        }
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            write_file_atomically(self.state_path, json.dumps(data, indent=1).encode())
+        except OSError as error:
+            raise ProviderError(f"provider {self.name}: cannot write {self.state_path}: {error}") from error
+
+
+def find_processes(record: ProcessRecord) -> tuple[psutil.Process | None, list[psutil.Process]]:
+    """Given a record, return its leader if it still runs, and every live process of its process group.
+
+    The group id is the leader's pid. Linux never hands out a pid that is still some group's id, so
+    if a different process now holds that pid, our group is gone and the group with that id is not ours.
+    """
+    leader: psutil.Process | None = None
+    try:
+        candidate = psutil.Process(record.pid)
+        if abs(candidate.create_time() - record.create_time) > CREATE_TIME_TOLERANCE_SECONDS:
+            return None, []
+        if is_alive(candidate):
+            leader = candidate
+    except psutil.NoSuchProcess:
+        pass
+    members = [process for process in psutil.process_iter() if _in_group(process, record)]
+    return leader, members
+
+
+def _in_group(process: psutil.Process, record: ProcessRecord) -> bool:
+    try:
+        return os.getpgid(process.pid) == record.pid and is_alive(process)
+    except (ProcessLookupError, psutil.Error):
+        return False
+
+
+def is_alive(process: psutil.Process) -> bool:
+    """Return whether the process runs; a zombie, dead but not yet reaped, does not."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def send_signal(processes: Sequence[psutil.Process], signum: signal.Signals) -> None:
+    """Send a signal to each process that is still the very process it was when found."""
+    for process in processes:
+        # psutil refuses to signal a Process object whose pid now belongs to another program.
+        with suppress(psutil.NoSuchProcess):
+            process.send_signal(signum)
+
+
+def open_log(log_file: Path | None) -> BinaryIO:
+    """Return a binary append handle on ``log_file`` (its folder created), or on /dev/null."""
+    if log_file is None:
+        return open(os.devnull, "wb")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    return open(log_file, "ab")

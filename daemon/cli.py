@@ -72,6 +72,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(status)
     status.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
+    window = commands.add_parser("window", help="is a time spec active at these instants, and when does it next change")
+    window.add_argument("spec", metavar="SPEC", help="e.g. 'Mon-Fri 20:00-07:00 Europe/Berlin, Sat-Sun 00:00-24:00 Europe/Berlin'")
+    window.add_argument("--at", metavar="ISO8601", action="append", help="instant to check (repeatable; default now)")
+    window.add_argument("--holiday", metavar="DATE[..DATE]", action="append", default=[], help="holiday (repeatable)")
+    window.add_argument("--holiday-timezone", metavar="ZONE", default="UTC", help="timezone of --holiday dates")
+    window.add_argument("--json", action="store_true", help="print JSON")
+
+    deployments = commands.add_parser("deployments", help="list, terminate or restart deployments by hand (locked, audited)")
+    deployment_commands = deployments.add_subparsers(dest="deployments_command", metavar="SUBCOMMAND", required=True)
+    listing = deployment_commands.add_parser("list", help="deployments of every provider, their owner record and the next window change")
+    _add_config(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    for verb, text in (
+        ("terminate", "terminate one deployment; recorded as manual, so off-hours never restarts it"),
+        ("restart", "start one deployment again with its unchanged configuration"),
+    ):
+        manual = deployment_commands.add_parser(verb, help=text)
+        manual.add_argument("name", metavar="NAME")
+        manual.add_argument("--provider", metavar="NAME", help="the provider, when several have a deployment of that name")
+        _add_config(manual)
+        manual.add_argument("--json", action="store_true", help="print the action and its outcome as JSON")
+
     check = commands.add_parser("check-config", help="validate the config and print the effective values (secrets redacted)")
     _add_config(check)
 
@@ -125,6 +147,8 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         "plan": commands.plan,
         "apply": commands.apply,
         "status": commands.status,
+        "window": commands.window,
+        "deployments": commands.deployments,
         "check-config": commands.check_config,
         "audit": commands.audit,
     }[arguments.command]

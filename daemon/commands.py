@@ -92,6 +92,54 @@ def status(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def window(arguments: argparse.Namespace) -> int:
+    from policies.windows import TimeSpec
+
+    try:
+        spec = TimeSpec.parse(arguments.spec, arguments.holiday, arguments.holiday_timezone)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    instants = [parse_instant(text) for text in arguments.at] if arguments.at else [datetime.now(timezone.utc)]
+    rows = []
+    for instant in instants:
+        change = spec.next_change(instant)
+        rows.append({
+            "at": instant.isoformat(),
+            "active": spec.matches(instant),
+            "next_change": change.astimezone(instant.tzinfo).isoformat() if change else None,
+        })
+    if arguments.json:
+        print_json({"spec": arguments.spec, "instants": rows})
+    else:
+        for row in rows:
+            state = "inside" if row["active"] else "outside"
+            after = f"; changes at {row['next_change']}" if row["next_change"] else "; never changes"
+            print(f"{row['at']}: {state}{after}")
+    return EXIT_OK
+
+
+def deployments(arguments: argparse.Namespace) -> int:
+    from daemon.runner import list_all_deployments, manual_deployment_action
+
+    settings = load_config(arguments.config).settings
+    if arguments.deployments_command == "list":
+        rows = list_all_deployments(settings, datetime.now(timezone.utc))
+        if arguments.json:
+            print_json(rows)
+        else:
+            render.print_deployments(rows)
+        return EXIT_OK
+    result = manual_deployment_action(settings, arguments.deployments_command, arguments.name, arguments.provider)
+    if arguments.json:
+        print_json(result.to_dict())
+    else:
+        for action_result in result.results:
+            error = f": {action_result.error}" if action_result.error else ""
+            print(f"{action_result.action.action} {action_result.action.provider}/{action_result.action.name}: "
+                  f"{action_result.outcome}{error}")
+    return EXIT_ACTIONS_FAILED if result.failed else EXIT_OK
+
+
 def check_config(arguments: argparse.Namespace) -> int:
     loaded = load_config(arguments.config)
     source = str(loaded.path) if loaded.path else "built-in defaults (no config file found)"

@@ -124,7 +124,8 @@ def print_status(report: dict[str, Any]) -> None:
     disk = report["disk"]
     out.print(f"\ndisk: {disk['used_ratio']:.1%} used ({format_bytes(disk['used_bytes'])} of {format_bytes(disk['total_bytes'])})")
     for limits in disk["policies"]:
-        settings = ", ".join(f"{key} {limits[key]['setting']}" for key in ("high_watermark", "low_watermark", "max_store_size") if key in limits)
+        keys = ("high_watermark", "low_watermark", "max_store_size")
+        settings = ", ".join(f"{key} {limits[key]['setting']}" for key in keys if key in limits)
         last = limits.get("last_evaluation") or {}
         blocked = "" if last.get("reached", True) else f"; target not reachable, blocked {last.get('blocked_by')}"
         out.print(f"  {limits['name']}: {settings}{blocked}")
@@ -139,3 +140,17 @@ def print_status(report: dict[str, Any]) -> None:
                          str(last.get("actions_ok", "-")), format_bytes(last["bytes_freed"]) if last else "-",
                          policy["next_run"] or (f"every {policy['check_interval']}" if policy["check_interval"] else "-"))
     out.print(policies)
+
+
+def print_deployments(rows: list[dict[str, Any]]) -> None:
+    """Print deployments with their owner record, what off-hours decides now, and the next window change."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("provider", "name", "status", "owner", "policy", "now", "next change", "why"):
+        table.add_column(column, no_wrap=column != "why")
+    for row in rows:
+        table.add_row(
+            str(row["provider"] or "-"), str(row["name"] or "-"), str(row["status"]), str(row.get("owner") or "-"),
+            str(row.get("policy") or "-"), str(row.get("now") or "-"), str(row.get("next_window_change") or "-"),
+            "; ".join(row["reasons"]),
+        )
+    console().print(table)

@@ -26,7 +26,7 @@ from daemon.providers.registry import build_providers
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root
 from policies import Action, DiskSample, DiskUsage, Inventory, Plan, evaluate
-from policies.model import ActionName
+from policies.model import ActionName, format_instant
 
 log = structlog.get_logger("retentiond")
 
@@ -212,3 +212,33 @@ def manual_deployment_action(
         result = execute(plan, with_deployments(Inventory(()), context), run.store, run.audit, run.run_id, deployments=actor)
         _finish(run, result, settings, [MANUAL_POLICY])
     return result
+
+
+def list_all_deployments(settings: Settings, now: datetime) -> list[dict[str, object]]:
+    """Return every provider's deployments with our ownership record and what off-hours says now."""
+    providers = build_providers(settings)
+    ownership_file = OwnershipFile(settings.daemon.state_dir)
+    context = DeploymentContext(providers, list_deployments(providers), ownership_file, ownership_file.load())
+    inventory = with_deployments(Inventory(()), context)
+    plan = evaluate(inventory, settings.offhours, now, zone=settings.daemon.zone)
+    decisions: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] = {}
+    for action in plan.actions:
+        decisions[(action.provider or "", action.name)] = (action.action, action.policy, action.reasons)
+    provider_of = {policy.name: policy.provider for policy in settings.offhours}
+    for kept in plan.kept:
+        decisions.setdefault((provider_of[kept.policy], kept.name), ("keep", kept.policy, kept.reasons))
+    rows: list[dict[str, object]] = []
+    for deployment in inventory.deployments:
+        record = context.state.records.get((deployment.provider, deployment.name))
+        decision, policy_name, reasons = decisions.get((deployment.provider, deployment.name), ("-", None, ()))
+        deciding = next((p for p in settings.offhours if p.name == policy_name), None)
+        change = deciding.window.next_change(now) if deciding else None
+        rows.append({
+            "provider": deployment.provider, "name": deployment.name, "status": deployment.status,
+            "owner": None if record is None else ("manual" if record.manual else f"retentiond ({record.policy})"),
+            "terminated_at": format_instant(record.terminated_at) if record else None,
+            "policy": policy_name, "now": decision, "reasons": list(reasons),
+            "next_window_change": format_instant(change) if change else None,
+        })
+    rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.warnings)
+    return rows

@@ -18,6 +18,7 @@ from types import FrameType
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.config import Settings, load_config
@@ -31,6 +32,7 @@ from daemon.store import check_store_root
 from policies import DiskPolicy, DiskSample
 from policies.disk import disk_target
 from policies.durations import format_bytes
+from policies.windows import TimeSpec
 
 log = structlog.get_logger("retentiond")
 
@@ -54,6 +56,21 @@ class _Baseline:
 class _Unreachable:
     at: datetime
     used_bytes: int
+
+
+class WindowTrigger(BaseTrigger):
+    """Fires at every edge of an off-hours window and at least every ``reconcile`` in between."""
+
+    def __init__(self, window: TimeSpec, reconcile: timedelta) -> None:
+        self.window = window
+        self.reconcile = reconcile
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
+        if previous_fire_time is None:
+            return now
+        regular = previous_fire_time + self.reconcile
+        edge = self.window.next_change(previous_fire_time)
+        return min(regular, edge) if edge is not None else regular
 
 
 def scheduler_for(settings: Settings) -> BackgroundScheduler:
@@ -117,6 +134,12 @@ class Service:
                     self._run_policy, retention_trigger(policy.schedule, self.settings),
                     args=[policy.name], id=f"retention:{policy.name}", name=policy.name,
                 )
+        for offhours in self.settings.offhours:
+            reconcile = timedelta(seconds=offhours.reconcile_interval.approx_seconds())
+            self.scheduler.add_job(
+                self._run_policy, WindowTrigger(offhours.window, reconcile),
+                args=[offhours.name], id=f"offhours:{offhours.name}", name=offhours.name,
+            )
         for disk_policy in self.settings.disk:
             self.scheduler.add_job(
                 self._check_disk, IntervalTrigger(seconds=disk_policy.check_interval.approx_seconds()),

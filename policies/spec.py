@@ -180,6 +180,7 @@ class OffhoursPolicy(PolicyModel):
     grace_period: DurationField = Duration.parse("15m")
     delete_after: DurationField | None = None
     enforce: bool = False
+    reconcile_interval: DurationField = Duration.parse("5m")
     _window: TimeSpec = PrivateAttr()
 
     @field_validator("timezone")

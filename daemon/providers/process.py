@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -43,6 +42,12 @@ CREATE_TIME_TOLERANCE_SECONDS = 1.5
 # reporting a restart that did not happen.
 STARTUP_CHECK_SECONDS = 0.3
 KILL_WAIT_SECONDS = 5.0
+
+
+# Every process this Python process started, whichever provider instance started it: polling a
+# child is what reaps it, so that it neither lingers as a zombie nor makes Popen warn when collected.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+_children_lock = threading.Lock()
 
 
 class ProcessDeploymentSpec(BaseModel):
@@ -98,8 +103,6 @@ class ProcessProvider:
         self.state_path = state_dir / f"processes-{name}.json"
         # The scheduler may call from worker threads; a read-modify-write of the state file must not interleave.
         self._lock = threading.RLock()
-        # Kept so that our own children are reaped and Popen does not warn about them when collected.
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def list(self) -> list[Deployment]:
         """Return every declared deployment that was not deleted, running or terminated. Raise ProviderError."""
@@ -135,11 +138,12 @@ class ProcessProvider:
                     return
                 # Workers that outlived their server would hold its port: stop them before starting anew.
                 self._stop(name, record, spec.stop_timeout_seconds)
-            record = self._spawn(spec)
-            state.records[name] = record
+            child = self._spawn(spec)
+            # Until it is reaped, even a child that died at once still has its create time.
+            state.records[name] = ProcessRecord(pid=child.pid, create_time=psutil.Process(child.pid).create_time())
             state.deleted.discard(name)
             self._save(state)
-            self._check_started(spec, record)
+            self._check_started(spec, child)
 
     def delete(self, name: str) -> None:
         """Terminate the deployment and forget its process; ``list()`` omits it until a restart. Raise ProviderError."""
@@ -160,7 +164,7 @@ class ProcessProvider:
         if record is None:
             return Deployment(provider=self.name, name=spec.name, status="terminated", labels=dict(spec.labels))
         leader, members = find_processes(record)
-        self._reap_finished()
+        reap_children()
         # The server is gone but some of its workers are not: report it so that a terminate cleans them up.
         status = "running" if leader is not None else ("unhealthy" if members else "terminated")
         return Deployment(
@@ -189,11 +193,11 @@ class ProcessProvider:
             _, alive = psutil.wait_procs(list(stubborn.values()), timeout=KILL_WAIT_SECONDS)
             if alive:
                 raise ProviderError(f"provider {self.name}: {name} still runs after SIGKILL (pids {[p.pid for p in alive]})")
-        self._reap_finished()
+        reap_children()
         log.info("process.stopped", provider=self.name, name=name, pid=record.pid, killed=bool(stubborn))
 
-    def _spawn(self, spec: ProcessDeploymentSpec) -> ProcessRecord:
-        """Given a spec, start its command detached and return its record. Raise ProviderError if it cannot start."""
+    def _spawn(self, spec: ProcessDeploymentSpec) -> subprocess.Popen[bytes]:
+        """Given a spec, start its command detached and return the child. Raise ProviderError if it cannot start."""
         environment = {**os.environ, **spec.env}
         try:
             with open_log(spec.log_file) as output:
@@ -209,28 +213,18 @@ class ProcessProvider:
                 )
         except OSError as error:
             raise ProviderError(f"provider {self.name}: cannot start {spec.name} ({spec.command[0]}): {error}") from error
-        self._children[child.pid] = child
-        try:
-            create_time = psutil.Process(child.pid).create_time()
-        except psutil.NoSuchProcess:
-            # It died (and was reaped) already; the startup check below reports it.
-            create_time = time.time()
+        with _children_lock:
+            _children[child.pid] = child
         log.info("process.started", provider=self.name, name=spec.name, pid=child.pid)
-        return ProcessRecord(pid=child.pid, create_time=create_time)
+        return child
 
-    def _check_started(self, spec: ProcessDeploymentSpec, record: ProcessRecord) -> None:
-        child = self._children[record.pid]
+    def _check_started(self, spec: ProcessDeploymentSpec, child: subprocess.Popen[bytes]) -> None:
         try:
             exit_code = child.wait(timeout=STARTUP_CHECK_SECONDS)
         except subprocess.TimeoutExpired:
             return
         where = f"see {spec.log_file}" if spec.log_file else "set log_file to see its output"
         raise ProviderError(f"provider {self.name}: {spec.name} exited at once with code {exit_code} ({where})")
-
-    def _reap_finished(self) -> None:
-        for pid, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[pid]
 
     def _load(self) -> ProcessState:
         """Return the state file's contents, or an empty state if there is none. Raise ProviderError if it is corrupt."""
@@ -260,6 +254,14 @@ class ProcessProvider:
             write_file_atomically(self.state_path, json.dumps(data, indent=1).encode())
         except OSError as error:
             raise ProviderError(f"provider {self.name}: cannot write {self.state_path}: {error}") from error
+
+
+def reap_children() -> None:
+    """Reap the children of this process that have exited."""
+    with _children_lock:
+        for pid, child in list(_children.items()):
+            if child.poll() is not None:
+                del _children[pid]
 
 
 def find_processes(record: ProcessRecord) -> tuple[psutil.Process | None, list[psutil.Process]]:

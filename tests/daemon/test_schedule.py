@@ -69,3 +69,18 @@ def test_scheduler_coalesces_never_overlaps_and_tolerates_late_runs() -> None:
     assert defaults["coalesce"] is True and defaults["max_instances"] == 1
     assert defaults["misfire_grace_time"] == MISFIRE_GRACE_SECONDS >= 60
     assert str(scheduler.timezone) == "Europe/Berlin"
+
+
+def test_offhours_job_fires_at_each_window_edge_and_reconciles_between() -> None:
+    from daemon.service import WindowTrigger
+    from policies.windows import TimeSpec
+
+    trigger = WindowTrigger(TimeSpec.parse("Mon-Fri 20:00-07:00 Europe/Berlin"), timedelta(hours=2))
+    start = datetime(2026, 11, 25, 17, 0, tzinfo=BERLIN)  # Wednesday
+    assert trigger.get_next_fire_time(None, start) == start  # a fresh daemon catches up at once
+    times = []
+    previous = start
+    for _ in range(4):
+        previous = trigger.get_next_fire_time(previous, previous)
+        times.append(previous.astimezone(BERLIN).strftime("%a %H:%M"))
+    assert times == ["Wed 19:00", "Wed 20:00", "Wed 22:00", "Thu 00:00"]

@@ -50,7 +50,8 @@ class Metrics:
             self.last_success.labels(policy).set(0 if result.failed else 1)
         for report in result.plan.disk_reports:
             self.blocked.labels(report.policy).set(0 if report.reached else report.blocked_bytes)
-        self.observe_store(result.inventory, freed=result)
+        if result.inventory.artifacts:
+            self.observe_store(result.inventory, freed=result)
 
     def observe_store(self, inventory: Inventory, freed: RunResult | None = None) -> None:
         gone = {(r.action.kind, r.action.name, r.action.version) for r in freed.results if r.outcome == "ok"} if freed else set()

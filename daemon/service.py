@@ -207,9 +207,10 @@ class Service:
         return None
 
     def _after_run(self, result: RunResult, policy_name: str) -> None:
-        remaining = sum(a.size_bytes for a in result.inventory.artifacts) - result.bytes_freed
-        self.baseline = _Baseline(remaining, store_fingerprint(self.settings.store.home), datetime.now(timezone.utc))
         used_now = read_disk_usage(self.settings.store.home).used_bytes
+        if result.inventory.artifacts:  # off-hours runs do not walk the store
+            remaining = sum(a.size_bytes for a in result.inventory.artifacts) - result.bytes_freed
+            self.baseline = _Baseline(remaining, store_fingerprint(self.settings.store.home), datetime.now(timezone.utc))
         self.metrics.observe_run(result, [policy_name])
         self.metrics.write_textfile(self.settings.metrics.textfile)
         for report in result.plan.disk_reports:
@@ -219,7 +220,7 @@ class Service:
                 self._unreachable.pop(report.policy, None)
         counters = result.counters()
         self.notifier.send(
-            f"STATUS=last run {policy_name}: {counters['actions_ok']} deleted, "
+            f"STATUS=last run {policy_name}: {counters['actions_ok']} done, "
             f"{counters['actions_failed']} failed, {format_bytes(result.bytes_freed)} freed"
         )
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 
-from policies.durations import Duration
+from policies.durations import Duration, go_add_date
 
 _Bucketer = Callable[[datetime], str]
 
@@ -148,4 +148,8 @@ def _cutoff(anchor: datetime, span: Duration | None, zone: tzinfo) -> datetime |
         return None
     if anchor.year < 2:
         return datetime.min.replace(tzinfo=timezone.utc)
-    return span.before(anchor, zone)
+    # restic always calls Go's AddDate, even with zero calendar parts: that re-reads an anchor
+    # in a repeated DST hour the Go way (Berlin: the later 02:30; New York: the earlier 01:30)
+    # and so shifts the window by the DST offset. Only here; age guards must not move.
+    shifted = go_add_date(anchor, -span.years, -span.months, -span.days, zone)
+    return (shifted - timedelta(seconds=span.seconds)).astimezone(timezone.utc)

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-import pytest
-
 from policies.durations import Duration
 from policies.retention import KeepRules, apply_rules
 

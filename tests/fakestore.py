@@ -175,12 +175,14 @@ def populate(
 def write_demo(root: Path) -> Path:
     """Create a demo store (3 names × 40 versions, hourly to daily) and a config for it; return the config."""
     home = root / "bentoml"
+    config = root / "config.toml"
+    if config.exists() and home.exists():
+        return config  # made by an earlier call: use it as it is
     if home.exists():
-        raise SystemExit(f"{home} already exists; choose an empty directory")
+        raise SystemExit(f"{home} already exists and is not a demo store; choose an empty directory")
     make_home(root)
     now = datetime.now(timezone.utc)
     populate(home, names=3, versions_per_name=40, now=now, spacing=timedelta(hours=9))
-    config = root / "config.toml"
     config.write_text(
         f'[store]\nhome = "{home}"\n\n[daemon]\ntimezone = "Europe/Berlin"\n'
         f'state_dir = "{root / "state"}"\naudit_log = "{root / "audit.jsonl"}"\n\n'

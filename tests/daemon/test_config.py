@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,12 @@ def test_example_config_loads_and_sets_every_documented_key() -> None:
     assert (str(disk.high_watermark), str(disk.low_watermark), str(disk.max_store_size)) == ("85%", "75%", "200GiB")
     assert str(disk.check_interval) == "10s" and str(disk.predict_full_within) == "30m"
     assert settings.metrics.listen_port == 9464 and settings.metrics.listen_address == "127.0.0.1"
+    assert {name: provider.type for name, provider in settings.providers.items()} == {
+        "cloud": "bentocloud", "agent": "process", "units": "command",
+    }
+    nights = settings.offhours[0]
+    assert nights.provider == "cloud" and str(nights.delete_after) == "30d" and nights.holidays == ("2026-12-24..2027-01-01",)
+    assert nights.window.matches(datetime(2026, 12, 25, 12, tzinfo=timezone.utc))
 
 
 def test_no_file_gives_defaults_with_store_from_bentoml_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -98,3 +105,29 @@ def test_invalid_toml_names_the_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "[store\nhome = 1\n")
     with pytest.raises(ConfigError, match=r"not valid TOML.*line 1"):
         load_config(str(path))
+
+
+def test_check_config_redacts_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    from daemon.cli import main
+
+    assert main(["check-config", "--config", str(REPO / "config.example.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "replace-me" not in out and '"api_token": "**********"' in out
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "message"),
+    [
+        ('[providers.cloud]\ntype = "kubernetes"\n', "providers.cloud", "does not match any of the expected tags"),
+        ('[[offhours]]\nname = "n"\nprovider = "cloud"\ndowntime = "always"\n', "offhours[0].provider", "no provider named 'cloud'"),
+        ('[providers.cloud]\ntype = "bentocloud"\n[[offhours]]\nname = "n"\nprovider = "cloud"\ndowntime = "Mon-Fri 07:00-20:00 Nowhere/Land"\n',
+         "offhours[0].downtime", "unknown timezone"),
+        ('[providers.x]\ntype = "command"\nlist = "ls"\nterminate = "stop"\nrestart = "start {name}"\n', "providers.x.command.terminate", "{name}"),
+        ('[providers.cloud]\ntype = "bentocloud"\ncolor = "blue"\n', "providers.cloud.bentocloud.color", "unknown key"),
+    ],
+)
+def test_provider_and_offhours_errors_name_the_key_path(tmp_path: Path, text: str, key_path: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert f"{key_path}:" in str(caught.value) and message in str(caught.value)

@@ -140,6 +140,9 @@ def print_status(report: dict[str, Any]) -> None:
                          str(last.get("actions_ok", "-")), format_bytes(last["bytes_freed"]) if last else "-",
                          policy["next_run"] or (f"every {policy['check_interval']}" if policy["check_interval"] else "-"))
     out.print(policies)
+    if report["deployments"]:
+        out.print("\ndeployments")
+        print_deployments(report["deployments"])
 
 
 def print_deployments(rows: list[dict[str, Any]]) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 from daemon.config import Settings
 from daemon.inventory import scan_store
-from daemon.runner import read_disk_usage
+from daemon.errors import RetentiondError
+from daemon.runner import list_all_deployments, read_disk_usage
 from daemon.service import retention_trigger
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root
@@ -33,7 +34,14 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
             entry["newest"] = max(entry["newest"] or stamp, stamp)
     state = StateFile(settings.daemon.state_dir).load()
     store_bytes = sum(entry["size_bytes"] for entry in names.values())
+    deployments: list[dict[str, Any]] = []
+    if settings.offhours:
+        try:
+            deployments = list_all_deployments(settings, now)
+        except RetentiondError as error:
+            deployments = [{"provider": None, "name": None, "status": "error", "reasons": [str(error)]}]
     return {
+        "deployments": deployments,
         "at": format_instant(now),
         "store": {
             "home": str(home),

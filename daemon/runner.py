@@ -66,6 +66,18 @@ class DeploymentContext:
     ownership_file: OwnershipFile
     state: OwnershipState
 
+    def close(self) -> None:
+        """Release the providers' connections."""
+        for provider in self.providers.values():
+            close = getattr(provider, "close", None)
+            if close is not None:
+                close()
+
+
+def close_context(context: DeploymentContext | None) -> None:
+    if context is not None:
+        context.close()
+
 
 def gather_deployments(settings: Settings, acting: Collection[str] | None) -> DeploymentContext | None:
     """List the deployments of the providers that acting off-hours policies use (None: no such policy)."""
@@ -99,7 +111,11 @@ def make_plan(settings: Settings, now: datetime, acting: Collection[str] | None 
     """
     check_policy_names(settings, acting)
     home = check_store_root(settings.store.home)
-    inventory = with_deployments(take_inventory(home), gather_deployments(settings, acting))
+    context = gather_deployments(settings, acting)
+    try:
+        inventory = with_deployments(take_inventory(home), context)
+    finally:
+        close_context(context)
     plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
     return PlannedRun(plan=plan, inventory=inventory)
 
@@ -176,14 +192,17 @@ def apply_once(
     policies = sorted(acting or settings.policy_names())
     with locked_run(settings, policies, wait_seconds) as run:
         context = gather_deployments(settings, acting)
-        actor = _ready_deployments(context, run, settings)
-        now = datetime.now(timezone.utc)
-        offhours_only = acting is not None and set(acting) <= {policy.name for policy in settings.offhours}
-        # An off-hours run fires every few minutes; it has no business walking the store.
-        artifacts = Inventory(()) if offhours_only else take_inventory(run.home, disk_samples)
-        inventory = with_deployments(artifacts, context)
-        plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
-        result = execute(plan, inventory, run.store, run.audit, run.run_id, progress, stop, actor)
+        try:
+            actor = _ready_deployments(context, run, settings)
+            now = datetime.now(timezone.utc)
+            offhours_only = acting is not None and set(acting) <= {policy.name for policy in settings.offhours}
+            # An off-hours run fires every few minutes; it has no business walking the store.
+            artifacts = Inventory(()) if offhours_only else take_inventory(run.home, disk_samples)
+            inventory = with_deployments(artifacts, context)
+            plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
+            result = execute(plan, inventory, run.store, run.audit, run.run_id, progress, stop, actor)
+        finally:
+            close_context(context)
         _finish(run, result, settings, policies)
     StateFile(settings.daemon.state_dir).record_run(result, policies)
     return result
@@ -202,19 +221,25 @@ def manual_deployment_action(
         providers = build_providers(settings, wanted)
         ownership_file = OwnershipFile(settings.daemon.state_dir)
         context = DeploymentContext(providers, list_deployments(providers), ownership_file, ownership_file.load())
-        actor = _ready_deployments(context, run, settings)
-        matches = [d for d in context.view.deployments if d.name == name]
-        if len(matches) != 1:
-            where = ", ".join(sorted({d.provider for d in matches})) or "no provider"
-            raise ConfigError(f"deployment {name!r} found in {where}; name one provider with --provider")
-        target = matches[0]
-        reasons = (f"{action} requested by hand",)
-        plan = Plan(at=datetime.now(timezone.utc), actions=(
-            Action(action, "deployment", name, None, MANUAL_POLICY, reasons, provider=target.provider),
-        ))
-        result = execute(plan, with_deployments(Inventory(()), context), run.store, run.audit, run.run_id, deployments=actor)
+        try:
+            result = _manual(settings, run, context, action, name)
+        finally:
+            context.close()
         _finish(run, result, settings, [MANUAL_POLICY])
     return result
+
+
+def _manual(settings: Settings, run: LockedRun, context: DeploymentContext, action: ActionName, name: str) -> RunResult:
+    actor = _ready_deployments(context, run, settings)
+    matches = [d for d in context.view.deployments if d.name == name]
+    if len(matches) != 1:
+        where = ", ".join(sorted({d.provider for d in matches})) or "no provider"
+        raise ConfigError(f"deployment {name!r} found in {where}; name one provider with --provider")
+    reasons = (f"{action} requested by hand",)
+    plan = Plan(at=datetime.now(timezone.utc), actions=(
+        Action(action, "deployment", name, None, MANUAL_POLICY, reasons, provider=matches[0].provider),
+    ))
+    return execute(plan, with_deployments(Inventory(()), context), run.store, run.audit, run.run_id, deployments=actor)
 
 
 def list_all_deployments(settings: Settings, now: datetime) -> list[dict[str, object]]:
@@ -222,6 +247,7 @@ def list_all_deployments(settings: Settings, now: datetime) -> list[dict[str, ob
     providers = build_providers(settings)
     ownership_file = OwnershipFile(settings.daemon.state_dir)
     context = DeploymentContext(providers, list_deployments(providers), ownership_file, ownership_file.load())
+    context.close()
     inventory = with_deployments(Inventory(()), context)
     plan = evaluate(inventory, settings.offhours, now, zone=settings.daemon.zone)
     decisions: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] = {}

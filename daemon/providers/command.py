@@ -39,6 +39,7 @@ NAME_PLACEHOLDER = "{name}"
 KNOWN_STATUSES = RUNNING_STATUSES | INACTIVE_STATUSES
 # Every attempt may last timeout_seconds while the store lock is held, so retry only once.
 HOOK_ATTEMPTS = 2
+KILL_WAIT_SECONDS = 5.0
 STDERR_TAIL_LINES = 5
 STDERR_TAIL_CHARS = 1000
 
@@ -162,7 +163,9 @@ def run_hook(what: str, argv: list[str], hooks: CommandHooks) -> str:
         except subprocess.TimeoutExpired:
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+            # Something that left the session may still hold the pipes; do not wait for it forever.
+            with suppress(subprocess.TimeoutExpired):
+                process.communicate(timeout=KILL_WAIT_SECONDS)
             raise TransientProviderError(f"{what} timed out after {hooks.timeout_seconds:g}s: {shlex.join(argv)}") from None
     if process.returncode != 0:
         raise ProviderError(f"{what} exited with code {process.returncode}: {shlex.join(argv)}{stderr_tail(stderr)}")

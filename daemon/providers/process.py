@@ -92,13 +92,14 @@ class ProcessProvider:
     """Start, list and stop declared commands as detached local processes."""
 
     def __init__(self, *, name: str, deployments: Sequence[ProcessDeploymentSpec], state_dir: Path) -> None:
+        """Keep the state of started processes in ``state_dir``. Raise ProviderError for a bad name or a duplicate."""
         if not re.fullmatch(DEPLOYMENT_NAME_PATTERN, name):
-            raise ValueError(f"provider name {name!r} cannot be used in a file name")
+            raise ProviderError(f"provider name {name!r} cannot be used in a file name")
         self.name = name
         self.specs: dict[str, ProcessDeploymentSpec] = {}
         for spec in deployments:
             if spec.name in self.specs:
-                raise ValueError(f"provider {name}: deployment {spec.name!r} is declared twice")
+                raise ProviderError(f"deployment {spec.name!r} is declared twice")
             self.specs[spec.name] = spec
         self.state_path = state_dir / f"processes-{name}.json"
         # The scheduler may call from worker threads; a read-modify-write of the state file must not interleave.
@@ -121,8 +122,7 @@ class ProcessProvider:
             if record is None and name not in self.specs:
                 raise DeploymentNotFound(f"provider {self.name}: no deployment named {name!r}")
             if record is not None:
-                spec = self.specs.get(name)
-                self._stop(name, record, spec.stop_timeout_seconds if spec else 30.0)
+                self._stop(name, record, self._stop_timeout_seconds(name))
 
     def restart(self, name: str) -> None:
         """Start the declared command again, detached, unless it already runs. Raise DeploymentNotFound, ProviderError."""
@@ -133,14 +133,12 @@ class ProcessProvider:
             state = self._load()
             record = state.records.get(name)
             if record is not None:
-                leader, _ = find_processes(record)
+                leader, _ = find_leader(record)
                 if leader is not None:
                     return
                 # Workers that outlived their server would hold its port: stop them before starting anew.
                 self._stop(name, record, spec.stop_timeout_seconds)
-            child = self._spawn(spec)
-            # Until it is reaped, even a child that died at once still has its create time.
-            state.records[name] = ProcessRecord(pid=child.pid, create_time=psutil.Process(child.pid).create_time())
+            child, state.records[name] = self._spawn(spec)
             state.deleted.discard(name)
             self._save(state)
             self._check_started(spec, child)
@@ -151,8 +149,7 @@ class ProcessProvider:
             state = self._load()
             record = state.records.get(name)
             if record is not None:
-                spec = self.specs.get(name)
-                self._stop(name, record, spec.stop_timeout_seconds if spec else 30.0)
+                self._stop(name, record, self._stop_timeout_seconds(name))
                 del state.records[name]
             if name in self.specs:
                 state.deleted.add(name)
@@ -160,13 +157,16 @@ class ProcessProvider:
                 return
             self._save(state)
 
+    def _stop_timeout_seconds(self, name: str) -> float:
+        spec = self.specs.get(name)
+        # A process recorded under a name no longer declared gets the default the spec would have given it.
+        return spec.stop_timeout_seconds if spec else ProcessDeploymentSpec.model_fields["stop_timeout_seconds"].default
+
     def _describe(self, spec: ProcessDeploymentSpec, record: ProcessRecord | None) -> Deployment:
         if record is None:
             return Deployment(provider=self.name, name=spec.name, status="terminated", labels=dict(spec.labels))
-        leader, members = find_processes(record)
+        status = describe_status(record)
         reap_children()
-        # The server is gone but some of its workers are not: report it so that a terminate cleans them up.
-        status = "running" if leader is not None else ("unhealthy" if members else "terminated")
         return Deployment(
             provider=self.name,
             name=spec.name,
@@ -196,8 +196,8 @@ class ProcessProvider:
         reap_children()
         log.info("process.stopped", provider=self.name, name=name, pid=record.pid, killed=bool(stubborn))
 
-    def _spawn(self, spec: ProcessDeploymentSpec) -> subprocess.Popen[bytes]:
-        """Given a spec, start its command detached and return the child. Raise ProviderError if it cannot start."""
+    def _spawn(self, spec: ProcessDeploymentSpec) -> tuple[subprocess.Popen[bytes], ProcessRecord]:
+        """Given a spec, start its command detached and return the child and its record. Raise ProviderError if it cannot start."""
         environment = {**os.environ, **spec.env}
         try:
             with open_log(spec.log_file) as output:
@@ -213,10 +213,12 @@ class ProcessProvider:
                 )
         except OSError as error:
             raise ProviderError(f"provider {self.name}: cannot start {spec.name} ({spec.command[0]}): {error}") from error
+        # Read before the child is registered: only then can nobody reap it, so even one that died at once still has it.
+        record = ProcessRecord(pid=child.pid, create_time=psutil.Process(child.pid).create_time())
         with _children_lock:
             _children[child.pid] = child
         log.info("process.started", provider=self.name, name=spec.name, pid=child.pid)
-        return child
+        return child, record
 
     def _check_started(self, spec: ProcessDeploymentSpec, child: subprocess.Popen[bytes]) -> None:
         try:
@@ -264,23 +266,39 @@ def reap_children() -> None:
                 del _children[pid]
 
 
+def find_leader(record: ProcessRecord) -> tuple[psutil.Process | None, bool]:
+    """Given a record, return its process if it still runs, and whether its pid now belongs to another process."""
+    try:
+        candidate = psutil.Process(record.pid)
+        if abs(candidate.create_time() - record.create_time) > CREATE_TIME_TOLERANCE_SECONDS:
+            return None, True
+        return (candidate if is_alive(candidate) else None), False
+    except psutil.NoSuchProcess:
+        return None, False
+
+
 def find_processes(record: ProcessRecord) -> tuple[psutil.Process | None, list[psutil.Process]]:
     """Given a record, return its leader if it still runs, and every live process of its process group.
 
     The group id is the leader's pid. Linux never hands out a pid that is still some group's id, so
     if a different process now holds that pid, our group is gone and the group with that id is not ours.
     """
-    leader: psutil.Process | None = None
-    try:
-        candidate = psutil.Process(record.pid)
-        if abs(candidate.create_time() - record.create_time) > CREATE_TIME_TOLERANCE_SECONDS:
-            return None, []
-        if is_alive(candidate):
-            leader = candidate
-    except psutil.NoSuchProcess:
-        pass
-    members = [process for process in psutil.process_iter() if _in_group(process, record)]
-    return leader, members
+    leader, reused = find_leader(record)
+    if reused:
+        return None, []
+    return leader, [process for process in psutil.process_iter() if _in_group(process, record)]
+
+
+def describe_status(record: ProcessRecord) -> str:
+    """Given a record, return ``running``, ``terminated``, or ``unhealthy`` when only the workers it forked are left."""
+    leader, reused = find_leader(record)
+    if leader is not None:
+        return "running"
+    if reused:
+        return "terminated"
+    # Left-over workers still hold the port: reporting them lets off-hours terminate them.
+    _, members = find_processes(record)
+    return "unhealthy" if members else "terminated"
 
 
 def _in_group(process: psutil.Process, record: ProcessRecord) -> bool:
@@ -299,11 +317,17 @@ def is_alive(process: psutil.Process) -> bool:
 
 
 def send_signal(processes: Sequence[psutil.Process], signum: signal.Signals) -> None:
-    """Send a signal to each process that is still the very process it was when found."""
+    """Send a signal to each process that is still the very process it was when found.
+
+    Raise ProviderError if one of them belongs to a user we may not signal.
+    """
     for process in processes:
         # psutil refuses to signal a Process object whose pid now belongs to another program.
         with suppress(psutil.NoSuchProcess):
-            process.send_signal(signum)
+            try:
+                process.send_signal(signum)
+            except psutil.AccessDenied as error:
+                raise ProviderError(f"not allowed to send {signum.name} to pid {process.pid}") from error
 
 
 def open_log(log_file: Path | None) -> BinaryIO:

@@ -68,10 +68,11 @@ def decide_offhours(
 def _decide_one(
     policy: OffhoursPolicy, deployment: Deployment, record: Ownership | None, inside: bool, now: datetime
 ) -> tuple[ActionName | None, tuple[str, ...]]:
-    excluded = _exclusion(deployment, now)
+    pattern = policy.excluding_pattern(deployment)
+    excluded = f"excluded by name pattern {pattern!r}" if pattern else _exclusion(deployment, now)
     if excluded is not None:
         return None, (excluded,)
-    window = policy.describe_window()
+    window = policy.describe_window(now)
     if inside and deployment.status in RUNNING:
         if record is not None and not policy.enforce and _started_by_hand(record, now):
             return None, (f"started by hand during this downtime (we terminated it at {format_instant(record.terminated_at)});"
@@ -81,7 +82,7 @@ def _decide_one(
             return None, (f"grace period {policy.grace_period} after a change at {format_instant(changed)}",)
         return "terminate", (window,)
     if not inside and record is not None and not record.manual and deployment.status in INACTIVE:
-        return "restart", (f"{window} is over", f"terminated by retentiond at {format_instant(record.terminated_at)}")
+        return "restart", (f"outside {window}", f"terminated by retentiond at {format_instant(record.terminated_at)}")
     return None, _why_left(policy, deployment, record, inside, now)
 
 
@@ -94,7 +95,7 @@ def _why_left(
         return (f"terminated by hand at {format_instant(record.terminated_at)}; never restarted by off-hours{upcoming}",)
     if inside:
         owner = f", by retentiond at {format_instant(record.terminated_at)}" if record else ""
-        return (f"{deployment.status} in {policy.describe_window()}{owner}{upcoming}",)
+        return (f"{deployment.status} in {policy.describe_window(now)}{owner}{upcoming}",)
     if deployment.status in INACTIVE:
         return (f"{deployment.status}, not by retentiond: left as it is{upcoming}",)
     return (f"{deployment.status} outside downtime{upcoming}",)

@@ -7,6 +7,7 @@ config loader composes them into its settings tree.
 from __future__ import annotations
 
 import fnmatch
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PrivateAttr, field_validator, model_validator
@@ -218,16 +219,22 @@ class OffhoursPolicy(PolicyModel):
         """The downtime as a TimeSpec (an uptime spec comes inverted; holidays are downtime)."""
         return self._window
 
-    def describe_window(self) -> str:
+    def describe_window(self, at: datetime) -> str:
+        """Return why ``at`` is (or is not) downtime, in the words of the config."""
+        holiday = self._window.holiday_at(at)
+        if holiday is not None:
+            return f"holiday {holiday} (downtime all day)"
         return f"downtime {self.downtime}" if self.downtime is not None else f"outside uptime {self.uptime}"
 
     def selects(self, deployment: Deployment) -> bool:
-        """Return True for deployments of this policy's provider whose name matches and is not excluded by name."""
+        """Return True for deployments of this policy's provider whose name matches (exclusions aside)."""
         if deployment.provider != self.provider:
             return False
-        if not any(fnmatch.fnmatchcase(deployment.name, pattern) for pattern in self.match):
-            return False
-        return not any(fnmatch.fnmatchcase(deployment.name, pattern) for pattern in self.exclude)
+        return any(fnmatch.fnmatchcase(deployment.name, pattern) for pattern in self.match)
+
+    def excluding_pattern(self, deployment: Deployment) -> str | None:
+        """Return the ``exclude`` pattern that leaves this deployment alone, or None."""
+        return next((pattern for pattern in self.exclude if fnmatch.fnmatchcase(deployment.name, pattern)), None)
 
 
 ConfigPolicy = RetentionPolicy | DiskPolicy | OffhoursPolicy

@@ -149,9 +149,13 @@ class TimeSpec:
             low = high
         return next((edge for edge in fixed if edge > low and self.matches(edge) != current), None)
 
+    def holiday_at(self, at: datetime) -> Holiday | None:
+        """Given an aware instant, return the holiday it falls on (in the holiday zone), or None."""
+        local_date = _as_utc(at).astimezone(self.holiday_zone).date()
+        return next((holiday for holiday in self.holidays if holiday.first <= local_date <= holiday.last), None)
+
     def _on_holiday(self, at: datetime) -> bool:
-        local_date = at.astimezone(self.holiday_zone).date()
-        return any(holiday.first <= local_date <= holiday.last for holiday in self.holidays)
+        return self.holiday_at(at) is not None
 
     def _fixed_edges(self) -> Iterator[datetime]:
         """Yield every instant at which an absolute item or a holiday may flip ``matches``."""

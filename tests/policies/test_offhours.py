@@ -57,6 +57,7 @@ def test_window_opens_running_deployments_are_terminated() -> None:
 def test_window_closes_what_we_terminated_is_restarted() -> None:
     plan = decide(THU_MORNING, [deployment(status="terminated")], (ours(),))
     assert actions(plan) == [("restart", "staging-a")]
+    assert plan.actions[0].reasons[0] == f"outside downtime {NIGHTS}"
 
 
 def test_terminated_by_someone_else_stays_terminated() -> None:
@@ -104,6 +105,7 @@ def test_exclusions_by_name_and_label_and_expiring_label() -> None:
     plan = decide(WED_NIGHT, deployments, exclude=("staging-keep",))
     assert actions(plan) == []
     assert "excluded by label" in reasons(plan, "staging-a") and "excluded until" in reasons(plan, "staging-b")
+    assert reasons(plan, "staging-keep") == "excluded by name pattern 'staging-keep'"
     expired = decide(WED_NIGHT + timedelta(hours=2), deployments, exclude=("staging-keep",))
     assert actions(expired) == [("terminate", "staging-b")]
 
@@ -142,6 +144,7 @@ def test_holidays_are_downtime_all_day() -> None:
     christmas_noon = datetime(2026, 12, 24, 12, 0, tzinfo=BERLIN)
     plan = decide(christmas_noon, [deployment()], holidays=("2026-12-24..2026-12-26",), timezone="Europe/Berlin")
     assert actions(plan) == [("terminate", "staging-a")]
+    assert plan.actions[0].reasons == ("holiday 2026-12-24..2026-12-26 (downtime all day)",)
     assert actions(decide(christmas_noon, [deployment()])) == []
 
 

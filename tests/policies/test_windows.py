@@ -523,3 +523,30 @@ def test_next_change_is_the_first_flip(spec: TimeSpec, after: datetime) -> None:
     samples = [after + span * step / 64 for step in range(1, 64)]
     samples += [change - timedelta(microseconds=1), max(after, change - timedelta(minutes=1))]
     assert all(spec.matches(sample) == current for sample in samples)
+
+
+# Pacific/Auckland: DST ends Sun 2025-04-06 03:00 NZDT -> 02:00 NZST, starts Sun 2025-09-28 02:00 NZST -> 03:00 NZDT.
+def _utc_at(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=timezone.utc)  # type: ignore[misc]
+
+
+def test_auckland_weekend_across_dst_start_is_47_hours() -> None:
+    weekend = TimeSpec.parse("Sat-Sun 00:00-24:00 Pacific/Auckland")
+    assert weekend.next_change(_utc_at(2025, 9, 26, 10)) == _utc_at(2025, 9, 26, 12)  # Sat 00:00 NZST
+    assert weekend.next_change(_utc_at(2025, 9, 27, 20)) == _utc_at(2025, 9, 28, 11)  # Mon 00:00 NZDT
+    assert weekend.matches(_utc_at(2025, 9, 28, 10, 59)) and not weekend.matches(_utc_at(2025, 9, 28, 11))
+
+
+def test_auckland_repeated_hour_matches_twice_in_a_row() -> None:
+    repeated = TimeSpec.parse("Sun-Sun 02:00-03:00 Pacific/Auckland")
+    assert repeated.next_change(_utc_at(2025, 4, 5, 12)) == _utc_at(2025, 4, 5, 13)
+    assert repeated.matches(_utc_at(2025, 4, 5, 13, 30)) and repeated.matches(_utc_at(2025, 4, 5, 14, 30))
+    assert repeated.next_change(_utc_at(2025, 4, 5, 13, 30)) == _utc_at(2025, 4, 5, 15)
+
+
+def test_auckland_overnight_item_ends_at_local_midnight_before_an_unlisted_day() -> None:
+    nights = TimeSpec.parse("Mon-Fri 20:00-07:00 Pacific/Auckland")
+    friday_night = _utc_at(2025, 4, 4, 7, 30)  # Fri 20:30 NZDT
+    assert nights.matches(friday_night)
+    assert nights.next_change(friday_night) == _utc_at(2025, 4, 4, 11)  # Sat 00:00 NZDT: Saturday is not listed
+    assert nights.next_change(_utc_at(2025, 4, 5, 12)) == _utc_at(2025, 4, 6, 12)  # Mon 00:00 NZST

@@ -4,54 +4,91 @@ Records are rendered by structlog. ``sync()`` makes everything written so far
 durable; the executor calls it after writing the intents of a batch and before
 the first action of that batch. A record that cannot be written raises
 ``AuditError``, and the action it describes is not taken.
+
+Tamper evidence: every record carries ``prev``, the SHA-256 of the previous
+record's line, so an edited, removed or reordered record breaks the chain at the
+next one. ``<log>.head`` remembers the last record written, which catches records
+cut off the end. Rotation (``rotate_bytes``) renames the full file to
+``<log>.<UTC stamp>`` and the new file's first record continues the chain. The
+chain is evidence against edits, not a signature: whoever can rewrite the log and
+its head can rewrite the chain too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
 from contextlib import suppress
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import structlog
 
 from daemon.errors import AuditError
+from daemon.store import write_file_atomically
 
 
-class _DurableLine:
-    """A structlog logger that appends rendered lines to an open file."""
+GENESIS = "0" * 64
+TAIL_BYTES = 1024 * 1024
 
-    def __init__(self, handle: BinaryIO) -> None:
+
+def line_hash(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+class _ChainedLine:
+    """A structlog logger that appends rendered lines to an open file and remembers the last hash."""
+
+    def __init__(self, handle: BinaryIO, prev: str) -> None:
         self._handle = handle
+        self.prev = prev
+        self.count = 0
+
+    def add_prev(self, _logger: object, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event["prev"] = self.prev
+        return event
 
     def msg(self, line: str) -> None:
-        self._handle.write(line.encode("utf-8") + b"\n")
+        data = line.encode("utf-8")
+        self._handle.write(data + b"\n")
+        self.prev = line_hash(data)
+        self.count += 1
 
     info = msg
 
 
 class AuditLog:
-    """An append-only audit file for one run."""
+    """An append-only, hash-chained audit file for one run."""
 
-    def __init__(self, path: Path, run_id: str) -> None:
+    def __init__(self, path: Path, run_id: str, rotate_bytes: int | None = None) -> None:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            prev = last_line_hash(path)
+            rotated = _rotate(path) if rotate_bytes and _size(path) >= rotate_bytes else None
             self._handle: BinaryIO = open(path, "ab", buffering=1024 * 1024)  # noqa: SIM115
+            if rotated is None and _ends_torn(path):
+                self._handle.write(b"\n")  # a crash cut the last line short; never glue a record onto it
         except OSError as error:
             raise AuditError(f"cannot open the audit log {path}: {error.strerror or error}") from None
+        self._chain = _ChainedLine(self._handle, prev)
         self._logger = structlog.wrap_logger(
-            _DurableLine(self._handle),
+            self._chain,
             processors=[
+                self._chain.add_prev,
                 structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
                 structlog.processors.JSONRenderer(),
             ],
             context_class=dict,
         ).bind(run_id=run_id, host=socket.gethostname(), pid=os.getpid())
+        if rotated is not None:
+            self.record("audit.rotated", previous_file=rotated.name)
 
     def record(self, event: str, **fields: Any) -> None:
         """Append one record (not yet durable). Raise AuditError if it cannot be written."""
@@ -71,6 +108,11 @@ class AuditLog:
     def close(self) -> None:
         try:
             self.sync()
+            if self._chain.count:
+                head = json.dumps({"last_hash": self._chain.prev, "file": self.path.name}).encode()
+                write_file_atomically(head_path(self.path), head)
+        except OSError as error:
+            raise AuditError(f"cannot write the audit head {head_path(self.path)}: {_describe(error)}") from None
         finally:
             with suppress(OSError):
                 self._handle.close()
@@ -84,6 +126,50 @@ class AuditLog:
         except AuditError:
             if exc_info[0] is None:
                 raise
+
+
+def head_path(path: Path) -> Path:
+    return path.with_name(path.name + ".head")
+
+
+def _size(path: Path) -> int:
+    """Return the size of a regular file; 0 for a missing file or anything else (/dev/full, a FIFO)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
+def last_line_hash(path: Path) -> str:
+    """Return the hash of the last record of ``path`` (GENESIS for a missing or empty file).
+
+    A torn last line (a crash mid-write) is hashed as it stands, so the chain still links.
+    """
+    size = _size(path)
+    if size == 0:
+        return GENESIS
+    with path.open("rb") as handle:
+        handle.seek(max(0, size - TAIL_BYTES))
+        tail = handle.read(TAIL_BYTES)
+    lines = [line for line in tail.split(b"\n") if line.strip()]
+    return line_hash(lines[-1]) if lines else GENESIS
+
+
+def _ends_torn(path: Path) -> bool:
+    size = _size(path)
+    if size == 0:
+        return False
+    with path.open("rb") as handle:
+        handle.seek(size - 1)
+        return handle.read(1) != b"\n"
+
+
+def _rotate(path: Path) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    rotated = path.with_name(f"{path.name}.{stamp}")
+    os.rename(path, rotated)
+    return rotated
 
 
 def _describe(error: Exception) -> str:
@@ -113,3 +199,60 @@ def record_time(record: dict[str, Any]) -> datetime | None:
         return datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """What ``audit verify`` found: files and records checked, the first problem (None: intact)."""
+
+    files: tuple[Path, ...]
+    records: int
+    problem: str | None = None
+    note: str | None = None
+
+
+def chain_files(path: Path) -> list[Path]:
+    """Return the rotated files of an audit log, oldest first, then the log itself."""
+    rotated = sorted(p for p in path.parent.glob(f"{path.name}.*") if p.name[len(path.name) + 1 :][:1].isdigit())
+    return [*rotated, path] if path.exists() else rotated
+
+
+def verify_chain(path: Path) -> ChainReport:
+    """Walk the hash chain through the rotated files and the log; report the first break."""
+    files = tuple(chain_files(path))
+    head, head_problem = _read_head(path)
+    prev, count, note, head_seen = None, 0, None, head is None
+    for file in files:
+        for number, raw in enumerate(file.read_bytes().split(b"\n"), 1):
+            if not raw.strip():
+                continue
+            where = f"{file.name} line {number}"
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                return ChainReport(files, count, f"{where} is not a JSON record (edited, or cut short by a crash)")
+            if prev is None and record.get("prev") != GENESIS:
+                if record.get("event") != "audit.rotated":
+                    return ChainReport(files, count, f"{where} is not the start of a chain: records before it were removed")
+                note = f"the chain starts in {file.name}; older rotated files are not present"
+            elif prev is not None and record.get("prev") != prev:
+                return ChainReport(files, count, (
+                    f"{where} does not follow the record before it: that record was edited or removed, "
+                    "or records were reordered"
+                ))
+            prev, count = line_hash(raw), count + 1
+            head_seen = head_seen or prev == head
+    if head_problem is None and not head_seen:
+        head_problem = f"the last record retentiond wrote ({head_path(path).name}) is missing: records were removed from the end"
+    return ChainReport(files, count, head_problem, note)
+
+
+def _read_head(path: Path) -> tuple[str | None, str | None]:
+    """Return (hash of the last record written, problem reading it)."""
+    try:
+        head = json.loads(head_path(path).read_text())
+    except FileNotFoundError:
+        return None, None
+    except ValueError:
+        return None, f"{head_path(path).name} is unreadable"
+    return str(head.get("last_hash")), None

@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--since", metavar="WHEN", help="only records since an instant (ISO 8601) or a duration ago (2d, 6h)")
     show.add_argument("--policy", metavar="NAME", help="only records of this policy")
     show.add_argument("--json", action="store_true", help="print the records as JSON lines")
+    verify = audit_commands.add_parser(
+        "verify", help="check the hash chain; exit 1 naming the first edited, removed or reordered record"
+    )
+    _add_config(verify)
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 

@@ -6,12 +6,13 @@ import argparse
 import json
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
 from daemon import render
-from daemon.audit import read_records, record_time
+from daemon.audit import read_records, record_time, verify_chain
 from daemon.cli import UsageError, parse_instant
 from daemon.config import load_config
 from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK
@@ -150,6 +151,8 @@ def check_config(arguments: argparse.Namespace) -> int:
 
 def audit(arguments: argparse.Namespace) -> int:
     settings = load_config(arguments.config).settings
+    if arguments.audit_command == "verify":
+        return _verify_audit(settings.daemon.audit_log, arguments.json)
     since = _parse_since(arguments.since) if arguments.since else None
     path = settings.daemon.audit_log
     if not path.exists():
@@ -166,6 +169,21 @@ def audit(arguments: argparse.Namespace) -> int:
     else:
         render.print_audit(records)
     return EXIT_OK
+
+
+def _verify_audit(path: Path, as_json: bool) -> int:
+    report = verify_chain(path)
+    if as_json:
+        print_json({
+            "files": [str(file) for file in report.files], "records": report.records,
+            "intact": report.problem is None, "problem": report.problem, "note": report.note,
+        })
+    elif report.problem is None:
+        print(f"audit log intact: {report.records} records in {len(report.files)} file(s)"
+              + (f" ({report.note})" if report.note else ""))
+    else:
+        print(f"audit log NOT intact after {report.records} good records: {report.problem}", file=sys.stderr)
+    return EXIT_OK if report.problem is None else EXIT_ACTIONS_FAILED
 
 
 def _parse_since(text: str) -> datetime:

@@ -25,8 +25,8 @@ from daemon.errors import ConfigError
 from daemon.inventory import is_valid_tag_part
 from daemon.providers.command import CommandHooks
 from daemon.providers.process import ProcessDeploymentSpec
-from policies.durations import Duration
-from policies.spec import ConfigPolicy, DiskPolicy, DurationField, OffhoursPolicy, RetentionPolicy
+from policies.durations import Duration, Size
+from policies.spec import ConfigPolicy, DiskPolicy, DurationField, OffhoursPolicy, RetentionPolicy, SizeField
 
 DEFAULT_CONFIG_PATH = Path("/etc/retentiond/config.toml")
 CONFIG_ENV = "RETENTIOND_CONFIG"
@@ -54,6 +54,7 @@ class DaemonSection(Section):
     timezone: str = "UTC"
     state_dir: Path = Path("/var/lib/retentiond")
     audit_log: Path = Path("/var/log/retentiond/audit.jsonl")
+    audit_rotate_size: SizeField | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -68,6 +69,13 @@ class DaemonSection(Section):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("audit_rotate_size")
+    @classmethod
+    def _bytes_only(cls, value: Size | None) -> Size | None:
+        if value is not None and value.bytes is None:
+            raise ValueError("audit_rotate_size is a size such as '64MiB', not a percentage")
+        return value
 
     @cached_property
     def zone(self) -> ZoneInfo:

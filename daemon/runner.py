@@ -139,7 +139,9 @@ def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> 
     home = check_store_root(settings.store.home)
     store = Store(home)
     run_id = uuid.uuid4().hex[:12]
-    with store.locked(wait_seconds), AuditLog(settings.daemon.audit_log, run_id) as audit:
+    rotate = settings.daemon.audit_rotate_size
+    # Opened under the lock: the chain's last hash and a rotation must not race another run.
+    with store.locked(wait_seconds), AuditLog(settings.daemon.audit_log, run_id, rotate.bytes if rotate else None) as audit:
         audit.record("run.started", store=str(home), policies=policies)
         audit.sync()
         leftovers = store.empty_trash()

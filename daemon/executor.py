@@ -55,7 +55,8 @@ class RunResult:
 
     @property
     def failed(self) -> bool:
-        return self.count("failed") > 0
+        """True when an action failed or a safety limit refused a policy's deletions."""
+        return self.count("failed") > 0 or bool(self.plan.refusals)
 
     def counters(self) -> dict[str, int]:
         return {

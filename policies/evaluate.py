@@ -61,12 +61,16 @@ def evaluate(
     actions, kept = _merge(verdicts, inventory, acting, warnings)
     reports = _evict_for_disk(config_policies, inventory, referencing, actions, now, zone, acting, warnings)
     _decide_deployments(config_policies, inventory, now, acting, actions, kept)
+    refusals: list[str] = []
+    actions = _within_limits(config_policies, actions, kept, refusals)
+    warnings.extend(refusals)
     return Plan(
         at=now.astimezone(timezone.utc),
         actions=tuple(actions),
         kept=tuple(kept),
         warnings=tuple(warnings),
         disk_reports=tuple(reports),
+        refusals=tuple(refusals),
     )
 
 
@@ -103,6 +107,30 @@ def _evict_for_disk(
         if report.triggers and not report.reached:
             warnings.append(report.describe())
     return reports
+
+
+def _within_limits(
+    config_policies: Sequence[ConfigPolicy], actions: list[Action], kept: list[Kept], refusals: list[str]
+) -> list[Action]:
+    """Refuse every deletion of a policy whose deletions exceed its per-run limits (blast radius)."""
+    limited = {p.name: p for p in config_policies if isinstance(p, ArtifactPolicy)}
+    allowed: list[Action] = []
+    by_policy: dict[str, list[Action]] = defaultdict(list)
+    for action in actions:
+        if action.action == "delete" and action.policy in limited:
+            by_policy[action.policy].append(action)
+        else:
+            allowed.append(action)
+    for name, deletions in by_policy.items():
+        excess = limited[name].exceeds_limits(len(deletions), sum(a.size_bytes or 0 for a in deletions))
+        if excess is None:
+            allowed.extend(deletions)
+            continue
+        refusal = f"refused: {excess}; nothing of policy {name} is deleted this run"
+        refusals.append(f"policy {name}: {refusal.removeprefix('refused: ')}")
+        kept.extend(Kept(a.kind, a.name, a.version, name, (refusal,)) for a in deletions)
+    order = {id(action): index for index, action in enumerate(actions)}
+    return sorted(allowed, key=lambda action: order[id(action)])
 
 
 def _decide_deployments(

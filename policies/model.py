@@ -208,6 +208,7 @@ class Plan:
     kept: tuple[Kept, ...] = ()
     warnings: tuple[str, ...] = ()
     disk_reports: tuple[DiskReport, ...] = ()
+    refusals: tuple[str, ...] = ()
 
     @property
     def bytes_to_free(self) -> int:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PrivateAttr, field_validator, model_validator
 
 from policies._timespec_items import resolve_zone
-from policies.durations import Duration, Size
+from policies.durations import Duration, Size, format_bytes
 from policies.model import Artifact, Deployment
 from policies.retention import BUCKETS, KeepRules
 from policies.windows import Holiday, TimeSpec
@@ -54,12 +54,25 @@ class ArtifactPolicy(PolicyModel):
     labels: dict[str, str] = Field(default_factory=dict)
     keep_labels: dict[str, str] = Field(default_factory=dict)
     min_age: DurationField = Duration.parse("1h")
+    max_delete_per_run: Annotated[int, Field(ge=1, strict=True)] | None = None
+    max_delete_bytes_per_run: SizeField | None = None
 
     @model_validator(mode="after")
     def _selects_something(self) -> ArtifactPolicy:
         if not self.kinds:
             raise ValueError(f"policy {self.name!r}: kinds must not be empty")
+        if self.max_delete_bytes_per_run is not None and self.max_delete_bytes_per_run.bytes is None:
+            raise ValueError(f"policy {self.name!r}: max_delete_bytes_per_run is a size such as '50GiB', not a percentage")
         return self
+
+    def exceeds_limits(self, count: int, size_bytes: int) -> str | None:
+        """Return why deleting ``count`` versions of ``size_bytes`` in one run is too much, or None."""
+        if self.max_delete_per_run is not None and count > self.max_delete_per_run:
+            return f"{count} versions exceed max_delete_per_run {self.max_delete_per_run}"
+        limit = self.max_delete_bytes_per_run
+        if limit is not None and limit.bytes is not None and size_bytes > limit.bytes:
+            return f"{format_bytes(size_bytes)} exceed max_delete_bytes_per_run {limit}"
+        return None
 
     def selects(self, artifact: Artifact) -> bool:
         """Return True when the artifact's kind, name and labels fall under this policy."""

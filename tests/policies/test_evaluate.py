@@ -187,3 +187,24 @@ def test_evaluate_rejects_a_naive_now() -> None:
 def test_bad_policy_values_are_rejected(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         policy(**{"keep_last": 1, **bad})
+
+
+def test_blast_radius_by_count_refuses_the_whole_policy() -> None:
+    items = series("iris", 8)
+    plan = evaluate(Inventory(tuple(items)), [policy(keep_last=2, max_delete_per_run=5)], NOW)
+    assert plan.actions == ()
+    assert plan.refusals == ("policy ci: 6 versions exceed max_delete_per_run 5; nothing of policy ci is deleted this run",)
+    assert any("refused: 6 versions exceed" in reason for kept in plan.kept for reason in kept.reasons)
+    within = evaluate(Inventory(tuple(items)), [policy(keep_last=2, max_delete_per_run=6)], NOW)
+    assert len(within.actions) == 6 and within.refusals == ()
+
+
+def test_blast_radius_by_bytes_refuses_only_that_policy() -> None:
+    items = [*series("iris", 4), *series("mnist", 4)]
+    policies = [
+        policy(name="iris", match=("iris",), keep_last=1, max_delete_bytes_per_run="250B"),
+        policy(name="mnist", match=("mnist",), keep_last=1, max_delete_bytes_per_run="300B"),
+    ]
+    plan = evaluate(Inventory(tuple(items)), policies, NOW)
+    assert deleted(plan) == {"mnist:v01", "mnist:v02", "mnist:v03"}
+    assert plan.refusals == ("policy iris: 300 B exceed max_delete_bytes_per_run 250B; nothing of policy iris is deleted this run",)

@@ -12,6 +12,7 @@ import os
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,6 +44,22 @@ class Section(BaseModel):
 
 class StoreSection(Section):
     home: Path = Field(default_factory=default_store_home)
+    # Opt-in safety limits; without them a run deletes what the plan says and leaves no trash.
+    trash_retention: DurationField | None = None
+    max_shrink: SizeField | None = None
+
+    @field_validator("max_shrink")
+    @classmethod
+    def _percent_only(cls, value: Size | None) -> Size | None:
+        if value is not None and value.percent is None:
+            raise ValueError("max_shrink is a percentage such as '50%'")
+        return value
+
+    @property
+    def trash_retention_span(self) -> timedelta | None:
+        if self.trash_retention is None or self.trash_retention.is_zero:
+            return None
+        return timedelta(seconds=self.trash_retention.approx_seconds())
 
     @field_validator("home")
     @classmethod

@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 from daemon.audit import AuditLog
 from daemon.deployments import DeploymentActor
 from daemon.store import SkipAction, Store
+from daemon.trash import Trash
 from policies.model import Action, Artifact, Inventory, Plan
 
 Outcome = Literal["ok", "failed", "skipped"]
@@ -74,15 +75,23 @@ class RunResult:
         return data
 
 
+@dataclass(frozen=True)
+class Actors:
+    """Everything that acts in a locked run: the store and its trash, the audit log, the deployment actor."""
+
+    store: Store
+    trash: Trash
+    audit: AuditLog
+    run_id: str
+    deployments: DeploymentActor | None = None
+
+
 def execute(
     plan: Plan,
     inventory: Inventory,
-    store: Store,
-    audit: AuditLog,
-    run_id: str,
+    actors: Actors,
     progress: RunProgress | None = None,
     stop: threading.Event | None = None,
-    deployments: DeploymentActor | None = None,
 ) -> RunResult:
     """Given a plan made under the store lock, carry out its deletions; return every outcome.
 
@@ -92,7 +101,8 @@ def execute(
     by_key: dict[tuple[str, str, str], Artifact] = {
         (artifact.kind, artifact.name, artifact.version): artifact for artifact in inventory.artifacts
     }
-    result = RunResult(run_id=run_id, plan=plan, inventory=inventory)
+    audit = actors.audit
+    result = RunResult(run_id=actors.run_id, plan=plan, inventory=inventory)
     actions = list(plan.actions)
     if progress is not None:
         progress.begin(plan)
@@ -111,7 +121,7 @@ def execute(
                 result.results.append(outcome)
                 audit.record(_outcome_event(action, "skipped"), **_audit_fields(action), outcome="skipped", error=outcome.error)
                 continue
-            outcome = _carry_out(action, by_key, store, run_id, deployments)
+            outcome = _carry_out(action, by_key, actors)
             result.results.append(outcome)
             audit.record(_outcome_event(action, outcome.outcome), **_audit_fields(action), outcome=outcome.outcome, error=outcome.error)
             if progress is not None:
@@ -120,24 +130,19 @@ def execute(
     return result
 
 
-def _carry_out(
-    action: Action,
-    by_key: dict[tuple[str, str, str], Artifact],
-    store: Store,
-    run_id: str,
-    deployments: DeploymentActor | None,
-) -> ActionResult:
+def _carry_out(action: Action, by_key: dict[tuple[str, str, str], Artifact], actors: Actors) -> ActionResult:
+    store = actors.store
     if action.kind == "deployment":
-        if deployments is None:
+        if actors.deployments is None:
             return ActionResult(action, "skipped", "no deployment providers in this run")
-        outcome, error = deployments.carry_out(action)
+        outcome, error = actors.deployments.carry_out(action)
         return ActionResult(action, outcome, error)
     artifact = by_key.get((action.kind, action.name, action.version or ""))
     if artifact is None:
         return ActionResult(action, "skipped", "not in the inventory this plan was made from")
     try:
         path = store.recheck(artifact)
-        trashed = store.move_to_trash(path, run_id)
+        trashed = store.move_to_trash(path, actors.run_id)
     except SkipAction as reason:
         return ActionResult(action, "skipped", str(reason))
     except FileNotFoundError:
@@ -146,7 +151,7 @@ def _carry_out(
         return ActionResult(action, "failed", f"cannot move to trash: {error.strerror or error}")
     try:
         store.repair_latest(artifact.kind, artifact.name, artifact.version)
-        store.remove_trash_entry(trashed)
+        actors.trash.finish(trashed)
     except OSError as error:
         # The version is out of the store already; what is left is trash for the next run.
         return ActionResult(action, "ok", f"deleted, but clean-up failed: {error.strerror or error}")

@@ -18,13 +18,14 @@ from daemon.audit import AuditLog
 from daemon.config import Settings
 from daemon.deployments import MANUAL_POLICY, DeploymentActor, DeploymentView, list_deployments
 from daemon.errors import ConfigError
-from daemon.executor import RunProgress, RunResult, execute
+from daemon.executor import Actors, RunProgress, RunResult, execute
 from daemon.inventory import scan_store
 from daemon.ownership import OwnershipFile, OwnershipState
 from daemon.providers import Provider
 from daemon.providers.registry import build_providers
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root
+from daemon.trash import Trash
 from policies import Action, DiskSample, DiskUsage, Inventory, Plan, evaluate
 from policies.model import ActionName, format_instant
 
@@ -126,8 +127,12 @@ class LockedRun:
 
     home: Path
     store: Store
+    trash: Trash
     audit: AuditLog
     run_id: str
+
+    def actors(self, deployments: DeploymentActor | None = None) -> Actors:
+        return Actors(self.store, self.trash, self.audit, self.run_id, deployments)
 
 
 @contextmanager
@@ -144,10 +149,11 @@ def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> 
     with store.locked(wait_seconds), AuditLog(settings.daemon.audit_log, run_id, rotate.bytes if rotate else None) as audit:
         audit.record("run.started", store=str(home), policies=policies)
         audit.sync()
-        leftovers = store.empty_trash()
-        if leftovers:
-            log.info("trash.emptied", run_id=run_id, entries=leftovers)
-        yield LockedRun(home, store, audit, run_id)
+        trash = Trash(store, settings.store.trash_retention_span)
+        purged = trash.purge(datetime.now(timezone.utc))
+        if purged:
+            log.info("trash.purged", run_id=run_id, runs=purged)
+        yield LockedRun(home, store, trash, audit, run_id)
 
 
 def _ready_deployments(context: DeploymentContext | None, run: LockedRun, settings: Settings) -> DeploymentActor | None:
@@ -202,7 +208,7 @@ def apply_once(
             artifacts = Inventory(()) if offhours_only else take_inventory(run.home, disk_samples)
             inventory = with_deployments(artifacts, context)
             plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
-            result = execute(plan, inventory, run.store, run.audit, run.run_id, progress, stop, actor)
+            result = execute(plan, inventory, run.actors(actor), progress, stop)
         finally:
             close_context(context)
         _finish(run, result, settings, policies)
@@ -241,7 +247,7 @@ def _manual(settings: Settings, run: LockedRun, context: DeploymentContext, acti
     plan = Plan(at=datetime.now(timezone.utc), actions=(
         Action(action, "deployment", name, None, MANUAL_POLICY, reasons, provider=matches[0].provider),
     ))
-    return execute(plan, with_deployments(Inventory(()), context), run.store, run.audit, run.run_id, deployments=actor)
+    return execute(plan, with_deployments(Inventory(()), context), run.actors(actor))
 
 
 def list_all_deployments(settings: Settings, now: datetime) -> list[dict[str, object]]:

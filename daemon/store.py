@@ -31,6 +31,9 @@ if not shutil.rmtree.avoids_symlink_attacks:  # pragma: no cover - every support
     raise ImportError("retentiond needs a shutil.rmtree that resists symlink attacks")
 
 
+TRASHED_AT_FILE = "trashed_at"
+
+
 class SkipAction(Exception):
     """The store no longer looks as the plan saw it; the action is skipped, not failed."""
 
@@ -93,17 +96,6 @@ class Store:
         except (OSError, ValueError, KeyError, TypeError):
             return "another process (holder unknown)"
 
-    def empty_trash(self) -> int:
-        """Remove everything left in the trash by an interrupted run. Return how many entries went."""
-        if not self.trash_dir.is_dir():
-            return 0
-        removed = 0
-        with os.scandir(self.trash_dir) as entries:
-            for entry in list(entries):
-                _remove_tree(Path(entry.path))
-                removed += 1
-        return removed
-
     def version_path(self, kind: ArtifactKind, name: str, version: str) -> Path:
         """Return the directory of a version, refusing any name that could leave the store."""
         if not (is_valid_tag_part(name) and is_valid_tag_part(version)):
@@ -136,7 +128,12 @@ class Store:
     def move_to_trash(self, path: Path, run_id: str) -> Path:
         """Rename a version directory into the trash (atomic); return where it went."""
         kind_dir, name, version = path.parts[-3:]
-        destination = self.trash_dir / run_id / kind_dir / name / version
+        run_dir = self.trash_dir / run_id
+        if not run_dir.is_dir():
+            run_dir.mkdir(parents=True, mode=0o700)
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            write_file_atomically(run_dir / TRASHED_AT_FILE, stamp.encode())
+        destination = run_dir / kind_dir / name / version
         destination.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.rename(path, destination)
         return destination
@@ -170,17 +167,6 @@ class Store:
                     remaining.append(read_version(kind, name_dir.name, entry.name, Path(entry.path), None))
         return remaining
 
-    def remove_trash_entry(self, trashed: Path) -> None:
-        """Delete a trashed version for good and prune the emptied trash folders above it."""
-        _remove_tree(trashed)
-        for parent in trashed.parents:
-            if parent == self.trash_dir:
-                break
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-
 
 def _has_other_directories(name_dir: Path) -> bool:
     with os.scandir(name_dir) as entries:
@@ -197,7 +183,8 @@ def _remove_name_dir(name_dir: Path) -> None:
         name_dir.rmdir()
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
+    """Delete a file or a directory tree without following symlinks, even with read-only sub-directories."""
     if path.is_symlink() or not path.is_dir():
         path.unlink(missing_ok=True)
         return

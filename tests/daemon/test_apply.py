@@ -14,6 +14,7 @@ from daemon.cli import main
 from daemon.config import load_config
 from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_BUSY, EXIT_OK
 from daemon.store import Store
+from daemon.trash import Trash
 from tests.daemon.conftest import NOW
 from tests.fakestore import add_bento, add_model
 
@@ -196,7 +197,7 @@ def test_latest_naming_a_deleted_version_moves_to_the_newest_remaining(home: Pat
     trashed = store.move_to_trash(home / "models" / "iris" / "v0", "run1")
     assert store.repair_latest("model", "iris", "v0") == "v1"
     assert (home / "models" / "iris" / "latest").read_text() == "v1"
-    store.remove_trash_entry(trashed)
+    Trash(store).finish(trashed)
     assert not (home / ".retentiond" / "trash" / "run1").exists()
 
 

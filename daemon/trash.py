@@ -1,0 +1,131 @@
+"""The trash (``<store>/.retentiond/trash/<run_id>/<kind>s/<name>/<version>``) and the undo window.
+
+Without ``store.trash_retention`` a deleted version is purged at once and an
+interrupted run's leftovers go at the start of the next run. With it, deleted
+versions stay restorable for that long (``retentiond restore NAME:VERSION``); a
+disk policy that has to act purges the trash first.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from daemon.inventory import KIND_DIRS, read_latest, read_version
+from daemon.store import TRASHED_AT_FILE, SkipAction, Store, remove_tree, write_file_atomically
+from policies.model import ArtifactKind
+
+
+@dataclass(frozen=True)
+class TrashedVersion:
+    kind: ArtifactKind
+    name: str
+    version: str
+    path: Path
+    trashed_at: datetime
+    size_bytes: int
+
+
+class Trash:
+    """The trash of one store, with an optional retention period."""
+
+    def __init__(self, store: Store, retention: timedelta | None = None) -> None:
+        self.store = store
+        self.retention = retention
+
+    def finish(self, trashed: Path) -> None:
+        """After a deletion: purge the trashed version now, unless the undo window keeps it."""
+        if self.retention is None:
+            remove_tree(trashed)
+            self._prune_empty_parents(trashed)
+
+    def purge(self, now: datetime, everything: bool = False) -> int:
+        """Remove trash runs older than the retention (all of them without one, or with ``everything``).
+
+        Return how many trash runs went.
+        """
+        if not self.store.trash_dir.is_dir():
+            return 0
+        removed = 0
+        for run_dir in _children(self.store.trash_dir):
+            if everything or self.retention is None or _trashed_at(run_dir) <= now - self.retention:
+                remove_tree(run_dir)
+                removed += 1
+        return removed
+
+    def versions(self) -> list[TrashedVersion]:
+        """Return every version in the trash, most recently trashed first."""
+        found = []
+        for run_dir in _children(self.store.trash_dir) if self.store.trash_dir.is_dir() else []:
+            trashed_at = _trashed_at(run_dir)
+            for kind, (subdir, _) in KIND_DIRS.items():
+                for name_dir in _children(run_dir / subdir):
+                    for version_dir in _children(name_dir):
+                        size = read_version(kind, name_dir.name, version_dir.name, version_dir, None).size_bytes
+                        found.append(TrashedVersion(kind, name_dir.name, version_dir.name, version_dir, trashed_at, size))
+        return sorted(found, key=lambda item: item.trashed_at, reverse=True)
+
+    def restore(self, kind: ArtifactKind | None, name: str, version: str) -> TrashedVersion:
+        """Put the most recently trashed copy of ``name:version`` back and repair ``latest``.
+
+        Raise SkipAction if it is not in the trash, is ambiguous, or the version exists in the store.
+        """
+        matches = [t for t in self.versions() if t.name == name and t.version == version and kind in (None, t.kind)]
+        if not matches:
+            raise SkipAction(f"{name}:{version} is not in the trash of {self.store.home}")
+        if len({t.kind for t in matches}) > 1:
+            raise SkipAction(f"{name}:{version} is in the trash as a model and as a bento; say which with --kind")
+        chosen = matches[0]
+        destination = self.store.version_path(chosen.kind, name, version)
+        if destination.exists() or destination.is_symlink():
+            raise SkipAction(f"{destination} exists; refusing to restore over it")
+        destination.parent.mkdir(mode=0o755, exist_ok=True)
+        os.rename(chosen.path, destination)
+        self._prune_empty_parents(chosen.path)
+        latest_after_restore(destination.parent, chosen.kind, version)
+        return chosen
+
+    def _prune_empty_parents(self, trashed: Path) -> None:
+        for parent in trashed.parents:
+            if parent == self.store.trash_dir:
+                break
+            remaining = [entry for entry in _children(parent) if entry.name != TRASHED_AT_FILE]
+            if remaining:
+                break
+            remove_tree(parent)
+
+
+def latest_after_restore(name_dir: Path, kind: ArtifactKind, restored: str) -> str | None:
+    """Point ``latest`` at the restored version when it names nothing valid or an older version,
+    as a fresh BentoML save would; a ``latest`` naming a newer version stays. Return what it names."""
+    versions = {
+        entry.name: read_version(kind, name_dir.name, entry.name, entry, None)
+        for entry in _children(name_dir)
+        if not entry.is_symlink()
+    }
+    current = versions.get(read_latest(name_dir) or "")
+    candidate = versions[restored]
+    if candidate.created_at is None:
+        return current.version if current else None
+    if current is None or current.created_at is None or current.created_at < candidate.created_at:
+        write_file_atomically(name_dir / "latest", restored.encode())
+        return restored
+    return current.version
+
+
+def _children(directory: Path) -> list[Path]:
+    try:
+        with os.scandir(directory) as entries:
+            return [Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _trashed_at(run_dir: Path) -> datetime:
+    try:
+        return datetime.fromisoformat((run_dir / TRASHED_AT_FILE).read_text().strip())
+    except (OSError, ValueError):
+        # No marker (an older layout, or a crash right after mkdir): the directory's mtime will do.
+        return datetime.fromtimestamp(run_dir.lstat().st_mtime, timezone.utc)

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", metavar="SECONDS", type=float, default=0,
         help="wait this long for the store lock instead of exiting 75 at once",
     )
+    apply.add_argument(
+        "--accept-shrink", action="store_true",
+        help="run even though the store has far fewer versions than last time (store.max_shrink)",
+    )
 
     status = commands.add_parser("status", help="store per name, disk against each limit, trash, last and next runs")
     _add_config(status)
@@ -93,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         manual.add_argument("--provider", metavar="NAME", help="the provider, when several have a deployment of that name")
         _add_config(manual)
         manual.add_argument("--json", action="store_true", help="print the action and its outcome as JSON")
+
+    restore = commands.add_parser("restore", help="take a deleted version back out of the trash (store.trash_retention)")
+    restore.add_argument("tag", metavar="NAME:VERSION")
+    restore.add_argument("--kind", choices=("model", "bento"), help="when both a model and a bento of that tag are in the trash")
+    _add_config(restore)
 
     check = commands.add_parser("check-config", help="validate the config and print the effective values (secrets redacted)")
     _add_config(check)
@@ -152,6 +161,7 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         "plan": commands.plan,
         "apply": commands.apply,
         "status": commands.status,
+        "restore": commands.restore,
         "window": commands.window,
         "deployments": commands.deployments,
         "check-config": commands.check_config,

@@ -70,7 +70,9 @@ def apply(arguments: argparse.Namespace) -> int:
     settings = load_config(arguments.config).settings
     bar = _ProgressBar() if sys.stdout.isatty() and not arguments.json else None
     try:
-        result = apply_once(settings, arguments.policy, wait_seconds=arguments.wait, progress=bar)
+        result = apply_once(
+            settings, arguments.policy, wait_seconds=arguments.wait, progress=bar, accept_shrink=arguments.accept_shrink
+        )
     finally:
         if bar is not None:
             bar.stop()
@@ -139,6 +141,15 @@ def deployments(arguments: argparse.Namespace) -> int:
             print(f"{action_result.action.action} {action_result.action.provider}/{action_result.action.name}: "
                   f"{action_result.outcome}{error}")
     return EXIT_ACTIONS_FAILED if result.failed else EXIT_OK
+
+
+def restore(arguments: argparse.Namespace) -> int:
+    from daemon.runner import restore_version
+
+    settings = load_config(arguments.config).settings
+    restored = restore_version(settings, arguments.tag, arguments.kind)
+    print(f"restored {restored.kind} {restored.name}:{restored.version} (trashed {restored.trashed_at:%Y-%m-%dT%H:%M:%SZ})")
+    return EXIT_OK
 
 
 def check_config(arguments: argparse.Namespace) -> int:

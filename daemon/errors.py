@@ -3,7 +3,9 @@
     RetentiondError
      ├── ConfigError        invalid configuration or store root    → exit 78
      ├── StoreBusyError     another run holds the store lock       → exit 75
-     └── AuditError         the audit log cannot be written        → exit 1, nothing acted on
+     ├── AuditError         the audit log cannot be written        → exit 1, nothing acted on
+     ├── RestoreError       a version cannot be taken out of the trash → exit 1
+     └── StoreShrunkError   the store looks much smaller than last time → exit 1, nothing acted on
 """
 
 from __future__ import annotations
@@ -37,3 +39,11 @@ class AuditError(RetentiondError):
     """An audit record could not be written, so the action it describes was not taken."""
 
     exit_code = EXIT_ACTIONS_FAILED
+
+
+class RestoreError(RetentiondError):
+    """A version could not be restored from the trash (not there, or the store has it)."""
+
+
+class StoreShrunkError(RetentiondError):
+    """The store looks much smaller than on the last run (an unmounted volume, a wrong home)."""

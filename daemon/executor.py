@@ -151,7 +151,7 @@ def _carry_out(action: Action, by_key: dict[tuple[str, str, str], Artifact], act
         return ActionResult(action, "failed", f"cannot move to trash: {error.strerror or error}")
     try:
         store.repair_latest(artifact.kind, artifact.name, artifact.version)
-        actors.trash.finish(trashed)
+        actors.trash.finish(trashed, action.policy)
     except OSError as error:
         # The version is out of the store already; what is left is trash for the next run.
         return ActionResult(action, "ok", f"deleted, but clean-up failed: {error.strerror or error}")

@@ -17,19 +17,21 @@ import structlog
 from daemon.audit import AuditLog
 from daemon.config import Settings
 from daemon.deployments import MANUAL_POLICY, DeploymentActor, DeploymentView, list_deployments
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, RestoreError, StoreShrunkError
 from daemon.executor import Actors, RunProgress, RunResult, execute
 from daemon.inventory import scan_store
 from daemon.ownership import OwnershipFile, OwnershipState
 from daemon.providers import Provider
 from daemon.providers.registry import build_providers
 from daemon.state import StateFile
-from daemon.store import Store, check_store_root
-from daemon.trash import Trash
+from daemon.store import SkipAction, Store, check_store_root
+from daemon.trash import Trash, TrashedVersion
 from policies import Action, DiskSample, DiskUsage, Inventory, Plan, evaluate
-from policies.model import ActionName, format_instant
+from policies.disk import disk_target
+from policies.model import ActionName, ArtifactKind, format_instant
 
 log = structlog.get_logger("retentiond")
+MIN_VERSIONS_FOR_SHRINK_CHECK = 10
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> 
     with store.locked(wait_seconds), AuditLog(settings.daemon.audit_log, run_id, rotate.bytes if rotate else None) as audit:
         audit.record("run.started", store=str(home), policies=policies)
         audit.sync()
-        trash = Trash(store, settings.store.trash_retention_span)
+        trash = Trash(store, settings.store.trash_retention_span, frozenset(p.name for p in settings.disk))
         purged = trash.purge(datetime.now(timezone.utc))
         if purged:
             log.info("trash.purged", run_id=run_id, runs=purged)
@@ -183,6 +185,41 @@ def _finish(run: LockedRun, result: RunResult, settings: Settings, policies: lis
     log.info(event, run_id=run.run_id, store=str(run.home), policies=policies, **result.counters())
 
 
+def check_shrink(settings: Settings, home: Path, inventory: Inventory, accept: bool) -> None:
+    """With ``store.max_shrink``, refuse a run whose store has far fewer versions than the last run saw.
+
+    Raise StoreShrunkError naming both counts.
+    """
+    limit = settings.store.max_shrink
+    last = StateFile(settings.daemon.state_dir).load().get("store") or {}
+    if limit is None or limit.percent is None or accept or last.get("home") != str(home):
+        return
+    before, now_count = int(last.get("versions", 0)), len(inventory.artifacts)
+    if before < MIN_VERSIONS_FOR_SHRINK_CHECK or now_count >= before * (1 - limit.percent / 100):
+        return
+    raise StoreShrunkError(
+        f"store {home} has {now_count} versions, the last run saw {before} (more than max_shrink {limit} fewer): "
+        "an unmounted volume or a wrong BENTOML_HOME? Nothing was deleted. "
+        "If the store really shrank, run `retentiond apply --accept-shrink` once."
+    )
+
+
+def _purge_trash_under_pressure(
+    settings: Settings, acting: Collection[str] | None, run: LockedRun, inventory: Inventory, now: datetime
+) -> Inventory:
+    """Under disk pressure the undo window gives way first: purge the trash, then read the disk again."""
+    acting_disk = [p for p in settings.disk if acting is None or p.name in acting]
+    if not acting_disk or inventory.disk is None or not run.store.trash_dir.is_dir():
+        return inventory
+    store_bytes = sum(artifact.size_bytes for artifact in inventory.artifacts)
+    if not any(disk_target(p, inventory.disk, store_bytes, inventory.disk_samples, now).triggers for p in acting_disk):
+        return inventory
+    purged = run.trash.purge(now, everything=True)
+    if purged:
+        run.audit.record("trash.purged", reason="disk pressure", runs=purged)
+    return dataclasses.replace(inventory, disk=read_disk_usage(run.home))
+
+
 def apply_once(
     settings: Settings,
     acting: Collection[str] | None = None,
@@ -191,10 +228,11 @@ def apply_once(
     progress: RunProgress | None = None,
     disk_samples: Sequence[DiskSample] = (),
     stop: threading.Event | None = None,
+    accept_shrink: bool = False,
 ) -> RunResult:
     """Run the policies once under the store lock and return what happened.
 
-    Raise StoreBusyError, ConfigError or AuditError; failed actions are in the result.
+    Raise StoreBusyError, ConfigError, AuditError or StoreShrunkError; failed actions are in the result.
     """
     check_policy_names(settings, acting)
     policies = sorted(acting or settings.policy_names())
@@ -206,13 +244,16 @@ def apply_once(
             offhours_only = acting is not None and set(acting) <= {policy.name for policy in settings.offhours}
             # An off-hours run fires every few minutes; it has no business walking the store.
             artifacts = Inventory(()) if offhours_only else take_inventory(run.home, disk_samples)
+            if not offhours_only:
+                check_shrink(settings, run.home, artifacts, accept_shrink)
+                artifacts = _purge_trash_under_pressure(settings, acting, run, artifacts, now)
             inventory = with_deployments(artifacts, context)
             plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
             result = execute(plan, inventory, run.actors(actor), progress, stop)
         finally:
             close_context(context)
         _finish(run, result, settings, policies)
-    StateFile(settings.daemon.state_dir).record_run(result, policies)
+    StateFile(settings.daemon.state_dir).record_run(result, policies, str(run.home))
     return result
 
 
@@ -279,3 +320,27 @@ def list_all_deployments(settings: Settings, now: datetime) -> list[dict[str, ob
         })
     rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.warnings)
     return rows
+
+
+def restore_version(settings: Settings, tag: str, kind: ArtifactKind | None) -> TrashedVersion:
+    """Take ``NAME:VERSION`` back out of the trash, under the lock and in the audit log.
+
+    Raise ConfigError for a malformed tag and RetentiondError when it cannot be restored.
+    """
+    name, _, version = tag.partition(":")
+    if not name or not version:
+        raise ConfigError(f"restore needs NAME:VERSION, got {tag!r}")
+    with locked_run(settings, ["restore"], 0) as run:
+        run.audit.record("artifact.restore_intended", kind=kind, name=name, version=version, policy="manual")
+        run.audit.sync()
+        try:
+            restored = run.trash.restore(kind, name, version)
+        except (SkipAction, OSError) as error:
+            run.audit.record("artifact.restore_failed", kind=kind, name=name, version=version, error=str(error))
+            raise RestoreError(str(error)) from None
+        run.audit.record(
+            "artifact.restored", kind=restored.kind, name=name, version=version, size_bytes=restored.size_bytes,
+            trashed_at=format_instant(restored.trashed_at), outcome="ok",
+        )
+        run.audit.record("run.finished", restored=1)
+    return restored

@@ -33,7 +33,7 @@ class StateFile:
             return {"runs": {}, "disk": {}}
         return data if isinstance(data, dict) else {"runs": {}, "disk": {}}
 
-    def record_run(self, result: RunResult, policies: list[str]) -> None:
+    def record_run(self, result: RunResult, policies: list[str], store_home: str) -> None:
         """Remember the run as the last one of each of its policies (best effort)."""
         state = self.load()
         outcome = "interrupted" if result.interrupted else ("failed" if result.failed else "ok")
@@ -41,6 +41,13 @@ class StateFile:
         runs = state.setdefault("runs", {})
         for policy in policies:
             runs[policy] = entry
+        if result.inventory.artifacts:
+            gone = {(r.action.kind, r.action.name, r.action.version) for r in result.results if r.outcome == "ok"}
+            remaining = [a for a in result.inventory.artifacts if (a.kind, a.name, a.version) not in gone]
+            state["store"] = {
+                "home": store_home, "at": format_instant(result.plan.at),
+                "versions": len(remaining), "size_bytes": sum(a.size_bytes for a in remaining),
+            }
         disk = state.setdefault("disk", {})
         for report in result.plan.disk_reports:
             disk[report.policy] = {

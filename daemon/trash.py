@@ -31,13 +31,15 @@ class TrashedVersion:
 class Trash:
     """The trash of one store, with an optional retention period."""
 
-    def __init__(self, store: Store, retention: timedelta | None = None) -> None:
+    def __init__(self, store: Store, retention: timedelta | None = None, purging_policies: frozenset[str] = frozenset()) -> None:
         self.store = store
         self.retention = retention
+        # Disk policies delete to free space now; keeping their versions in the trash would free nothing.
+        self.purging_policies = purging_policies
 
-    def finish(self, trashed: Path) -> None:
+    def finish(self, trashed: Path, policy: str = "") -> None:
         """After a deletion: purge the trashed version now, unless the undo window keeps it."""
-        if self.retention is None:
+        if self.retention is None or policy in self.purging_policies:
             remove_tree(trashed)
             self._prune_empty_parents(trashed)
 

@@ -1,0 +1,136 @@
+"""Opt-in safety: the undo window (trash_retention + restore), the shrink guard, blast-radius exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from daemon.audit import read_records
+from daemon.cli import main
+from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK
+from tests.daemon.conftest import NOW
+from tests.fakestore import add_model
+
+
+def with_store_keys(config: Path, keys: str) -> Path:
+    config.write_text(config.read_text().replace("[daemon]\n", f"{keys}\n[daemon]\n", 1))
+    return config
+
+
+def versions(home: Path) -> set[str]:
+    return {p.name for p in (home / "models" / "iris").iterdir() if p.is_dir()}
+
+
+def test_without_retention_nothing_is_left_in_the_trash(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path]
+) -> None:
+    assert main(["apply", "--config", str(write_config())]) == EXIT_OK
+    assert list((home / ".retentiond" / "trash").iterdir()) == []
+
+
+def test_trash_retention_keeps_deleted_versions_restorable(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = with_store_keys(write_config(), 'trash_retention = "7d"')
+    original = (home / "models" / "iris" / "v3" / "model.yaml").read_bytes()
+    assert main(["apply", "--config", str(config)]) == EXIT_OK
+    assert versions(home) == {"v0", "v1"}
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["trash"]["versions"] == 3
+
+    assert main(["restore", "iris:v3", "--config", str(config)]) == EXIT_OK
+    assert "restored model iris:v3" in capsys.readouterr().out
+    assert versions(home) == {"v0", "v1", "v3"}
+    assert (home / "models" / "iris" / "v3" / "model.yaml").read_bytes() == original
+    assert (home / "models" / "iris" / "latest").read_text() == "v0"  # v3 is older: latest stays
+    events = [r["event"] for r in read_records(tmp_path / "log" / "audit.jsonl")]
+    assert events[-3:] == ["artifact.restore_intended", "artifact.restored", "run.finished"]
+
+    assert main(["restore", "iris:v3", "--config", str(config)]) == EXIT_ACTIONS_FAILED
+    assert "not in the trash" in capsys.readouterr().err
+
+
+def test_restoring_over_an_existing_version_is_refused(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = with_store_keys(write_config(), 'trash_retention = "7d"')
+    assert main(["apply", "--config", str(config)]) == EXIT_OK
+    add_model(home, "iris", "v4", NOW - timedelta(days=5), set_latest=False)  # someone saved it again
+    assert main(["restore", "iris:v4", "--config", str(config)]) == EXIT_ACTIONS_FAILED
+    assert "refusing to restore over it" in capsys.readouterr().err
+
+
+def test_restoring_the_newest_version_moves_latest_back_to_it(
+    home: Path, write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for day in range(3):
+        add_model(home, "old", f"v{day}", NOW - timedelta(days=40 + day))
+    (home / "models" / "old" / "latest").unlink()
+    config = with_store_keys(
+        write_config('[[retention]]\nname = "ci"\nkeep_newer_than = "7d"\nallow_remove_all = true\n'), 'trash_retention = "1d"'
+    )
+    assert main(["apply", "--config", str(config)]) == EXIT_OK
+    assert not (home / "models" / "old").exists()
+    assert main(["restore", "old:v0", "--config", str(config)]) == EXIT_OK
+    assert (home / "models" / "old" / "latest").read_text() == "v0"
+    assert main(["restore", "old:v1", "--config", str(config)]) == EXIT_OK
+    assert (home / "models" / "old" / "latest").read_text() == "v0"
+
+
+def test_trash_older_than_the_retention_is_purged_at_the_next_run(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path]
+) -> None:
+    config = with_store_keys(write_config(), 'trash_retention = "1h"')
+    assert main(["apply", "--config", str(config)]) == EXIT_OK
+    (run_dir,) = list((home / ".retentiond" / "trash").iterdir())
+    (run_dir / "trashed_at").write_text((datetime.now(timezone.utc) - timedelta(hours=2)).isoformat())
+    assert main(["apply", "--config", str(config)]) == EXIT_OK
+    assert not run_dir.exists()
+
+
+def test_disk_pressure_purges_the_trash_first(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    config = with_store_keys(write_config(), 'trash_retention = "30d"')
+    assert main(["apply", "--config", str(config), "--policy", "ci"]) == EXIT_OK
+    assert any((home / ".retentiond" / "trash").iterdir())
+    config.write_text(config.read_text() + '[[disk]]\nname = "pressure"\nhigh_watermark = "1%"\nlow_watermark = "0%"\n')
+    assert main(["apply", "--config", str(config), "--policy", "pressure"]) == EXIT_OK
+    assert list((home / ".retentiond" / "trash").iterdir()) == []
+    assert "trash.purged" in [r["event"] for r in read_records(tmp_path / "log" / "audit.jsonl")]
+    assert versions(home) == {"v0"}  # evicted under pressure; the floor and latest still hold
+
+
+def test_a_store_that_suddenly_shrank_is_not_touched(
+    home: Path, write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for day in range(20):
+        add_model(home, "iris", f"v{day:02d}", NOW - timedelta(days=day + 1))
+    config = with_store_keys(write_config('[[retention]]\nname = "ci"\nkeep_last = 15\n'), 'max_shrink = "50%"')
+    assert main(["apply", "--config", str(config)]) == EXIT_OK
+    for day in range(3, 15):  # an unmounted volume, a half-synced copy...
+        shutil.rmtree(home / "models" / "iris" / f"v{day:02d}")
+    before = versions(home)
+    capsys.readouterr()
+    assert main(["apply", "--config", str(config)]) == EXIT_ACTIONS_FAILED
+    assert "has 3 versions, the last run saw 15" in capsys.readouterr().err
+    assert versions(home) == before
+    assert main(["apply", "--config", str(config), "--accept-shrink"]) == EXIT_OK
+
+
+def test_blast_radius_refusal_makes_apply_exit_1_and_deletes_nothing(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config('[[retention]]\nname = "ci"\nkeep_last = 1\nmax_delete_per_run = 2\n')
+    assert main(["apply", "--config", str(config), "--json"]) == EXIT_ACTIONS_FAILED
+    result = json.loads(capsys.readouterr().out)
+    assert result["actions"] == [] and any("exceed max_delete_per_run 2" in w for w in result["warnings"])
+    assert versions(home) == set(five_versions)
+    assert os.environ.get("RETENTIOND_CONFIG") is None

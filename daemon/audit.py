@@ -22,8 +22,8 @@ import os
 import socket
 import stat
 from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,7 +32,6 @@ import structlog
 
 from daemon.errors import AuditError
 from daemon.store import write_file_atomically
-
 
 GENESIS = "0" * 64
 TAIL_BYTES = 1024 * 1024

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings
-from daemon.inventory import scan_store
 from daemon.errors import RetentiondError
+from daemon.inventory import scan_store
 from daemon.runner import list_all_deployments, read_disk_usage
 from daemon.service import retention_trigger
 from daemon.state import StateFile

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from policies.evaluate import evaluate
 from policies.model import (
-    Action, Artifact, Deployment, DiskReport, DiskSample, DiskUsage, Inventory, Kept, Ownership, Plan,
+    Action,
+    Artifact,
+    Deployment,
+    DiskReport,
+    DiskSample,
+    DiskUsage,
+    Inventory,
+    Kept,
+    Ownership,
+    Plan,
 )
 from policies.spec import DiskPolicy, OffhoursPolicy, RetentionPolicy
 

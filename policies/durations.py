@@ -33,6 +33,10 @@ class Duration:
     @classmethod
     def parse(cls, text: str) -> Duration:
         """Given ``"1d12h"``-style text, return the Duration. Raise ValueError if malformed."""
+        if "M" in text:
+            raise ValueError(
+                f"invalid duration {text!r}: 'M' is ambiguous; write 'mo' for months or 'm' for minutes"
+            )
         cleaned = text.strip().lower()
         if not cleaned:
             raise ValueError("empty duration; expected e.g. '90s', '15m', '6h', '7d', '2w', '3mo', '1y'")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 
 from policies.disk import plan_eviction
-from policies.offhours import decide_offhours, ownership_by_key
 from policies.model import Action, Artifact, DiskReport, Inventory, Kept, Plan, format_instant
+from policies.offhours import decide_offhours, ownership_by_key
 from policies.retention import apply_rules
 from policies.spec import ArtifactPolicy, ConfigPolicy, DiskPolicy, OffhoursPolicy, RetentionPolicy
 

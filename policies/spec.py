@@ -162,14 +162,18 @@ class DiskPolicy(ArtifactPolicy):
         if self.predict_full_within is not None and self.high_watermark is None:
             raise ValueError(f"disk policy {self.name!r}: predict_full_within needs a high_watermark")
         high, low = self.high_watermark, self.low_watermark
-        if high is not None and low is not None and (high.percent is None) == (low.percent is None):
-            if (low.percent or low.bytes or 0) >= (high.percent or high.bytes or 0):
-                raise ValueError(
-                    f"disk policy {self.name!r}: low_watermark {low} must be below high_watermark {high}"
-                )
+        if high is not None and low is not None and not _below(low, high):
+            raise ValueError(f"disk policy {self.name!r}: low_watermark {low} must be below high_watermark {high}")
         if self.check_interval.approx_seconds() < 1:
             raise ValueError(f"disk policy {self.name!r}: check_interval must be at least 1s")
         return self
+
+
+def _below(low: Size, high: Size) -> bool:
+    """Return False when ``low`` is not below ``high``; sizes of different units are checked at run time."""
+    if (low.percent is None) != (high.percent is None):
+        return True
+    return (low.percent or low.bytes or 0) < (high.percent or high.bytes or 0)
 
 
 EXCLUDE_LABEL = "retentiond/exclude"

@@ -40,6 +40,8 @@ def test_duration_rejects_malformed_text(text: str) -> None:
 def test_m_means_minutes_and_mo_means_months() -> None:
     assert Duration.parse("3m").seconds == 180
     assert Duration.parse("3mo").months == 3
+    with pytest.raises(ValueError, match="'M' is ambiguous"):
+        Duration.parse("3M")
 
 
 @pytest.mark.parametrize(

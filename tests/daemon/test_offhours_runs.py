@@ -170,3 +170,24 @@ def test_plan_at_simulates_another_instant_against_current_states(
     assert verdicts["weekday night"] == verdicts["weekend"] == [("terminate", "staging-a"), ("terminate", "staging-b")]
     assert verdicts["weekday day"] == []
     assert statuses(cloud)["staging-a"] == "running"  # plan changes nothing
+
+
+def test_a_failing_provider_action_is_audited_and_leaves_ownership_unchanged(
+    write_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listing = tmp_path / "list.json"
+    listing.write_text(json.dumps([{"name": "staging-a", "status": "running"}]))
+    config = write_config(
+        "[providers.hooks]\ntype = \"command\"\n"
+        f"list = \"cat {listing}\"\n"
+        "terminate = \"sh -c 'echo cannot reach the unit {name} >&2; exit 3'\"\n"
+        "restart = \"true {name}\"\n"
+        '[[offhours]]\nname = "nights"\nprovider = "hooks"\ndowntime = "always"\ngrace_period = "0s"\n'
+    )
+    assert main(["apply", "--config", str(config), "--json"]) == 1
+    (action,) = json.loads(capsys.readouterr().out)["actions"]
+    assert action["action"] == "terminate" and action["outcome"] == "failed"
+    assert "exit" in action["error"] and "cannot reach the unit staging-a" in action["error"]
+    failed = [r for r in read_records(tmp_path / "log" / "audit.jsonl") if r["event"] == "deployment.terminate_failed"]
+    assert len(failed) == 1 and failed[0]["provider"] == "hooks" and failed[0]["error"] == action["error"]
+    assert OwnershipFile(tmp_path / "state").load().records == {}

@@ -47,6 +47,7 @@ class StoreSection(Section):
     # Opt-in safety limits; without them a run deletes what the plan says and leaves no trash.
     trash_retention: DurationField | None = None
     max_shrink: SizeField | None = None
+    archive_dir: Path | None = None
 
     @field_validator("max_shrink")
     @classmethod
@@ -61,10 +62,18 @@ class StoreSection(Section):
             return None
         return timedelta(seconds=self.trash_retention.approx_seconds())
 
-    @field_validator("home")
+    @field_validator("home", "archive_dir")
     @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @model_validator(mode="after")
+    def _archive_outside_the_store_layout(self) -> StoreSection:
+        if self.archive_dir is not None:
+            for subdir in ("models", "bentos"):
+                if self.archive_dir.resolve().is_relative_to((self.home / subdir).resolve()):
+                    raise ValueError(f"archive_dir {self.archive_dir} must not be inside {self.home / subdir}")
+        return self
 
 
 class DaemonSection(Section):

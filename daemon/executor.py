@@ -8,9 +8,11 @@ the end of the batch. One failing action is recorded and the run goes on.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from daemon.archive import archive_version
 from daemon.audit import AuditLog
 from daemon.deployments import DeploymentActor
 from daemon.store import SkipAction, Store
@@ -84,6 +86,7 @@ class Actors:
     audit: AuditLog
     run_id: str
     deployments: DeploymentActor | None = None
+    archive_dir: Path | None = None
 
 
 def execute(
@@ -142,9 +145,15 @@ def _carry_out(action: Action, by_key: dict[tuple[str, str, str], Artifact], act
         return ActionResult(action, "skipped", "not in the inventory this plan was made from")
     try:
         path = store.recheck(artifact)
-        trashed = store.move_to_trash(path, actors.run_id)
     except SkipAction as reason:
         return ActionResult(action, "skipped", str(reason))
+    if actors.archive_dir is not None:
+        try:
+            archive_version(path, actors.archive_dir, artifact.kind, artifact.name, artifact.version)
+        except OSError as error:
+            return ActionResult(action, "failed", f"cannot archive to {actors.archive_dir}: {error.strerror or error}")
+    try:
+        trashed = store.move_to_trash(path, actors.run_id)
     except FileNotFoundError:
         return ActionResult(action, "skipped", "already deleted by someone else")
     except OSError as error:

@@ -133,8 +133,10 @@ class LockedRun:
     audit: AuditLog
     run_id: str
 
+    archive_dir: Path | None = None
+
     def actors(self, deployments: DeploymentActor | None = None) -> Actors:
-        return Actors(self.store, self.trash, self.audit, self.run_id, deployments)
+        return Actors(self.store, self.trash, self.audit, self.run_id, deployments, self.archive_dir)
 
 
 @contextmanager
@@ -155,7 +157,7 @@ def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> 
         purged = trash.purge(datetime.now(timezone.utc))
         if purged:
             log.info("trash.purged", run_id=run_id, runs=purged)
-        yield LockedRun(home, store, trash, audit, run_id)
+        yield LockedRun(home, store, trash, audit, run_id, settings.store.archive_dir)
 
 
 def _ready_deployments(context: DeploymentContext | None, run: LockedRun, settings: Settings) -> DeploymentActor | None:

@@ -20,6 +20,10 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_example_config_loads_and_sets_every_documented_key() -> None:
     settings = load_config(str(REPO / "config.example.toml")).settings
     assert settings.daemon.timezone == "UTC"
+    assert str(settings.store.trash_retention) == "3d" and str(settings.store.max_shrink) == "50%"
+    assert settings.store.archive_dir == Path("/srv/retentiond-archive")
+    assert str(settings.daemon.audit_rotate_size) == "64MiB"
+    assert settings.retention[0].max_delete_per_run == 500
     first = settings.retention[0]
     assert first.name == "ci-models" and first.kinds == ("model",)
     assert (first.keep_last, first.keep_daily, first.keep_weekly, first.keep_monthly, first.keep_yearly) == (5, 7, 4, 6, 1)

@@ -122,7 +122,7 @@ def window(arguments: argparse.Namespace) -> int:
 
 
 def deployments(arguments: argparse.Namespace) -> int:
-    from daemon.runner import list_all_deployments, manual_deployment_action
+    from daemon.operations import list_all_deployments, manual_deployment_action
 
     settings = load_config(arguments.config).settings
     if arguments.deployments_command == "list":
@@ -144,7 +144,7 @@ def deployments(arguments: argparse.Namespace) -> int:
 
 
 def restore(arguments: argparse.Namespace) -> int:
-    from daemon.runner import restore_version
+    from daemon.operations import restore_version
 
     settings = load_config(arguments.config).settings
     restored = restore_version(settings, arguments.tag, arguments.kind)

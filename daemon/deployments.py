@@ -6,16 +6,20 @@ simply not decided this time, and its ownership records stay as they are.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal
 
 import structlog
 
+from daemon.config import Settings
+from daemon.errors import ConfigError
 from daemon.ownership import OwnershipFile, OwnershipState
 from daemon.providers import DeploymentNotFound, Provider, ProviderError
-from policies.model import Action, Deployment, Ownership
+from daemon.providers.registry import build_providers
+from policies.model import Action, Deployment, Inventory, Ownership
 from policies.spec import OffhoursPolicy
 
 log = structlog.get_logger("retentiond")
@@ -120,3 +124,50 @@ class DeploymentActor:
             log.error("ownership.write_failed", path=str(self.ownership_file.path), error=error.strerror or str(error))
             return False
         return True
+
+
+@dataclass
+class DeploymentContext:
+    """What a run knows about deployments: providers, their listing, and our ownership state."""
+
+    providers: dict[str, Provider]
+    view: DeploymentView
+    ownership_file: OwnershipFile
+    state: OwnershipState
+
+    def close(self) -> None:
+        """Release the providers' connections."""
+        for provider in self.providers.values():
+            close = getattr(provider, "close", None)
+            if close is not None:
+                close()
+
+
+def close_context(context: DeploymentContext | None) -> None:
+    if context is not None:
+        context.close()
+
+
+def gather_deployments(settings: Settings, acting: Collection[str] | None) -> DeploymentContext | None:
+    """List the deployments of the providers that acting off-hours policies use (None: no such policy)."""
+    wanted = {policy.provider for policy in settings.offhours if acting is None or policy.name in acting}
+    if not wanted:
+        return None
+    providers = build_providers(settings, wanted)
+    ownership_file = OwnershipFile(settings.daemon.state_dir)
+    try:
+        state = ownership_file.load()
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"ownership records {ownership_file.path} are unreadable: {error}") from None
+    return DeploymentContext(providers, list_deployments(providers), ownership_file, state)
+
+
+def with_deployments(inventory: Inventory, context: DeploymentContext | None) -> Inventory:
+    if context is None:
+        return inventory
+    return dataclasses.replace(
+        inventory,
+        deployments=tuple(context.state.annotate(context.view.deployments)),
+        ownership=tuple(context.state.records.values()),
+        warnings=(*inventory.warnings, *context.view.warnings),
+    )

@@ -8,8 +8,8 @@ the end of the batch. One failing action is recorded and the run goes on.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from daemon.archive import archive_version

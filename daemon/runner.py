@@ -16,19 +16,15 @@ import structlog
 
 from daemon.audit import AuditLog
 from daemon.config import Settings
-from daemon.deployments import MANUAL_POLICY, DeploymentActor, DeploymentView, list_deployments
-from daemon.errors import ConfigError, RestoreError, StoreShrunkError
+from daemon.deployments import DeploymentActor, DeploymentContext, close_context, gather_deployments, with_deployments
+from daemon.errors import ConfigError, StoreShrunkError
 from daemon.executor import Actors, RunProgress, RunResult, execute
 from daemon.inventory import scan_store
-from daemon.ownership import OwnershipFile, OwnershipState
-from daemon.providers import Provider
-from daemon.providers.registry import build_providers
 from daemon.state import StateFile
-from daemon.store import SkipAction, Store, check_store_root
-from daemon.trash import Trash, TrashedVersion
-from policies import Action, DiskSample, DiskUsage, Inventory, Plan, evaluate
+from daemon.store import Store, check_store_root
+from daemon.trash import Trash
+from policies import DiskSample, DiskUsage, Inventory, Plan, evaluate
 from policies.disk import disk_target
-from policies.model import ActionName, ArtifactKind, format_instant
 
 log = structlog.get_logger("retentiond")
 MIN_VERSIONS_FOR_SHRINK_CHECK = 10
@@ -58,53 +54,6 @@ def take_inventory(home: Path, disk_samples: Sequence[DiskSample] = ()) -> Inven
     """Scan the store and read the disk under it, once."""
     inventory = scan_store(home)
     return dataclasses.replace(inventory, disk=read_disk_usage(home), disk_samples=tuple(disk_samples))
-
-
-@dataclass
-class DeploymentContext:
-    """What a run knows about deployments: providers, their listing, and our ownership state."""
-
-    providers: dict[str, Provider]
-    view: DeploymentView
-    ownership_file: OwnershipFile
-    state: OwnershipState
-
-    def close(self) -> None:
-        """Release the providers' connections."""
-        for provider in self.providers.values():
-            close = getattr(provider, "close", None)
-            if close is not None:
-                close()
-
-
-def close_context(context: DeploymentContext | None) -> None:
-    if context is not None:
-        context.close()
-
-
-def gather_deployments(settings: Settings, acting: Collection[str] | None) -> DeploymentContext | None:
-    """List the deployments of the providers that acting off-hours policies use (None: no such policy)."""
-    wanted = {policy.provider for policy in settings.offhours if acting is None or policy.name in acting}
-    if not wanted:
-        return None
-    providers = build_providers(settings, wanted)
-    ownership_file = OwnershipFile(settings.daemon.state_dir)
-    try:
-        state = ownership_file.load()
-    except (ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"ownership records {ownership_file.path} are unreadable: {error}") from None
-    return DeploymentContext(providers, list_deployments(providers), ownership_file, state)
-
-
-def with_deployments(inventory: Inventory, context: DeploymentContext | None) -> Inventory:
-    if context is None:
-        return inventory
-    return dataclasses.replace(
-        inventory,
-        deployments=tuple(context.state.annotate(context.view.deployments)),
-        ownership=tuple(context.state.records.values()),
-        warnings=(*inventory.warnings, *context.view.warnings),
-    )
 
 
 def make_plan(settings: Settings, now: datetime, acting: Collection[str] | None = None) -> PlannedRun:
@@ -160,7 +109,7 @@ def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> 
         yield LockedRun(home, store, trash, audit, run_id, settings.store.archive_dir)
 
 
-def _ready_deployments(context: DeploymentContext | None, run: LockedRun, settings: Settings) -> DeploymentActor | None:
+def ready_deployments(context: DeploymentContext | None, run: LockedRun, settings: Settings) -> DeploymentActor | None:
     """Update ownership from the fresh listing (under the lock) and return the actor for deployment actions."""
     if context is None:
         return None
@@ -178,7 +127,7 @@ def _ready_deployments(context: DeploymentContext | None, run: LockedRun, settin
     )
 
 
-def _finish(run: LockedRun, result: RunResult, settings: Settings, policies: list[str]) -> None:
+def finish_run(run: LockedRun, result: RunResult, settings: Settings, policies: list[str]) -> None:
     event = "run.interrupted" if result.interrupted else "run.finished"
     run.audit.record(event, **result.counters())
     for report in result.plan.disk_reports:
@@ -241,7 +190,7 @@ def apply_once(
     with locked_run(settings, policies, wait_seconds) as run:
         context = gather_deployments(settings, acting)
         try:
-            actor = _ready_deployments(context, run, settings)
+            actor = ready_deployments(context, run, settings)
             now = datetime.now(timezone.utc)
             offhours_only = acting is not None and set(acting) <= {policy.name for policy in settings.offhours}
             # An off-hours run fires every few minutes; it has no business walking the store.
@@ -254,95 +203,6 @@ def apply_once(
             result = execute(plan, inventory, run.actors(actor), progress, stop)
         finally:
             close_context(context)
-        _finish(run, result, settings, policies)
+        finish_run(run, result, settings, policies)
     StateFile(settings.daemon.state_dir).record_run(result, policies, str(run.home))
     return result
-
-
-def manual_deployment_action(
-    settings: Settings, action: ActionName, name: str, provider: str | None, *, wait_seconds: float = 0
-) -> RunResult:
-    """Terminate or restart one deployment by hand, through the same lock and audit log.
-
-    A manual terminate is recorded as manual, so off-hours never restarts it. Raise
-    ConfigError if no provider, or more than one, has a deployment of that name.
-    """
-    with locked_run(settings, [MANUAL_POLICY], wait_seconds) as run:
-        wanted = {provider} if provider else set(settings.providers)
-        providers = build_providers(settings, wanted)
-        ownership_file = OwnershipFile(settings.daemon.state_dir)
-        context = DeploymentContext(providers, list_deployments(providers), ownership_file, ownership_file.load())
-        try:
-            result = _manual(settings, run, context, action, name)
-        finally:
-            context.close()
-        _finish(run, result, settings, [MANUAL_POLICY])
-    return result
-
-
-def _manual(settings: Settings, run: LockedRun, context: DeploymentContext, action: ActionName, name: str) -> RunResult:
-    actor = _ready_deployments(context, run, settings)
-    matches = [d for d in context.view.deployments if d.name == name]
-    if len(matches) != 1:
-        where = ", ".join(sorted({d.provider for d in matches})) or "no provider"
-        raise ConfigError(f"deployment {name!r} found in {where}; name one provider with --provider")
-    reasons = (f"{action} requested by hand",)
-    plan = Plan(at=datetime.now(timezone.utc), actions=(
-        Action(action, "deployment", name, None, MANUAL_POLICY, reasons, provider=matches[0].provider),
-    ))
-    return execute(plan, with_deployments(Inventory(()), context), run.actors(actor))
-
-
-def list_all_deployments(settings: Settings, now: datetime) -> list[dict[str, object]]:
-    """Return every provider's deployments with our ownership record and what off-hours says now."""
-    providers = build_providers(settings)
-    ownership_file = OwnershipFile(settings.daemon.state_dir)
-    context = DeploymentContext(providers, list_deployments(providers), ownership_file, ownership_file.load())
-    context.close()
-    inventory = with_deployments(Inventory(()), context)
-    plan = evaluate(inventory, settings.offhours, now, zone=settings.daemon.zone)
-    decisions: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] = {}
-    for action in plan.actions:
-        decisions[(action.provider or "", action.name)] = (action.action, action.policy, action.reasons)
-    provider_of = {policy.name: policy.provider for policy in settings.offhours}
-    for kept in plan.kept:
-        decisions.setdefault((provider_of[kept.policy], kept.name), ("keep", kept.policy, kept.reasons))
-    rows: list[dict[str, object]] = []
-    for deployment in inventory.deployments:
-        record = context.state.records.get((deployment.provider, deployment.name))
-        decision, policy_name, reasons = decisions.get((deployment.provider, deployment.name), ("-", None, ()))
-        deciding = next((p for p in settings.offhours if p.name == policy_name), None)
-        change = deciding.window.next_change(now) if deciding else None
-        rows.append({
-            "provider": deployment.provider, "name": deployment.name, "status": deployment.status,
-            "owner": None if record is None else ("manual" if record.manual else f"retentiond ({record.policy})"),
-            "terminated_at": format_instant(record.terminated_at) if record else None,
-            "policy": policy_name, "now": decision, "reasons": list(reasons),
-            "next_window_change": format_instant(change) if change else None,
-        })
-    rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.warnings)
-    return rows
-
-
-def restore_version(settings: Settings, tag: str, kind: ArtifactKind | None) -> TrashedVersion:
-    """Take ``NAME:VERSION`` back out of the trash, under the lock and in the audit log.
-
-    Raise ConfigError for a malformed tag and RetentiondError when it cannot be restored.
-    """
-    name, _, version = tag.partition(":")
-    if not name or not version:
-        raise ConfigError(f"restore needs NAME:VERSION, got {tag!r}")
-    with locked_run(settings, ["restore"], 0) as run:
-        run.audit.record("artifact.restore_intended", kind=kind, name=name, version=version, policy="manual")
-        run.audit.sync()
-        try:
-            restored = run.trash.restore(kind, name, version)
-        except (SkipAction, OSError) as error:
-            run.audit.record("artifact.restore_failed", kind=kind, name=name, version=version, error=str(error))
-            raise RestoreError(str(error)) from None
-        run.audit.record(
-            "artifact.restored", kind=restored.kind, name=name, version=version, size_bytes=restored.size_bytes,
-            trashed_at=format_instant(restored.trashed_at), outcome="ok",
-        )
-        run.audit.record("run.finished", restored=1)
-    return restored

@@ -10,7 +10,8 @@ from typing import Any
 from daemon.config import Settings
 from daemon.errors import RetentiondError
 from daemon.inventory import scan_store
-from daemon.runner import list_all_deployments, read_disk_usage
+from daemon.operations import list_all_deployments
+from daemon.runner import read_disk_usage
 from daemon.service import retention_trigger
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root

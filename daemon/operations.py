@@ -1,0 +1,110 @@
+"""Operations by hand, through the same lock and audit log as every run.
+
+``deployments terminate|restart NAME`` (a manual terminate is never undone by
+off-hours), ``deployments list`` and ``restore NAME:VERSION``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from daemon.config import Settings
+from daemon.deployments import MANUAL_POLICY, DeploymentContext, list_deployments, with_deployments
+from daemon.errors import ConfigError, RestoreError
+from daemon.executor import RunResult, execute
+from daemon.ownership import OwnershipFile
+from daemon.providers.registry import build_providers
+from daemon.runner import LockedRun, finish_run, locked_run, ready_deployments
+from daemon.store import SkipAction
+from daemon.trash import TrashedVersion
+from policies import Action, Inventory, Plan, evaluate
+from policies.model import ActionName, ArtifactKind, format_instant
+
+
+def manual_deployment_action(
+    settings: Settings, action: ActionName, name: str, provider: str | None, *, wait_seconds: float = 0
+) -> RunResult:
+    """Terminate or restart one deployment by hand, through the same lock and audit log.
+
+    A manual terminate is recorded as manual, so off-hours never restarts it. Raise
+    ConfigError if no provider, or more than one, has a deployment of that name.
+    """
+    with locked_run(settings, [MANUAL_POLICY], wait_seconds) as run:
+        wanted = {provider} if provider else set(settings.providers)
+        providers = build_providers(settings, wanted)
+        ownership_file = OwnershipFile(settings.daemon.state_dir)
+        context = DeploymentContext(providers, list_deployments(providers), ownership_file, ownership_file.load())
+        try:
+            result = _manual(settings, run, context, action, name)
+        finally:
+            context.close()
+        finish_run(run, result, settings, [MANUAL_POLICY])
+    return result
+
+
+def _manual(settings: Settings, run: LockedRun, context: DeploymentContext, action: ActionName, name: str) -> RunResult:
+    actor = ready_deployments(context, run, settings)
+    matches = [d for d in context.view.deployments if d.name == name]
+    if len(matches) != 1:
+        where = ", ".join(sorted({d.provider for d in matches})) or "no provider"
+        raise ConfigError(f"deployment {name!r} found in {where}; name one provider with --provider")
+    reasons = (f"{action} requested by hand",)
+    plan = Plan(at=datetime.now(timezone.utc), actions=(
+        Action(action, "deployment", name, None, MANUAL_POLICY, reasons, provider=matches[0].provider),
+    ))
+    return execute(plan, with_deployments(Inventory(()), context), run.actors(actor))
+
+
+def list_all_deployments(settings: Settings, now: datetime) -> list[dict[str, object]]:
+    """Return every provider's deployments with our ownership record and what off-hours says now."""
+    providers = build_providers(settings)
+    ownership_file = OwnershipFile(settings.daemon.state_dir)
+    context = DeploymentContext(providers, list_deployments(providers), ownership_file, ownership_file.load())
+    context.close()
+    inventory = with_deployments(Inventory(()), context)
+    plan = evaluate(inventory, settings.offhours, now, zone=settings.daemon.zone)
+    decisions: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] = {}
+    for action in plan.actions:
+        decisions[(action.provider or "", action.name)] = (action.action, action.policy, action.reasons)
+    provider_of = {policy.name: policy.provider for policy in settings.offhours}
+    for kept in plan.kept:
+        decisions.setdefault((provider_of[kept.policy], kept.name), ("keep", kept.policy, kept.reasons))
+    rows: list[dict[str, object]] = []
+    for deployment in inventory.deployments:
+        record = context.state.records.get((deployment.provider, deployment.name))
+        decision, policy_name, reasons = decisions.get((deployment.provider, deployment.name), ("-", None, ()))
+        deciding = next((p for p in settings.offhours if p.name == policy_name), None)
+        change = deciding.window.next_change(now) if deciding else None
+        rows.append({
+            "provider": deployment.provider, "name": deployment.name, "status": deployment.status,
+            "owner": None if record is None else ("manual" if record.manual else f"retentiond ({record.policy})"),
+            "terminated_at": format_instant(record.terminated_at) if record else None,
+            "policy": policy_name, "now": decision, "reasons": list(reasons),
+            "next_window_change": format_instant(change) if change else None,
+        })
+    rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.warnings)
+    return rows
+
+
+def restore_version(settings: Settings, tag: str, kind: ArtifactKind | None) -> TrashedVersion:
+    """Take ``NAME:VERSION`` back out of the trash, under the lock and in the audit log.
+
+    Raise ConfigError for a malformed tag and RetentiondError when it cannot be restored.
+    """
+    name, _, version = tag.partition(":")
+    if not name or not version:
+        raise ConfigError(f"restore needs NAME:VERSION, got {tag!r}")
+    with locked_run(settings, ["restore"], 0) as run:
+        run.audit.record("artifact.restore_intended", kind=kind, name=name, version=version, policy="manual")
+        run.audit.sync()
+        try:
+            restored = run.trash.restore(kind, name, version)
+        except (SkipAction, OSError) as error:
+            run.audit.record("artifact.restore_failed", kind=kind, name=name, version=version, error=str(error))
+            raise RestoreError(str(error)) from None
+        run.audit.record(
+            "artifact.restored", kind=restored.kind, name=name, version=version, size_bytes=restored.size_bytes,
+            trashed_at=format_instant(restored.trashed_at), outcome="ok",
+        )
+        run.audit.record("run.finished", restored=1)
+    return restored

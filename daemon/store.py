@@ -52,6 +52,10 @@ def check_store_root(home: Path) -> Path:
     markers = [resolved / subdir for subdir, _ in KIND_DIRS.values()]
     if not any(marker.is_dir() and not marker.is_symlink() for marker in markers):
         raise ConfigError(f"store.home {home} is not a BentoML home: it has no models/ or bentos/ directory")
+    # The lock and the trash must live inside the store they guard, never behind a link.
+    for ours in (resolved / STATE_DIR_NAME, resolved / STATE_DIR_NAME / "trash"):
+        if ours.is_symlink() or (ours.exists() and not ours.is_dir()):
+            raise ConfigError(f"{ours} is a symlink or not a directory; refusing to lock or delete through it")
     return resolved
 
 
@@ -147,8 +151,7 @@ class Store:
         name_dir = self.home / KIND_DIRS[kind][0] / name
         current = read_latest(name_dir)
         remaining = self._remaining_versions(kind, name_dir)
-        if not remaining and not _has_other_directories(name_dir):
-            _remove_name_dir(name_dir)
+        if not remaining and remove_name_dir_if_emptied(name_dir):
             return None
         if current != deleted_version:
             return current
@@ -168,9 +171,16 @@ class Store:
         return remaining
 
 
-def _has_other_directories(name_dir: Path) -> bool:
-    with os.scandir(name_dir) as entries:
-        return any(entry.is_dir(follow_symlinks=False) or entry.is_symlink() for entry in entries)
+def remove_name_dir_if_emptied(name_dir: Path) -> bool:
+    """Remove ``models/<name>`` once no version is left in it, as BentoML does. Return True if it went."""
+    try:
+        with os.scandir(name_dir) as entries:
+            if any(entry.is_dir(follow_symlinks=False) or entry.is_symlink() for entry in entries):
+                return False
+    except FileNotFoundError:
+        return True
+    _remove_name_dir(name_dir)
+    return not name_dir.exists()
 
 
 def _remove_name_dir(name_dir: Path) -> None:

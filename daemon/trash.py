@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from daemon.inventory import KIND_DIRS, read_latest, read_version
-from daemon.store import TRASHED_AT_FILE, SkipAction, Store, remove_tree, write_file_atomically
+from daemon.store import TRASHED_AT_FILE, SkipAction, Store, remove_name_dir_if_emptied, remove_tree, write_file_atomically
 from policies.model import ArtifactKind
 
 
@@ -56,6 +56,21 @@ class Trash:
                 remove_tree(run_dir)
                 removed += 1
         return removed
+
+    def recover(self) -> list[str]:
+        """After an interrupted run: remove name directories that run emptied but did not get to remove.
+
+        Only names that are in the trash are looked at, so a name BentoML is saving right now is never touched.
+        Return the names removed.
+        """
+        recovered = []
+        for run_dir in _children(self.store.trash_dir) if self.store.trash_dir.is_dir() else []:
+            for kind, (subdir, _) in KIND_DIRS.items():
+                for trashed_name in _children(run_dir / subdir):
+                    name_dir = self.store.home / subdir / trashed_name.name
+                    if name_dir.is_dir() and not name_dir.is_symlink() and remove_name_dir_if_emptied(name_dir):
+                        recovered.append(f"{kind} {trashed_name.name}")
+        return recovered
 
     def versions(self) -> list[TrashedVersion]:
         """Return every version in the trash, most recently trashed first."""

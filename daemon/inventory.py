@@ -4,6 +4,11 @@ Layout (REFERENCE.md §1): ``models/<name>/<version>/model.yaml``, ``models/<nam
 (a plain file holding the version), the same for ``bentos/`` with ``bento.yaml``.
 Symlinks are never followed. Whatever is not a complete, valid store entry becomes
 an artifact with a ``problem`` (never deleted) or a warning.
+
+One ``scandir`` pass over the store; a version's facts come from the scan cache
+(``daemon.scancache``) when its directory is unchanged, else from walking it and
+reading its metadata with the fast reader (``daemon.metadata_reader``), PyYAML
+being the fallback for anything unusual.
 """
 
 from __future__ import annotations
@@ -11,13 +16,12 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
+import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from daemon.metadata import read_metadata
+from daemon.scancache import ScanCache, VersionFacts, VersionKey, active_state_dir
 from policies.model import Artifact, ArtifactKind, Inventory
 
 TAG_PATTERN = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
@@ -27,8 +31,7 @@ KIND_DIRS: dict[ArtifactKind, tuple[str, str]] = {
     "bento": ("bentos", "bento.yaml"),
 }
 STATE_DIR_NAME = ".retentiond"
-# BentoML writes a few hundred bytes; anything huge is not its work and is not parsed.
-METADATA_MAX_BYTES = 1024 * 1024
+_NO_FILE = (-1, -1, -1, -1)
 
 
 def is_valid_tag_part(text: str) -> bool:
@@ -36,31 +39,36 @@ def is_valid_tag_part(text: str) -> bool:
     return len(text) <= TAG_MAX_LENGTH and TAG_PATTERN.match(text) is not None
 
 
-@dataclass(frozen=True)
-class _Walk:
-    size_bytes: int
-    newest_mtime: float
-    identity: tuple[int, int, int]
-    problem: str | None = None
-
-
-def scan_store(home: Path) -> Inventory:
+def scan_store(home: Path, cache_dir: Path | None = None) -> Inventory:
     """Given a BentoML home, return every model and bento version in it, with warnings.
 
-    Raise OSError only if the ``models``/``bentos`` directories exist but cannot be listed.
+    ``cache_dir`` (default: the one set by ``scancache.scan_cache_in``, else none) holds the
+    scan cache. Raise OSError only if the ``models``/``bentos`` directories exist but cannot be listed.
     """
+    state_dir = cache_dir if cache_dir is not None else active_state_dir()
+    cache = ScanCache.load(state_dir, home) if state_dir is not None else None
+    now = time.time()
     artifacts: list[Artifact] = []
     warnings: list[str] = []
     for kind, (subdir, _) in KIND_DIRS.items():
         kind_root = home / subdir
+        if kind_root.is_symlink():
+            warnings.append(f"{subdir} is a symlink; not followed, nothing in it is ever deleted")
+            continue
         if not kind_root.is_dir():
             continue
-        for name_entry in _sorted_entries(kind_root):
+        for name_entry in _sorted_entries(str(kind_root)):
             if name_entry.is_symlink():
                 warnings.append(f"{subdir}/{name_entry.name} is a symlink; not followed, never deleted")
                 continue
-            if name_entry.is_dir(follow_symlinks=False):
-                artifacts.extend(_scan_name(kind, Path(name_entry.path), warnings))
+            if not name_entry.is_dir(follow_symlinks=False):
+                continue
+            if not is_valid_tag_part(name_entry.name):
+                # Such a directory breaks BentoML's own listing, even when it is empty.
+                warnings.append(f"{subdir}/{name_entry.name} is not a valid BentoML name; BentoML cannot list this store")
+            artifacts.extend(_scan_name(kind, name_entry.name, name_entry.path, warnings, cache, now))
+    if cache is not None:
+        cache.save()
     return Inventory(artifacts=tuple(artifacts), warnings=tuple(warnings))
 
 
@@ -81,15 +89,15 @@ def store_fingerprint(home: Path) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(marks))
 
 
-def _sorted_entries(directory: Path) -> list[os.DirEntry[str]]:
+def _sorted_entries(directory: str | int) -> list[os.DirEntry[str]]:
     with os.scandir(directory) as entries:
         return sorted(entries, key=lambda entry: entry.name)
 
 
-def read_latest(name_dir: Path) -> str | None:
+def read_latest(name_dir: Path | str) -> str | None:
     """Given ``models/<name>``, return what its ``latest`` file names, or None if absent or not a plain file."""
     try:
-        fd = os.open(name_dir / "latest", os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(os.path.join(name_dir, "latest"), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
@@ -100,74 +108,163 @@ def read_latest(name_dir: Path) -> str | None:
         os.close(fd)
 
 
-def _scan_name(kind: ArtifactKind, name_dir: Path, warnings: list[str]) -> list[Artifact]:
-    name = name_dir.name
+def _scan_name(
+    kind: ArtifactKind, name: str, name_dir: str, warnings: list[str], cache: ScanCache | None, now: float
+) -> list[Artifact]:
     latest = read_latest(name_dir)
-    artifacts = []
     try:
-        entries = _sorted_entries(name_dir)
+        # Versions are stat'ed relative to the open name directory: shorter lookups, and no symlink swapped in.
+        name_fd = os.open(name_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as error:
         warnings.append(f"{kind} {name}: cannot list {name_dir}: {error.strerror}")
         return []
-    for entry in entries:
-        if entry.is_symlink():
-            warnings.append(f"{kind} {name}:{entry.name} is a symlink; not followed, never deleted")
-            continue
-        if not entry.is_dir(follow_symlinks=False):
-            continue
-        artifacts.append(read_version(kind, name, entry.name, Path(entry.path), latest))
+    try:
+        entries = _sorted_entries(name_fd)
+        artifacts = _scan_versions(kind, name, name_dir, name_fd, entries, latest, warnings, cache, now)
+    except OSError as error:
+        warnings.append(f"{kind} {name}: cannot list {name_dir}: {error.strerror}")
+        return []
+    finally:
+        os.close(name_fd)
     if latest is not None and not any(artifact.version == latest for artifact in artifacts):
         warnings.append(f"{kind} {name}: latest names {latest!r}, which does not exist")
     return artifacts
 
 
+def _scan_versions(
+    kind: ArtifactKind,
+    name: str,
+    name_dir: str,
+    name_fd: int,
+    entries: list[os.DirEntry[str]],
+    latest: str | None,
+    warnings: list[str],
+    cache: ScanCache | None,
+    now: float,
+) -> list[Artifact]:
+    subdir, metadata_name = KIND_DIRS[kind]
+    name_problem = None if is_valid_tag_part(name) else f"invalid name {name!r}"
+    group = f"{subdir}/{name}"
+    remembered = cache.remembered(group) if cache is not None else {}
+    artifacts = []
+    for entry in entries:
+        version = entry.name
+        if entry.is_symlink():
+            warnings.append(f"{kind} {name}:{version} is a symlink; not followed, never deleted")
+            continue
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # deleted while we looked: it is no longer part of the store
+        facts = None
+        record_number = remembered.get(version)
+        if record_number is not None and cache is not None:
+            # The metadata file is stat'ed too: rewriting it in place leaves the directory's own times alone.
+            try:
+                metadata_info: os.stat_result | None = os.stat(f"{version}/{metadata_name}", dir_fd=name_fd, follow_symlinks=False)
+            except OSError:
+                metadata_info = None
+            facts = cache.lookup(record_number, _version_key(info, metadata_info), now)
+        if facts is None:
+            facts, key, cacheable = _measure(f"{name_dir}/{version}", info, metadata_name, name, version)
+            if cache is not None and cacheable:
+                cache.remember(group, version, key, facts, now)
+        artifacts.append(_artifact(kind, name, version, facts, (info.st_dev, info.st_ino, info.st_mtime_ns), latest, name_problem))
+    return artifacts
+
+
 def read_version(kind: ArtifactKind, name: str, version: str, path: Path, latest: str | None) -> Artifact:
-    """Given one version directory, return its Artifact; problems are recorded, never raised."""
-    walk = _walk(path)
-    metadata, problem = _read_metadata(path / KIND_DIRS[kind][1], name, version)
-    problem = problem or walk.problem
-    if not is_valid_tag_part(name):
-        problem = f"invalid name {name!r}"
+    """Given one version directory, return its Artifact read afresh (no cache); problems are recorded, never raised.
+
+    Raise FileNotFoundError if the directory does not exist.
+    """
+    directory_info = path.lstat()
+    facts, _, _ = _measure(str(path), directory_info, KIND_DIRS[kind][1], name, version)
+    name_problem = None if is_valid_tag_part(name) else f"invalid name {name!r}"
+    return _artifact(kind, name, version, facts, stat_identity(directory_info), latest, name_problem)
+
+
+def _artifact(
+    kind: ArtifactKind,
+    name: str,
+    version: str,
+    facts: VersionFacts,
+    identity: tuple[int, int, int],
+    latest: str | None,
+    name_problem: str | None,
+) -> Artifact:
+    problem = facts.problem
+    if name_problem is not None:
+        problem = name_problem
     elif not is_valid_tag_part(version):
         problem = f"invalid version {version!r}"
-    created_at = metadata.get("created_at")
-    labels = metadata.get("labels", {})
     return Artifact(
         kind=kind,
         name=name,
         version=version,
-        created_at=created_at,
-        modified_at=datetime.fromtimestamp(walk.newest_mtime, timezone.utc),
-        size_bytes=walk.size_bytes,
-        labels=labels,
+        created_at=facts.created_at,
+        modified_at=datetime.fromtimestamp(facts.newest_mtime, timezone.utc),
+        size_bytes=facts.size_bytes,
+        labels=facts.labels,
         is_latest=latest == version,
-        model_references=metadata.get("model_references", ()),
+        model_references=facts.model_references,
         problem=problem,
-        identity=walk.identity,
+        identity=identity,
     )
 
 
-def _walk(root: Path) -> _Walk:
-    """Sum the apparent size of regular files and find the newest mtime, without following links."""
+def _measure(
+    path: str, directory_info: os.stat_result, metadata_name: str, name: str, version: str
+) -> tuple[VersionFacts, VersionKey, bool]:
+    """Walk a version directory and read its metadata file: (facts, cache key, whether the facts may be cached).
+
+    Facts that an I/O error shaped (an unlistable sub-directory, an unreadable metadata file) are not
+    cached: the error may be gone next time.
+    """
+    size_bytes, newest_mtime, metadata_info, walk_problem = _walk(path, directory_info, metadata_name)
+    size_hint = metadata_info.st_size if metadata_info is not None else 4096
+    fields, problem, io_failed = read_metadata(f"{path}/{metadata_name}", metadata_name, name, version, size_hint)
+    facts = VersionFacts(
+        size_bytes=size_bytes,
+        newest_mtime=newest_mtime,
+        created_at=fields.get("created_at"),
+        labels=fields.get("labels", {}),
+        model_references=fields.get("model_references", ()),
+        problem=problem or walk_problem,
+    )
+    return facts, _version_key(directory_info, metadata_info), walk_problem is None and not io_failed
+
+
+def _walk(root: str, root_info: os.stat_result, metadata_name: str) -> tuple[int, float, os.stat_result | None, str | None]:
+    """Sum the apparent size of regular files and find the newest mtime, without following links.
+
+    Also return the metadata file's lstat (taken before it is read) and the first listing problem.
+    """
     size_bytes = 0
-    root_info = root.lstat()
     newest = root_info.st_mtime
-    pending = [root]
+    metadata_info = None
     problem = None
+    pending = [root]
     while pending:
         directory = pending.pop()
         try:
             with os.scandir(directory) as entries:
                 for entry in entries:
                     info = entry.stat(follow_symlinks=False)
-                    newest = max(newest, info.st_mtime)
-                    if stat.S_ISDIR(info.st_mode):
-                        pending.append(Path(entry.path))
-                    elif stat.S_ISREG(info.st_mode):
+                    if info.st_mtime > newest:
+                        newest = info.st_mtime
+                    mode = info.st_mode
+                    if stat.S_ISDIR(mode):
+                        pending.append(entry.path)
+                    elif stat.S_ISREG(mode):
                         size_bytes += info.st_size
+                    if directory is root and entry.name == metadata_name:
+                        metadata_info = info
         except OSError as error:
-            problem = f"cannot read {directory}: {error.strerror}"
-    return _Walk(size_bytes, newest, stat_identity(root_info), problem)
+            problem = problem or f"cannot read {directory}: {error.strerror}"
+    return size_bytes, newest, metadata_info, problem
 
 
 def stat_identity(info: os.stat_result) -> tuple[int, int, int]:
@@ -175,67 +272,8 @@ def stat_identity(info: os.stat_result) -> tuple[int, int, int]:
     return (info.st_dev, info.st_ino, info.st_mtime_ns)
 
 
-def _read_metadata(yaml_path: Path, name: str, version: str) -> tuple[dict[str, Any], str | None]:
-    try:
-        fd = os.open(yaml_path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return {}, f"no {yaml_path.name}"
-    except OSError as error:
-        return {}, f"cannot open {yaml_path.name}: {error.strerror or error}"
-    with os.fdopen(fd, "rb") as handle:
-        text = handle.read(METADATA_MAX_BYTES + 1)
-    if len(text) > METADATA_MAX_BYTES:
-        return {}, f"{yaml_path.name} is larger than {METADATA_MAX_BYTES} bytes"
-    try:
-        document = yaml.load(text, Loader=yaml.CSafeLoader)
-    except yaml.YAMLError as error:
-        return {}, f"malformed {yaml_path.name}: {str(error).splitlines()[0]}"
-    if not isinstance(document, dict):
-        return {}, f"{yaml_path.name} is empty or not a mapping"
-    return parse_metadata(document, yaml_path.name, name, version)
-
-
-def parse_metadata(
-    document: dict[str, Any], file_name: str, name: str, version: str
-) -> tuple[dict[str, Any], str | None]:
-    """Given a parsed model.yaml/bento.yaml, return (fields, problem or None)."""
-    fields: dict[str, Any] = {"model_references": _model_references(document)}
-    if document.get("name") != name or str(document.get("version")) != version:
-        return fields, f"{file_name} names {document.get('name')}:{document.get('version')}, not its directory"
-    labels = document.get("labels")
-    if not isinstance(labels, dict):
-        return fields, f"{file_name} has no labels mapping"
-    fields["labels"] = {str(key): str(value) for key, value in labels.items()}
-    created_at, problem = _creation_time(document.get("creation_time"), file_name)
-    fields["created_at"] = created_at
-    return fields, problem
-
-
-def _creation_time(raw: Any, file_name: str) -> tuple[datetime | None, str | None]:
-    if isinstance(raw, datetime):
-        parsed = raw
-    elif isinstance(raw, str):
-        try:
-            parsed = datetime.fromisoformat(raw)
-        except ValueError:
-            return None, f"{file_name} has an unreadable creation_time {raw!r}"
-    else:
-        return None, f"{file_name} has no creation_time"
-    if parsed.tzinfo is None:
-        return None, f"{file_name} has a creation_time without timezone ({raw})"
-    return parsed.astimezone(timezone.utc), None
-
-
-def _model_references(document: dict[str, Any]) -> tuple[str, ...]:
-    entries: list[Any] = []
-    if isinstance(document.get("models"), list):
-        entries.extend(document["models"])
-    for service in document.get("services") or ():
-        if isinstance(service, dict) and isinstance(service.get("models"), list):
-            entries.extend(service["models"])
-    tags = []
-    for entry in entries:
-        tag = entry.get("tag") if isinstance(entry, dict) else entry
-        if isinstance(tag, str) and ":" in tag:
-            tags.append(tag)
-    return tuple(dict.fromkeys(tags))
+def _version_key(directory_info: os.stat_result, metadata_info: os.stat_result | None) -> VersionKey:
+    file_part = _NO_FILE if metadata_info is None else (
+        metadata_info.st_ino, metadata_info.st_size, metadata_info.st_mtime_ns, metadata_info.st_ctime_ns
+    )
+    return (directory_info.st_dev, directory_info.st_ino, directory_info.st_mtime_ns, directory_info.st_ctime_ns, *file_part)

@@ -2,15 +2,15 @@
 
 BentoML writes these files with ``yaml.dump``: block style, one scalar per line,
 strings that would read as something else quoted. ``read_fields`` parses exactly
-that shape (block mappings and sequences, plain scalars, single-quoted scalars,
-double-quoted ones without escapes, ``{}`` and ``[]``) and returns only
-``name``, ``version``, ``labels``, ``creation_time``, ``models`` and the
-``models`` of each of ``services``. Anything else (comments, anchors, tags,
-flow collections with content, multi-line or escaped scalars, tabs, non-ASCII,
-duplicate keys, scalars whose type PyYAML would decide differently) raises
-``Unsupported``, and the caller reads the file with full PyYAML instead. The
-answer is therefore always the one PyYAML would give; a property test holds
-both to that.
+that shape (block mappings and sequences, ``- `` items, plain scalars,
+single-quoted scalars, double-quoted ones without escapes, ``{}`` and ``[]``)
+and returns only ``name``, ``version``, ``labels``, ``creation_time``,
+``models`` and the ``models`` of each of ``services``. Anything else
+(comments, anchors, tags, flow collections with content, multi-line or escaped
+scalars, tabs, non-ASCII, duplicate keys, timestamps, a needed field that PyYAML
+would not read as a string) raises ``Unsupported``, and the caller reads the
+file with full PyYAML instead. So the answer is always the one PyYAML would
+give; a property test holds both to that.
 """
 
 from __future__ import annotations
@@ -20,23 +20,31 @@ from typing import Any
 
 import yaml
 
-# The resolver table of the loader the fallback uses: the fast path must type scalars exactly as it would.
+# The resolver table of the loader the fallback uses: plain scalars must be typed exactly as it would.
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_STR_TAG = "tag:yaml.org,2002:str"
-_SAFE_TYPED = {
+# Typed plain scalars PyYAML builds without fail; for numbers only the obvious spellings (no 0x, 1_000, .inf).
+_SAFE_TYPED: dict[str, re.Pattern[str] | None] = {
     "tag:yaml.org,2002:null": None,
     "tag:yaml.org,2002:bool": None,
     "tag:yaml.org,2002:int": re.compile(r"[-+]?(?:0|[1-9][0-9]*)"),
     "tag:yaml.org,2002:float": re.compile(r"[-+]?[0-9]+\.[0-9]+"),
 }
 _PRINTABLE = re.compile(r"[\x20-\x7e\n]*")
-_SINGLE_QUOTED = re.compile(r"'((?:[^']|'')*)'")
-_DOUBLE_QUOTED = re.compile(r'"([^"\\]*)"')
-_QUOTED_PREFIX = re.compile(r"'(?:[^']|'')*'|\"[^\"\\]*\"")
-_INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
+_QUOTED = r"""'(?:[^'\n]|'')*'|"[^"\\\n]*\""""
+# A plain scalar: no indicator first, no ": " or " #" inside, no trailing space or colon.
+_PLAIN = r"""[^-?:,\[\]{}#&*!|>'"%@`\s](?:[^\s:]|:(?=\S)| +(?=[^\s#]))*"""
+_VALUE = rf"""{_QUOTED}|{_PLAIN}|\{{\}}|\[\]"""
+# Per line: indent, "- " items, then "key:", "key: value", a lone scalar, or anything else (unsupported).
+_LINE = re.compile(rf"""( *)((?:- )*)(?:({_QUOTED}|{_PLAIN}):(?: +({_VALUE}))?|({_VALUE}))""")
 _LONGEST_SIMPLE_KEY = 1000  # PyYAML refuses implicit keys longer than 1024 characters
+# Most lines (module, options, context, ...) repeat from file to file: tokenize each distinct line once.
+_MEMO_LIMIT = 8192
 _ITEM, _ENTRY, _SCALAR = 0, 1, 2
 _NO_VALUE = object()
+_EMPTY_MAPPING = object()
+_EMPTY_SEQUENCE = object()
+Token = tuple[int, int, Any, Any]
+_line_memo: dict[str, tuple[Token, ...]] = {}
 
 
 class Unsupported(Exception):
@@ -66,84 +74,59 @@ def read_fields(data: bytes) -> dict[str, Any]:
     tokens = _tokenize(text)
     if not tokens or tokens[0][1] != _ENTRY:
         raise Unsupported("not a block mapping")
-    parser = _Parser(tokens)
-    document = parser.node(tokens[0][0])
-    if parser.position != len(tokens):
+    document, position = _node(tokens, 0)
+    if position != len(tokens):
         raise Unsupported("text after the document")
     return project(document)
 
 
-def _tokenize(text: str) -> list[tuple[int, int, Any, Any]]:
+def _tokenize(text: str) -> list[Token]:
     """Split lines into (indent, kind, key, value) tokens; ``- key: v`` gives an item and an entry."""
-    tokens: list[tuple[int, int, Any, Any]] = []
+    tokens: list[Token] = []
+    memo = _line_memo
     for line in text.split("\n"):
-        if not line:
-            continue
-        if line[-1] == " ":
-            raise Unsupported("trailing space")
-        content = line.lstrip(" ")
-        indent = len(line) - len(content)
-        while content[:2] == "- " or content == "-":
-            tokens.append((indent, _ITEM, None, None))
-            if content == "-":
-                break
-            rest = content[2:]
-            content = rest.lstrip(" ")
-            indent += 2 + len(rest) - len(content)
-        else:
-            tokens.append(_content_token(indent, content))
+        line_tokens = memo.get(line)
+        if line_tokens is None:
+            line_tokens = _line_tokens(line)
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            memo[line] = line_tokens
+        tokens += line_tokens
     return tokens
 
 
-def _content_token(indent: int, content: str) -> tuple[int, int, Any, Any]:
-    if content[0] in "'\"":
-        quoted = _QUOTED_PREFIX.match(content)
-        if quoted is None:
-            raise Unsupported("unterminated or escaped quoted scalar")
-        key_text, after = content[: quoted.end()], content[quoted.end() :]
-        if not after:
-            return (indent, _SCALAR, None, _scalar(content))
-    else:
-        cut = content.find(": ")
-        if cut >= 0:
-            key_text, after = content[:cut], content[cut:]
-        elif content[-1] == ":":
-            key_text, after = content[:-1], ":"
-        else:
-            return (indent, _SCALAR, None, _scalar(content))
-    if len(key_text) > _LONGEST_SIMPLE_KEY:
+def _line_tokens(line: str) -> tuple[Token, ...]:
+    if not line:
+        return ()
+    match = _LINE.fullmatch(line)
+    if match is None:
+        raise Unsupported(f"a line outside the simple block shape: {line[:80]!r}")
+    spaces, dashes, key, value, scalar = match.groups()
+    indent = len(spaces)
+    tokens: list[Token] = []
+    for _ in range(len(dashes) // 2):
+        tokens.append((indent, _ITEM, None, None))
+        indent += 2
+    if scalar is not None:
+        tokens.append((indent, _SCALAR, None, _scalar(scalar)))
+    elif len(key) > _LONGEST_SIMPLE_KEY:
         raise Unsupported("key too long")
-    key = _scalar(key_text)
-    if isinstance(key, dict | list):
-        raise Unsupported("collection as a key")
-    if after == ":":
-        return (indent, _ENTRY, key, _NO_VALUE)
-    if after[:2] != ": ":
-        raise Unsupported("no space after a quoted key")
-    return (indent, _ENTRY, key, _scalar(after[2:].lstrip(" ")))
+    else:
+        tokens.append((indent, _ENTRY, _scalar(key), _NO_VALUE if value is None else _scalar(value)))
+    return tuple(tokens)
 
 
 def _scalar(raw: str) -> Any:
-    """Return a scalar's value: a str, ``{}``, ``[]`` or a ``Typed``. Raise Unsupported for anything else."""
-    if not raw or raw[-1] == " ":
-        raise Unsupported("empty key or space before a colon")
+    """Return the value of a scalar the line pattern accepted: a str, ``EMPTY_*`` or a ``Typed``."""
     first = raw[0]
     if first == "'":
-        match = _SINGLE_QUOTED.fullmatch(raw)
-        if match is None:
-            raise Unsupported("single-quoted scalar with trailing text")
-        return match.group(1).replace("''", "'")
+        return raw[1:-1].replace("''", "'")
     if first == '"':
-        match = _DOUBLE_QUOTED.fullmatch(raw)
-        if match is None:
-            raise Unsupported("double-quoted scalar with escapes or trailing text")
-        return match.group(1)
+        return raw[1:-1]
     if raw == "{}":
-        return {}
+        return _EMPTY_MAPPING
     if raw == "[]":
-        return []
-    if first in _INDICATORS or ": " in raw or " #" in raw or raw[-1] == ":":
-        raise Unsupported(f"plain scalar {raw!r}")
+        return _EMPTY_SEQUENCE
     for tag, pattern in _LOADER.yaml_implicit_resolvers.get(first, ()):
         if pattern.match(raw):
             if tag not in _SAFE_TYPED:
@@ -155,59 +138,72 @@ def _scalar(raw: str) -> Any:
     return raw
 
 
-class _Parser:
-    """Recursive descent over tokens; every token must sit where YAML would read it the same way."""
+def _node(tokens: list[Token], position: int) -> tuple[Any, int]:
+    """Read the node starting at ``tokens[position]``; return it and the position after it.
 
-    def __init__(self, tokens: list[tuple[int, int, Any, Any]]) -> None:
-        self.tokens = tokens
-        self.position = 0
+    Every token must sit where YAML would read it the same way; else Unsupported.
+    """
+    indent, kind, _, value = tokens[position]
+    if kind == _ITEM:
+        return _sequence(tokens, position, indent)
+    if kind == _ENTRY:
+        return _mapping(tokens, position, indent)
+    position += 1
+    if position < len(tokens) and tokens[position][0] >= indent:
+        raise Unsupported("multi-line scalar")
+    return _fresh(value), position
 
-    def _peek(self) -> tuple[int, int, Any, Any] | None:
-        return self.tokens[self.position] if self.position < len(self.tokens) else None
 
-    def node(self, indent: int) -> Any:
-        token = self.tokens[self.position]
-        if token[1] == _ITEM:
-            return self._sequence(indent)
-        if token[1] == _ENTRY:
-            return self._mapping(indent)
-        self.position += 1
-        following = self._peek()
-        if following is not None and following[0] >= indent:
-            raise Unsupported("multi-line scalar")
-        return token[3]
+def _fresh(value: Any) -> Any:
+    """Tokens are shared between files: give each document its own empty collections."""
+    if value is _EMPTY_MAPPING:
+        return {}
+    if value is _EMPTY_SEQUENCE:
+        return []
+    return value
 
-    def _value_below(self, indent: int) -> Any:
-        following = self._peek()
-        if following is not None and following[0] > indent:
-            return self.node(following[0])
-        return None
 
-    def _mapping(self, indent: int) -> dict[Any, Any]:
-        mapping: dict[Any, Any] = {}
-        while (token := self._peek()) is not None and token[0] >= indent:
-            if token[0] > indent or token[1] != _ENTRY:
-                raise Unsupported("misplaced line in a mapping")
-            key = token[2]
-            if isinstance(key, Typed) or key in mapping:
-                raise Unsupported("typed or duplicate key")
-            self.position += 1
-            if token[3] is not _NO_VALUE:
-                mapping[key] = token[3]
-                continue
-            following = self._peek()
-            if following is not None and following[0] == indent and following[1] == _ITEM:
-                mapping[key] = self._sequence(indent)
-            else:
-                mapping[key] = self._value_below(indent)
-        return mapping
+def _mapping(tokens: list[Token], position: int, indent: int) -> tuple[dict[Any, Any], int]:
+    mapping: dict[Any, Any] = {}
+    end = len(tokens)
+    while position < end:
+        token_indent, kind, key, value = tokens[position]
+        if token_indent < indent:
+            break
+        if token_indent > indent or kind != _ENTRY or isinstance(key, Typed) or key in mapping:
+            raise Unsupported("misplaced line, typed key or duplicate key in a mapping")
+        position += 1
+        if value is _NO_VALUE:
+            value, position = _block_value(tokens, position, indent)
+        elif value is _EMPTY_MAPPING or value is _EMPTY_SEQUENCE:
+            value = _fresh(value)
+        mapping[key] = value
+    return mapping, position
 
-    def _sequence(self, indent: int) -> list[Any]:
-        sequence: list[Any] = []
-        while (token := self._peek()) is not None and token[0] == indent and token[1] == _ITEM:
-            self.position += 1
-            sequence.append(self._value_below(indent))
-        return sequence
+
+def _block_value(tokens: list[Token], position: int, indent: int) -> tuple[Any, int]:
+    """The value of ``key:`` with nothing after the colon: a deeper block, ``- `` items at the key's own
+    indent (PyYAML writes sequences in mappings that way), or null."""
+    if position < len(tokens):
+        following_indent, following_kind = tokens[position][:2]
+        if following_indent > indent:
+            return _node(tokens, position)
+        if following_indent == indent and following_kind == _ITEM:
+            return _sequence(tokens, position, indent)
+    return None, position
+
+
+def _sequence(tokens: list[Token], position: int, indent: int) -> tuple[list[Any], int]:
+    sequence: list[Any] = []
+    end = len(tokens)
+    while position < end and tokens[position][0] == indent and tokens[position][1] == _ITEM:
+        position += 1
+        if position < end and tokens[position][0] > indent:
+            value, position = _node(tokens, position)
+        else:
+            value = None
+        sequence.append(value)
+    return sequence, position
 
 
 def project(document: Any) -> dict[str, Any]:
@@ -240,7 +236,7 @@ def _exact(value: Any) -> Any:
 
 
 def _references(entries: Any) -> list[Any] | None:
-    """A bento's model list: only the string tags matter (a number or a null is no tag)."""
+    """A bento's model list: only string tags matter (a number or a null is no tag)."""
     if not isinstance(entries, list):
         return None
     tags: list[Any] = []

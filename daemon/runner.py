@@ -20,6 +20,7 @@ from daemon.deployments import DeploymentActor, DeploymentContext, close_context
 from daemon.errors import ConfigError, StoreShrunkError
 from daemon.executor import Actors, RunProgress, RunResult, execute
 from daemon.inventory import scan_store
+from daemon.scancache import scan_cache_in
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root
 from daemon.trash import Trash
@@ -50,9 +51,13 @@ def check_policy_names(settings: Settings, requested: Collection[str] | None) ->
         raise ConfigError(f"unknown policy {', '.join(unknown)} (configured: {known})")
 
 
-def take_inventory(home: Path, disk_samples: Sequence[DiskSample] = ()) -> Inventory:
-    """Scan the store and read the disk under it, once."""
-    inventory = scan_store(home)
+def take_inventory(home: Path, disk_samples: Sequence[DiskSample] = (), state_dir: Path | None = None) -> Inventory:
+    """Scan the store (through the scan cache in ``state_dir``, if given) and read the disk under it, once."""
+    try:
+        with scan_cache_in(state_dir):
+            inventory = scan_store(home)
+    except OSError as error:
+        raise ConfigError(f"cannot list {error.filename or home}: {error.strerror or error}; nothing was deleted") from None
     return dataclasses.replace(inventory, disk=read_disk_usage(home), disk_samples=tuple(disk_samples))
 
 
@@ -65,7 +70,7 @@ def make_plan(settings: Settings, now: datetime, acting: Collection[str] | None 
     home = check_store_root(settings.store.home)
     context = gather_deployments(settings, acting)
     try:
-        inventory = with_deployments(take_inventory(home), context)
+        inventory = with_deployments(take_inventory(home, state_dir=settings.daemon.state_dir), context)
     finally:
         close_context(context)
     plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
@@ -196,7 +201,7 @@ def apply_once(
             now = datetime.now(timezone.utc)
             offhours_only = acting is not None and set(acting) <= {policy.name for policy in settings.offhours}
             # An off-hours run fires every few minutes; it has no business walking the store.
-            artifacts = Inventory(()) if offhours_only else take_inventory(run.home, disk_samples)
+            artifacts = Inventory(()) if offhours_only else take_inventory(run.home, disk_samples, settings.daemon.state_dir)
             if not offhours_only:
                 check_shrink(settings, run.home, artifacts, accept_shrink)
                 artifacts = _purge_trash_under_pressure(settings, acting, run, artifacts, now)

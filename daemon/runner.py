@@ -108,8 +108,8 @@ def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> 
         audit.record("run.started", store=str(home), policies=policies)
         audit.sync()
         trash = Trash(store, settings.store.trash_retention_span, frozenset(p.name for p in settings.disk))
-        for name in trash.recover():
-            audit.record("store.recovered", detail=f"removed the emptied name directory of {name}")
+        for detail in trash.recover():
+            audit.record("store.recovered", detail=detail)
         purged = trash.purge(datetime.now(timezone.utc))
         if purged:
             log.info("trash.purged", run_id=run_id, runs=purged)

@@ -68,8 +68,12 @@ class Trash:
             for kind, (subdir, _) in KIND_DIRS.items():
                 for trashed_name in _children(run_dir / subdir):
                     name_dir = self.store.home / subdir / trashed_name.name
-                    if name_dir.is_dir() and not name_dir.is_symlink() and remove_name_dir_if_emptied(name_dir):
-                        recovered.append(f"{kind} {trashed_name.name}")
+                    if not name_dir.is_dir() or name_dir.is_symlink():
+                        continue
+                    if remove_name_dir_if_emptied(name_dir):
+                        recovered.append(f"{kind} {trashed_name.name}: removed the emptied name directory")
+                    elif _repair_dangling_latest(name_dir, kind):
+                        recovered.append(f"{kind} {trashed_name.name}: latest pointed at a trashed version")
         return recovered
 
     def versions(self) -> list[TrashedVersion]:
@@ -130,6 +134,20 @@ def latest_after_restore(name_dir: Path, kind: ArtifactKind, restored: str) -> s
         write_file_atomically(name_dir / "latest", restored.encode())
         return restored
     return current.version
+
+
+def _repair_dangling_latest(name_dir: Path, kind: ArtifactKind) -> bool:
+    """Point a ``latest`` that names a missing version at the newest remaining one. Return True if it did."""
+    latest = read_latest(name_dir)
+    if latest is None or (name_dir / latest).is_dir():
+        return False
+    versions = [read_version(kind, name_dir.name, entry.name, entry, None) for entry in _children(name_dir)]
+    valid = [artifact for artifact in versions if artifact.problem is None and artifact.created_at is not None]
+    if not valid:
+        return False
+    newest = max(valid, key=lambda artifact: artifact.created_at)  # type: ignore[arg-type, return-value]
+    write_file_atomically(name_dir / "latest", newest.version.encode())
+    return True
 
 
 def _children(directory: Path) -> list[Path]:

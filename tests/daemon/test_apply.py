@@ -211,3 +211,15 @@ def test_apply_with_an_unknown_policy_is_a_config_error(
 
 def test_config_loads_from_the_test_fixture(write_config: Callable[..., Path], home: Path) -> None:
     assert load_config(str(write_config())).settings.store.home == home
+
+
+def test_a_latest_left_naming_a_trashed_version_is_repaired_by_the_next_run(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    # What a kill between the rename and the latest repair leaves behind.
+    Store(home).move_to_trash(home / "models" / "iris" / "v0", "deadrun")
+    assert (home / "models" / "iris" / "latest").read_text() == "v0"
+    assert main(["apply", "--config", str(write_config('[[retention]]\nname = "ci"\nkeep_last = 10\n'))]) == EXIT_OK
+    assert (home / "models" / "iris" / "latest").read_text() == "v1"
+    recovered = [r for r in audit_records(tmp_path) if r["event"] == "store.recovered"]
+    assert recovered and "latest pointed at a trashed version" in recovered[0]["detail"]

@@ -13,10 +13,13 @@ being the fallback for anything unusual.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import stat
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,7 +50,27 @@ def scan_store(home: Path, cache_dir: Path | None = None) -> Inventory:
     """
     state_dir = cache_dir if cache_dir is not None else active_state_dir()
     cache = ScanCache.load(state_dir, home) if state_dir is not None else None
-    now = time.time()
+    with _no_cycle_collection():
+        artifacts, warnings = _scan_kinds(home, cache, time.time())
+    if cache is not None:
+        cache.save()
+    return Inventory(artifacts=tuple(artifacts), warnings=tuple(warnings))
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    # A scan allocates a few objects per version and no reference cycles; the cyclic collector would
+    # walk the ever-growing heap again and again for nothing (a tenth of a cold scan).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _scan_kinds(home: Path, cache: ScanCache | None, now: float) -> tuple[list[Artifact], list[str]]:
     artifacts: list[Artifact] = []
     warnings: list[str] = []
     for kind, (subdir, _) in KIND_DIRS.items():
@@ -67,9 +90,7 @@ def scan_store(home: Path, cache_dir: Path | None = None) -> Inventory:
                 # Such a directory breaks BentoML's own listing, even when it is empty.
                 warnings.append(f"{subdir}/{name_entry.name} is not a valid BentoML name; BentoML cannot list this store")
             artifacts.extend(_scan_name(kind, name_entry.name, name_entry.path, warnings, cache, now))
-    if cache is not None:
-        cache.save()
-    return Inventory(artifacts=tuple(artifacts), warnings=tuple(warnings))
+    return artifacts, warnings
 
 
 def store_fingerprint(home: Path) -> tuple[tuple[str, int], ...]:

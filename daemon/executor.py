@@ -130,6 +130,9 @@ def execute(
             if progress is not None:
                 progress.advance(outcome)
         audit.sync()
+    for detail in actors.trash.drain():
+        audit.record("trash.purge_failed", detail=detail)
+    audit.sync()
     return result
 
 

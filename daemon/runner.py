@@ -6,7 +6,7 @@ import dataclasses
 import threading
 import uuid
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,7 +113,11 @@ def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> 
         purged = trash.purge(datetime.now(timezone.utc))
         if purged:
             log.info("trash.purged", run_id=run_id, runs=purged)
-        yield LockedRun(home, store, trash, audit, run_id, settings.store.archive_dir)
+        try:
+            yield LockedRun(home, store, trash, audit, run_id, settings.store.archive_dir)
+        finally:
+            with suppress(OSError):
+                trash.close(run_id)
 
 
 def ready_deployments(context: DeploymentContext | None, run: LockedRun, settings: Settings) -> DeploymentActor | None:

@@ -25,6 +25,7 @@ from filelock import FileLock, Timeout
 
 from daemon.errors import ConfigError, StoreBusyError
 from daemon.inventory import KIND_DIRS, STATE_DIR_NAME, is_valid_tag_part, read_latest, read_version, stat_identity
+from daemon.metadata import read_metadata
 from policies.model import Artifact, ArtifactKind
 
 if not shutil.rmtree.avoids_symlink_attacks:  # pragma: no cover - every supported Linux has it
@@ -68,6 +69,7 @@ class Store:
         self.trash_dir = self.state_dir / "trash"
         self.lock_path = self.state_dir / "lock"
         self.holder_path = self.state_dir / "lock.holder"
+        self._trash_parents: set[Path] = set()  # made in this process: no mkdir per deletion
 
     @contextmanager
     def locked(self, wait_seconds: float = 0) -> Iterator[None]:
@@ -112,35 +114,51 @@ class Store:
         Raise SkipAction when it vanished, became a symlink, changed, or turned into latest.
         """
         path = self.version_path(artifact.kind, artifact.name, artifact.version)
-        for directory in (path.parent.parent, path.parent, path):
+        version_dir = str(path)
+        name_dir = os.path.dirname(version_dir)
+        for directory in (os.path.dirname(name_dir), name_dir, version_dir):
             try:
-                info = directory.lstat()
+                info = os.lstat(directory)
             except FileNotFoundError:
                 raise SkipAction(f"{directory} is gone (someone else deleted it)") from None
             if not stat.S_ISDIR(info.st_mode):
                 raise SkipAction(f"{directory} is no longer a plain directory")
-        if artifact.identity and stat_identity(path.lstat()) != artifact.identity:
+        if artifact.identity and stat_identity(info) != artifact.identity:
             raise SkipAction("the version directory changed since it was planned")
-        latest = read_latest(path.parent)
-        if latest == artifact.version:
+        if read_latest(name_dir) == artifact.version:
             raise SkipAction("it became the latest version")
-        now_seen = read_version(artifact.kind, artifact.name, artifact.version, path, latest)
-        if now_seen.problem is not None or now_seen.created_at != artifact.created_at:
+        # Only the metadata file is read again (no size walk): identity above already ties the directory to the plan.
+        metadata_name = KIND_DIRS[artifact.kind][1]
+        fields, problem, _ = read_metadata(f"{version_dir}/{metadata_name}", metadata_name, artifact.name, artifact.version, 4096)
+        if problem is not None or fields.get("created_at") != artifact.created_at:
             raise SkipAction("its metadata changed since it was planned")
         return path
 
     def move_to_trash(self, path: Path, run_id: str) -> Path:
         """Rename a version directory into the trash (atomic); return where it went."""
         kind_dir, name, version = path.parts[-3:]
-        run_dir = self.trash_dir / run_id
+        parent = self.trash_dir / run_id / kind_dir / name
+        if parent not in self._trash_parents:
+            self._make_trash_parent(parent)
+        destination = parent / version
+        try:
+            os.rename(path, destination)
+        except FileNotFoundError:
+            if not path.is_dir() or parent.is_dir():
+                raise
+            # Someone removed the trash directory under us: make it again, once.
+            self._make_trash_parent(parent)
+            os.rename(path, destination)
+        return destination
+
+    def _make_trash_parent(self, parent: Path) -> None:
+        run_dir = parent.parent.parent
         if not run_dir.is_dir():
             run_dir.mkdir(parents=True, mode=0o700)
             stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
             write_file_atomically(run_dir / TRASHED_AT_FILE, stamp.encode())
-        destination = run_dir / kind_dir / name / version
-        destination.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.rename(path, destination)
-        return destination
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._trash_parents.add(parent)
 
     def repair_latest(self, kind: ArtifactKind, name: str, deleted_version: str) -> str | None:
         """After a deletion, point ``latest`` at the newest remaining version if it named the deleted one.
@@ -149,12 +167,13 @@ class Store:
         Return what ``latest`` now names, or None.
         """
         name_dir = self.home / KIND_DIRS[kind][0] / name
-        current = read_latest(name_dir)
-        remaining = self._remaining_versions(kind, name_dir)
-        if not remaining and remove_name_dir_if_emptied(name_dir):
+        if remove_name_dir_if_emptied(name_dir):
             return None
+        current = read_latest(name_dir)
         if current != deleted_version:
+            # Nothing to repair: the remaining versions are not read (that would be O(n²) over a run).
             return current
+        remaining = self._remaining_versions(kind, name_dir)
         valid = [artifact for artifact in remaining if artifact.created_at is not None and artifact.problem is None]
         if not valid:
             return current

@@ -9,6 +9,8 @@ disk policy that has to act purges the trash first.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,12 +38,33 @@ class Trash:
         self.retention = retention
         # Disk policies delete to free space now; keeping their versions in the trash would free nothing.
         self.purging_policies = purging_policies
+        self._purger: _Purger | None = None
 
     def finish(self, trashed: Path, policy: str = "") -> None:
-        """After a deletion: purge the trashed version now, unless the undo window keeps it."""
+        """After a deletion: purge the trashed version (on a worker thread), unless the undo window keeps it."""
         if self.retention is None or policy in self.purging_policies:
-            remove_tree(trashed)
-            self._prune_empty_parents(trashed)
+            # The version is out of the store already; unlink and rmdir release the GIL, so removing it
+            # overlaps with the next deletions. Its emptied parents stay until close().
+            if self._purger is None:
+                self._purger = _Purger()
+            self._purger.put(trashed)
+
+    def drain(self) -> list[str]:
+        """Wait until every version handed to finish() is removed; return what could not be (it stays trash)."""
+        purger, self._purger = self._purger, None
+        return purger.join() if purger is not None else []
+
+    def close(self, run_id: str) -> None:
+        """At the end of a run: finish purging, then remove the run's trash directory once no version is in it."""
+        self.drain()
+        run_dir = self.store.trash_dir / run_id
+        kind_dirs = _children(run_dir)
+        for kind_dir in kind_dirs:
+            for name_dir in _children(kind_dir):
+                if _children(name_dir):
+                    return
+        if kind_dirs or run_dir.is_dir():
+            remove_tree(run_dir)
 
     def purge(self, now: datetime, everything: bool = False) -> int:
         """Remove trash runs older than the retention (all of them without one, or with ``everything``).
@@ -116,6 +139,32 @@ class Trash:
             if remaining:
                 break
             remove_tree(parent)
+
+
+class _Purger:
+    """One worker thread that removes trashed versions in the order they were handed over."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
+        self._failures: list[str] = []
+        # A daemon thread: if the process dies, what it did not get to is trash that the next run empties.
+        self._thread = threading.Thread(target=self._work, name="retentiond-trash", daemon=True)
+        self._thread.start()
+
+    def put(self, trashed: Path) -> None:
+        self._queue.put(trashed)
+
+    def join(self) -> list[str]:
+        self._queue.put(None)
+        self._thread.join()
+        return self._failures
+
+    def _work(self) -> None:
+        while (trashed := self._queue.get()) is not None:
+            try:
+                remove_tree(trashed)
+            except OSError as error:
+                self._failures.append(f"cannot remove {trashed}: {error.strerror or error}")
 
 
 def latest_after_restore(name_dir: Path, kind: ArtifactKind, restored: str) -> str | None:

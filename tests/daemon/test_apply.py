@@ -197,8 +197,25 @@ def test_latest_naming_a_deleted_version_moves_to_the_newest_remaining(home: Pat
     trashed = store.move_to_trash(home / "models" / "iris" / "v0", "run1")
     assert store.repair_latest("model", "iris", "v0") == "v1"
     assert (home / "models" / "iris" / "latest").read_text() == "v1"
-    Trash(store).finish(trashed)
+    trash = Trash(store)
+    trash.finish(trashed)
+    assert trash.drain() == []
+    assert not trashed.exists()
+    trash.close("run1")
     assert not (home / ".retentiond" / "trash" / "run1").exists()
+
+
+def test_closing_a_run_keeps_its_trash_while_a_version_is_in_it(home: Path, five_versions: list[str]) -> None:
+    store = Store(home)
+    kept = store.move_to_trash(home / "models" / "iris" / "v0", "run1")
+    purged = store.move_to_trash(home / "models" / "iris" / "v1", "run1")
+    trash = Trash(store)
+    trash.finish(purged)
+    trash.close("run1")
+    assert kept.is_dir()
+    assert [t.version for t in trash.versions()] == ["v0"]
+    trash.close("never-ran")
+    assert (home / ".retentiond" / "trash" / "run1").is_dir()
 
 
 def test_apply_with_an_unknown_policy_is_a_config_error(
@@ -223,3 +240,41 @@ def test_a_latest_left_naming_a_trashed_version_is_repaired_by_the_next_run(
     assert (home / "models" / "iris" / "latest").read_text() == "v1"
     recovered = [r for r in audit_records(tmp_path) if r["event"] == "store.recovered"]
     assert recovered and "latest pointed at a trashed version" in recovered[0]["detail"]
+
+
+def test_a_version_the_purge_cannot_remove_stays_in_the_trash_and_is_audited(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import daemon.trash
+
+    real_remove = daemon.trash.remove_tree
+
+    def failing_for_v3(path: Path) -> None:
+        if path.name == "v3":
+            raise PermissionError(13, "Permission denied")
+        real_remove(path)
+
+    monkeypatch.setattr(daemon.trash, "remove_tree", failing_for_v3)
+    code, result = run_apply(write_config(), capsys)
+    assert code == EXIT_OK
+    assert versions(home) == {"v0", "v1"}
+    assert [t.version for t in Trash(Store(home)).versions()] == ["v3"]
+    failures = [r for r in audit_records(tmp_path) if r["event"] == "trash.purge_failed"]
+    assert len(failures) == 1 and "v3" in failures[0]["detail"] and "Permission denied" in failures[0]["detail"]
+    monkeypatch.setattr(daemon.trash, "remove_tree", real_remove)
+    assert run_apply(write_config(), capsys)[0] == EXIT_OK
+    assert Trash(Store(home)).versions() == []
+
+
+def test_moving_to_trash_makes_the_trash_again_if_it_vanished_mid_run(home: Path, five_versions: list[str]) -> None:
+    import shutil
+
+    store = Store(home)
+    store.move_to_trash(home / "models" / "iris" / "v3", "run1")
+    shutil.rmtree(home / ".retentiond" / "trash")
+    trashed = store.move_to_trash(home / "models" / "iris" / "v4", "run1")
+    assert trashed == home / ".retentiond" / "trash" / "run1" / "models" / "iris" / "v4" and trashed.is_dir()
+    assert (home / ".retentiond" / "trash" / "run1" / "trashed_at").is_file()
+    with pytest.raises(FileNotFoundError):
+        store.move_to_trash(home / "models" / "iris" / "v4", "run1")

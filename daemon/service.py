@@ -105,7 +105,7 @@ class Service:
     def _measure_baseline(self) -> _Baseline:
         home = self.settings.store.home
         fingerprint = store_fingerprint(home)
-        inventory = scan_store(home)
+        inventory = scan_store(home, self.settings.daemon.state_dir)
         self.metrics.observe_store(inventory)
         return _Baseline(sum(a.size_bytes for a in inventory.artifacts), fingerprint, datetime.now(timezone.utc))
 

@@ -22,7 +22,7 @@ from policies.spec import ConfigPolicy, DiskPolicy, RetentionPolicy
 def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
     """Given the config and the instant, return the whole status as plain JSON-ready values."""
     home = check_store_root(settings.store.home)
-    inventory = scan_store(home)
+    inventory = scan_store(home, settings.daemon.state_dir)
     disk = read_disk_usage(home)
     names: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"versions": 0, "size_bytes": 0, "oldest": None, "newest": None})
     for artifact in inventory.artifacts:

@@ -169,7 +169,8 @@ def test_store_grown_past_budget_is_cleaned_within_one_interval(tmp_path: Path, 
 
 def test_sigterm_during_a_run_finishes_the_action_and_exits_0(tmp_path: Path, daemon_factory) -> None:  # type: ignore[no-untyped-def]
     home = make_home(tmp_path)
-    populate(home, names=4, versions_per_name=150, now=NOW, files=30)
+    # Enough versions that the run is still going when SIGTERM lands (trashed versions are purged on a thread).
+    populate(home, names=4, versions_per_name=1000, now=NOW, files=3)
     config = write_config(tmp_path, home, '[[disk]]\nname = "budget"\nmax_store_size = "1KB"\ncheck_interval = "1s"\n')
     daemon = daemon_factory(config)
     audit = tmp_path / "audit.jsonl"
@@ -181,10 +182,10 @@ def test_sigterm_during_a_run_finishes_the_action_and_exits_0(tmp_path: Path, da
     assert daemon.stop() == 0
     events = [record["event"] for record in read_records(audit)]
     assert "run.interrupted" in events
-    assert events.count("artifact.deleted") < 4 * 149  # stopped early; SIGTERM may even land before the first one
+    assert events.count("artifact.deleted") < 4 * 999  # stopped early; SIGTERM may even land before the first one
     for version_dir in (home / "models").glob("*/*"):
         if version_dir.is_dir():
-            assert (version_dir / "model.yaml").exists() and len(list(version_dir.iterdir())) == 31, version_dir
+            assert (version_dir / "model.yaml").exists() and len(list(version_dir.iterdir())) == 4, version_dir
     intents = {r["version"] for r in read_records(audit) if r["event"] == "artifact.delete_intended"}
     outcomes = {r["version"] for r in read_records(audit) if r["event"].startswith("artifact.") and "outcome" in r}
     assert intents == outcomes, "every intent has its outcome"

@@ -10,7 +10,6 @@ exists is complete. Symlinks inside a version are stored as links, never followe
 from __future__ import annotations
 
 import os
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -24,6 +23,8 @@ def archive_version(version_dir: Path, archive_dir: Path, kind: str, name: str, 
 
     Raise OSError if it cannot be written completely; then nothing is left behind.
     """
+    import tarfile  # only when store.archive_dir is set: every `apply` imports this module
+
     archive_dir.mkdir(parents=True, exist_ok=True)
     destination = archive_dir / archive_name(kind, name, version)
     descriptor, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=archive_dir)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -199,6 +198,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"offhours[{index}].provider: no provider named {offhours.provider!r} ({known})")
         for index, policy in enumerate(self.retention):
             if policy.schedule is not None:
+                # apscheduler (~10 ms to import) only when there is a schedule to check.
+                from apscheduler.triggers.cron import CronTrigger
+
                 try:
                     CronTrigger.from_crontab(policy.schedule, timezone=self.daemon.zone)
                 except ValueError as error:

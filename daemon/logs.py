@@ -4,13 +4,39 @@ from __future__ import annotations
 
 import logging
 import sys
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import structlog
+if TYPE_CHECKING:
+    from structlog.typing import Processor
+
+
+def _import_structlog() -> ModuleType:
+    """Return structlog, imported (if nobody has yet) without letting it import rich.
+
+    ``import structlog`` always imports ``structlog.dev`` and ``structlog.tracebacks``, which import
+    rich (and with it pygments and attrs) if it is installed: ~100 ms of every command's start-up,
+    for Rich tracebacks we never render — ``format_exc_info`` below turns an exception into a plain
+    string before the console renderer sees it, so its exception formatter is never called.
+    Rich stays importable for the tables afterwards.
+    """
+    if "structlog" in sys.modules:
+        return sys.modules["structlog"]
+    hidden = "rich" not in sys.modules
+    if hidden:
+        sys.modules["rich"] = None  # type: ignore[assignment]  # makes `import rich` raise ImportError
+    try:
+        import structlog
+    finally:
+        if hidden:
+            del sys.modules["rich"]
+    return structlog
 
 
 def configure(level: int = logging.INFO) -> None:
     """Send structlog events to stderr; stdout stays free for command output."""
-    renderer: structlog.typing.Processor
+    structlog = _import_structlog()
+    renderer: Processor
     if sys.stderr.isatty():
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:

@@ -1,0 +1,68 @@
+"""Start-up is most of a small `plan` or `apply`: the commands must not import what they do not use.
+
+rich (~100 ms with pygments and attrs) only for human output, httpx only for a BentoCloud provider,
+apscheduler only for `run` or a `schedule` to check. Each command runs in a fresh interpreter, so
+what it imported is exactly what `sys.modules` holds afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("rich", "pygments", "httpx", "httpcore", "anyio", "apscheduler", "tzlocal", "prometheus_client")
+
+# argv: the heavy names joined by commas, then the command line. Runs the real CLI entry point, then
+# reports its exit code, which of the heavy top-level packages it imported, and what it printed.
+PROBE = """
+import contextlib, io, json, sys
+from daemon.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as output:
+    try:
+        code = main(sys.argv[2:])
+    except SystemExit as exit:
+        code = exit.code
+heavy = sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1].split(",")))
+print(json.dumps({"code": code, "heavy": heavy, "output": output.getvalue()}))
+"""
+
+
+def imported_by(*arguments: str) -> tuple[int, list[str], str]:
+    """Run ``retentiond ARGUMENTS`` in a fresh interpreter; return (exit code, heavy packages imported, stdout)."""
+    result = subprocess.run([sys.executable, "-c", PROBE, ",".join(HEAVY), *arguments], capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout.splitlines()[-1])
+    return report["code"], report["heavy"], report["output"]
+
+
+@pytest.mark.usefixtures("five_versions")
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_json_commands_import_no_rich_httpx_or_apscheduler(command: str, write_config: Callable[..., Path]) -> None:
+    code, heavy, output = imported_by(command, "--config", str(write_config()), "--json")
+    assert code == 0
+    assert heavy == []
+    assert json.loads(output)["actions"]  # the run did real work: three versions to delete
+
+
+def test_check_config_imports_no_rich_httpx_or_apscheduler(write_config: Callable[..., Path]) -> None:
+    code, heavy, _ = imported_by("check-config", "--config", str(write_config()))
+    assert (code, heavy) == (0, [])
+
+
+@pytest.mark.usefixtures("five_versions")
+def test_human_plan_still_renders_with_rich(write_config: Callable[..., Path]) -> None:
+    code, heavy, output = imported_by("plan", "--config", str(write_config()))
+    assert code == 0
+    assert "rich" in heavy
+    assert "model iris" in output
+
+
+def test_a_schedule_is_still_checked_with_apscheduler(write_config: Callable[..., Path]) -> None:
+    config = write_config('[[retention]]\nname = "ci"\nkeep_last = 2\nschedule = "0 61 * * *"\n')
+    code, heavy, _ = imported_by("check-config", "--config", str(config))
+    assert code == 78
+    assert "apscheduler" in heavy

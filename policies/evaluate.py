@@ -9,8 +9,10 @@ policies still protect, so running one policy never deletes what another keeps.
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 
@@ -23,7 +25,7 @@ from policies.spec import ArtifactPolicy, ConfigPolicy, DiskPolicy, OffhoursPoli
 NOT_KEPT = "not kept by any rule"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Verdict:
     """What the policies said about one artifact."""
 
@@ -47,18 +49,43 @@ def evaluate(
     """
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
+    with _no_cycle_collection():
+        return _evaluate(inventory, config_policies, now, zone, acting)
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    # Deciding allocates a few objects per version and no reference cycles; the cyclic collector
+    # would walk the inventory's large heap again and again for nothing (half the time at 100k).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _evaluate(
+    inventory: Inventory,
+    config_policies: Sequence[ConfigPolicy],
+    now: datetime,
+    zone: tzinfo,
+    acting: Collection[str] | None,
+) -> Plan:
     referencing = inventory.referencing_bentos()
+    by_name = _group_by_name(inventory.artifacts)
     verdicts: dict[tuple[str, str, str], _Verdict] = {}
     for policy in config_policies:
         if isinstance(policy, RetentionPolicy):
-            _decide_retention(policy, inventory, referencing, now, zone, verdicts)
+            _decide_retention(policy, inventory, by_name, referencing, now, zone, verdicts)
     warnings = list(inventory.warnings)
     warnings.extend(
         f"{artifact.kind} {artifact.tag}: {artifact.problem}; it is never deleted"
         for artifact in inventory.artifacts
         if artifact.problem is not None
     )
-    actions, kept = _merge(verdicts, inventory, acting, warnings)
+    actions, kept = _merge(verdicts, by_name, acting, warnings)
     reports = _evict_for_disk(config_policies, inventory, referencing, actions, now, zone, acting, warnings)
     _decide_deployments(config_policies, inventory, now, acting, actions, kept)
     refusals: list[str] = []
@@ -121,14 +148,18 @@ def _within_limits(
             by_policy[action.policy].append(action)
         else:
             allowed.append(action)
+    refused = False
     for name, deletions in by_policy.items():
         excess = limited[name].exceeds_limits(len(deletions), sum(a.size_bytes or 0 for a in deletions))
         if excess is None:
             allowed.extend(deletions)
             continue
+        refused = True
         refusal = f"refused: {excess}; nothing of policy {name} is deleted this run"
         refusals.append(f"policy {name}: {refusal.removeprefix('refused: ')}")
         kept.extend(Kept(a.kind, a.name, a.version, name, (refusal,)) for a in deletions)
+    if not refused:
+        return actions  # everything allowed: the order is the one we started with
     order = {id(action): index for index, action in enumerate(actions)}
     return sorted(allowed, key=lambda action: order[id(action)])
 
@@ -155,31 +186,71 @@ def _decide_deployments(
         kept.extend(policy_kept)
 
 
+def _group_by_name(artifacts: Sequence[Artifact]) -> dict[tuple[str, str], list[Artifact]]:
+    """Return the artifacts by (kind, name), names in order of first appearance, versions in inventory order."""
+    groups: dict[tuple[str, str], list[Artifact]] = defaultdict(list)
+    for artifact in artifacts:
+        groups[(artifact.kind, artifact.name)].append(artifact)
+    return groups
+
+
+def _selected_groups(
+    policy: ArtifactPolicy, inventory: Inventory, by_name: dict[tuple[str, str], list[Artifact]]
+) -> list[list[Artifact]]:
+    """Return the groups of the artifacts ``policy`` selects, in the order their first selected member appears."""
+    # Kind and name globs are decided once per name; only label selectors need every version.
+    names = {group: policy.selects_name(*group) for group in by_name}
+    if not policy.labels:
+        return [members for group, members in by_name.items() if names[group]]
+    groups: dict[tuple[str, str], list[Artifact]] = defaultdict(list)
+    for artifact in inventory.artifacts:
+        group = (artifact.kind, artifact.name)
+        if names[group] and policy.selects_labels(artifact):
+            groups[group].append(artifact)
+    return list(groups.values())
+
+
 def _decide_retention(
     policy: RetentionPolicy,
     inventory: Inventory,
+    by_name: dict[tuple[str, str], list[Artifact]],
     referencing: dict[str, list[str]],
     now: datetime,
     zone: tzinfo,
     verdicts: dict[tuple[str, str, str], _Verdict],
 ) -> None:
-    groups: dict[tuple[str, str], list[Artifact]] = defaultdict(list)
-    for artifact in inventory.artifacts:
-        if policy.selects(artifact):
-            groups[(artifact.kind, artifact.name)].append(artifact)
     rules = policy.rules()
     newer_than_cutoff = policy.keep_newer_than.before(now, zone) if policy.keep_newer_than else None
+    newer_than_reason = f"newer than {policy.keep_newer_than}"
     min_age_cutoff = policy.min_age.before(now, zone)
-    for members in groups.values():
+    pinning = bool(policy.keep_labels)
+    for members in _selected_groups(policy, inventory, by_name):
         valid = [artifact for artifact in members if artifact.problem is None]
         rule_reasons = apply_rules([artifact.created_at for artifact in valid], rules, zone, now)  # type: ignore[misc]
-        reasons_by_tag = dict(zip((artifact.tag for artifact in valid), rule_reasons))
+        # Within one name the version stands for the tag.
+        reasons_by_version = dict(zip((artifact.version for artifact in valid), rule_reasons))
         for artifact in members:
-            verdict = verdicts.setdefault((artifact.kind, artifact.name, artifact.version), _Verdict(artifact))
-            reasons = list(protections(artifact, referencing, policy, min_age_cutoff))
-            reasons.extend(reasons_by_tag.get(artifact.tag, ()))
-            if newer_than_cutoff is not None and artifact.created_at and artifact.created_at > newer_than_cutoff:
-                reasons.append(f"newer than {policy.keep_newer_than}")
+            key = (artifact.kind, artifact.name, artifact.version)
+            verdict = verdicts.get(key)
+            if verdict is None:
+                verdict = verdicts[key] = _Verdict(artifact)
+            created_at = artifact.created_at
+            if (
+                artifact.problem is None
+                and not artifact.is_latest
+                and not (pinning and artifact.labels)
+                and (created_at is None or not created_at > min_age_cutoff)
+                and not artifact.modified_at > min_age_cutoff
+                and not (referencing and artifact.kind == "model" and artifact.tag in referencing)
+            ):
+                reasons = []  # the common case: nothing protects it (what protections() would say)
+            else:
+                reasons = protections(artifact, referencing, policy, min_age_cutoff)
+            rule_kept = reasons_by_version.get(artifact.version)
+            if rule_kept:
+                reasons.extend(rule_kept)
+            if newer_than_cutoff is not None and created_at and created_at > newer_than_cutoff:
+                reasons.append(newer_than_reason)
             if reasons:
                 verdict.keeps.append((policy.name, tuple(reasons)))
             else:
@@ -212,7 +283,7 @@ def protections(
 
 def _merge(
     verdicts: dict[tuple[str, str, str], _Verdict],
-    inventory: Inventory,
+    by_name: dict[tuple[str, str], list[Artifact]],
     acting: Collection[str] | None,
     warnings: list[str],
 ) -> tuple[list[Action], list[Kept]]:
@@ -220,21 +291,19 @@ def _merge(
     doomed: dict[tuple[str, str], list[tuple[_Verdict, RetentionPolicy]]] = defaultdict(list)
     for verdict in verdicts.values():
         artifact = verdict.artifact
-        for policy_name, reasons in verdict.keeps:
-            kept.append(Kept(artifact.kind, artifact.name, artifact.version, policy_name, reasons))
         if verdict.keeps:
+            for policy_name, reasons in verdict.keeps:
+                kept.append(Kept(artifact.kind, artifact.name, artifact.version, policy_name, reasons))
             continue
-        actor = next((p for p in verdict.deleted_by if acting is None or p.name in acting), None)
+        actor = _first_acting(verdict.deleted_by, acting)
         if actor is not None:
             doomed[(artifact.kind, artifact.name)].append((verdict, actor))
 
-    valid_counts: dict[tuple[str, str], int] = defaultdict(int)
-    for artifact in inventory.artifacts:
-        if artifact.problem is None:
-            valid_counts[(artifact.kind, artifact.name)] += 1
-    actions: list[Action] = []
+    # Sorted on the text of the creation time, as it always was (not the instant: offsets differ).
+    ordered: list[tuple[tuple[str, str, str], Action]] = []
     for group, members in doomed.items():
-        removes_all = len(members) >= valid_counts[group]
+        valid_count = sum(1 for artifact in by_name[group] if artifact.problem is None)
+        removes_all = len(members) >= valid_count
         if removes_all and not all(p.allow_remove_all for v in members for p in v[0].deleted_by):
             refusal = "refused: would delete every version (set allow_remove_all = true to allow)"
             warnings.append(f"{group[0]} {group[1]}: every version would be deleted; {refusal.split(': ', 1)[1]}")
@@ -242,14 +311,21 @@ def _merge(
             continue
         for verdict, policy in members:
             artifact = verdict.artifact
-            actions.append(
-                Action("delete", artifact.kind, artifact.name, artifact.version, policy.name, (NOT_KEPT,), artifact.size_bytes)
-            )
-    actions.sort(key=lambda action: (action.kind, action.name, _created(verdicts, action)))
+            action = Action("delete", artifact.kind, artifact.name, artifact.version, policy.name, (NOT_KEPT,), artifact.size_bytes)
+            # The verdict stored under the action's key is this one, unless the version is not text.
+            source = artifact if artifact.version is not None else verdicts[(artifact.kind, artifact.name, "")].artifact
+            created = source.created_at
+            ordered.append(((action.kind, action.name, created.isoformat() if created else ""), action))
+    ordered.sort(key=_sort_key)
     kept.sort(key=lambda item: (item.kind, item.name, item.version or "", item.policy))
-    return actions, kept
+    return [action for _, action in ordered], kept
 
 
-def _created(verdicts: dict[tuple[str, str, str], _Verdict], action: Action) -> str:
-    artifact = verdicts[(action.kind, action.name, action.version or "")].artifact
-    return artifact.created_at.isoformat() if artifact.created_at else ""
+def _sort_key(entry: tuple[tuple[str, str, str], Action]) -> tuple[str, str, str]:
+    return entry[0]
+
+
+def _first_acting(policies: list[RetentionPolicy], acting: Collection[str] | None) -> RetentionPolicy | None:
+    if acting is None:
+        return policies[0] if policies else None
+    return next((policy for policy in policies if policy.name in acting), None)

@@ -89,48 +89,59 @@ def apply_rules(
     """
     if not created_at:
         return []
-    order = sorted(range(len(created_at)), key=lambda index: created_at[index], reverse=True)
-    local_times = [created_at[index].astimezone(zone) for index in order]
-    anchor = _newest_not_in_future(created_at, now)
-
-    counters = {name: getattr(rules, name) for name in ("last", *BUCKETS)}
-    last_bucket: dict[str, str | None] = dict.fromkeys(BUCKETS)
-    within_cutoff = _cutoff(anchor, rules.within, zone)
-    within_buckets = {
-        name: (_cutoff(anchor, getattr(rules, f"within_{name}"), zone), bucketer)
-        for name, bucketer in BUCKETS.items()
-    }
-    last_within_bucket: dict[str, str | None] = dict.fromkeys(BUCKETS)
-
-    reasons_in_order: list[tuple[str, ...]] = []
-    for index, local in zip(order, local_times):
-        instant = created_at[index]
-        reasons: list[str] = []
-        if within_cutoff is not None and instant > within_cutoff:
-            reasons.append(f"within {rules.within}")
-        if counters["last"] > 0:
-            counters["last"] -= 1
-            reasons.append(f"last {rules.last}")
-        for name, bucketer in BUCKETS.items():
-            if counters[name] <= 0:
-                continue
-            bucket = bucketer(local)
-            if bucket != last_bucket[name]:
-                last_bucket[name] = bucket
-                counters[name] -= 1
-                reasons.append(f"{name} {bucket}")
-        for name, (cutoff, bucketer) in within_buckets.items():
-            if cutoff is None or not instant > cutoff:
-                continue
-            bucket = bucketer(local)
-            if bucket != last_within_bucket[name]:
-                last_within_bucket[name] = bucket
-                reasons.append(f"{name} within {getattr(rules, f'within_{name}')} {bucket}")
-        reasons_in_order.append(tuple(reasons))
+    order = sorted(range(len(created_at)), key=created_at.__getitem__, reverse=True)
+    last_left = rules.last
+    last_reason = f"last {rules.last}"
+    # [name, bucketer, count left, last bucket seen]: only the rules that can still keep something.
+    counting = [[name, bucketer, getattr(rules, name), None] for name, bucketer in BUCKETS.items() if getattr(rules, name) > 0]
+    spans = [(name, getattr(rules, f"within_{name}")) for name in BUCKETS]
+    within_cutoff: datetime | None = None
+    windows: list[list] = []
+    if rules.within is not None or any(span is not None for _, span in spans):
+        anchor = _newest_not_in_future(created_at, now)
+        within_cutoff = _cutoff(anchor, rules.within, zone)
+        for name, span in spans:
+            cutoff = _cutoff(anchor, span, zone)
+            if cutoff is not None:
+                # [cutoff, bucketer, reason prefix, last bucket seen]
+                windows.append([cutoff, BUCKETS[name], f"{name} within {span} ", None])
+    within_reason = f"within {rules.within}"
+    # Items come newest first, so once every counter is used up and an item is past every
+    # window, no later item can be kept either.
+    earliest_cutoff = min((window[0] for window in windows), default=None)
+    if within_cutoff is not None and (earliest_cutoff is None or within_cutoff < earliest_cutoff):
+        earliest_cutoff = within_cutoff
 
     result: list[tuple[str, ...]] = [()] * len(created_at)
-    for index, item_reasons in zip(order, reasons_in_order):
-        result[index] = item_reasons
+    for index in order:
+        instant = created_at[index]
+        if last_left <= 0 and not counting and (earliest_cutoff is None or not instant > earliest_cutoff):
+            break
+        reasons: list[str] = []
+        if within_cutoff is not None and instant > within_cutoff:
+            reasons.append(within_reason)
+        if last_left > 0:
+            last_left -= 1
+            reasons.append(last_reason)
+        if counting or windows:
+            local = instant.astimezone(zone)
+            if counting:
+                for rule in counting:
+                    bucket = rule[1](local)
+                    if bucket != rule[3]:
+                        rule[3] = bucket
+                        rule[2] -= 1
+                        reasons.append(f"{rule[0]} {bucket}")
+                counting = [rule for rule in counting if rule[2] > 0]
+            for window in windows:
+                if not instant > window[0]:
+                    continue
+                bucket = window[1](local)
+                if bucket != window[3]:
+                    window[3] = bucket
+                    reasons.append(window[2] + bucket)
+        if reasons:
+            result[index] = tuple(reasons)
     return result
 
 

@@ -76,10 +76,16 @@ class ArtifactPolicy(PolicyModel):
 
     def selects(self, artifact: Artifact) -> bool:
         """Return True when the artifact's kind, name and labels fall under this policy."""
-        if artifact.kind not in self.kinds:
+        return self.selects_name(artifact.kind, artifact.name) and self.selects_labels(artifact)
+
+    def selects_name(self, kind: str, name: str) -> bool:
+        """Return True when versions of this kind and name fall under this policy, labels aside."""
+        if kind not in self.kinds:
             return False
-        if not any(fnmatch.fnmatchcase(artifact.name, pattern) for pattern in self.match):
-            return False
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.match)
+
+    def selects_labels(self, artifact: Artifact) -> bool:
+        """Return True when the artifact carries every label this policy selects on."""
         return all(artifact.labels.get(key) == value for key, value in self.labels.items())
 
     def pinning_labels(self, artifact: Artifact) -> list[str]:

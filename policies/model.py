@@ -17,7 +17,7 @@ ArtifactKind = Literal["model", "bento"]
 ActionName = Literal["delete", "terminate", "restart", "delete_deployment"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Artifact:
     """One version directory of the store (``models/<name>/<version>``).
 

@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from daemon.errors import ConfigError
-from daemon.inventory import is_valid_tag_part
 from daemon.providers.command import CommandHooks
 from daemon.providers.process import ProcessDeploymentSpec
 from policies.durations import Duration, Size
@@ -190,7 +189,7 @@ class Settings(BaseSettings):
                     raise ValueError(f"{section}[{index}].name: policy name {policy.name!r} is used twice")
                 seen.add(policy.name)
         for provider_name in self.providers:
-            if not is_valid_tag_part(provider_name.lower()) or "/" in provider_name:
+            if not _is_valid_provider_name(provider_name):
                 raise ValueError(f"providers.{provider_name}: a provider name is letters, digits, '-', '_' or '.'")
         for index, offhours in enumerate(self.offhours):
             if offhours.provider not in self.providers:
@@ -214,6 +213,13 @@ class Settings(BaseSettings):
 
     def policy_names(self) -> list[str]:
         return [policy.name for policy in self.policies]
+
+
+def _is_valid_provider_name(name: str) -> bool:
+    # Imported here so that `check-config` without providers does not import the scanner (and PyYAML).
+    from daemon.inventory import is_valid_tag_part
+
+    return is_valid_tag_part(name.lower()) and "/" not in name
 
 
 @dataclass(frozen=True)

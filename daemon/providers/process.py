@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.providers import DeploymentNotFound, ProviderError
 from daemon.providers.command import DEPLOYMENT_NAME_PATTERN
-from daemon.store import write_file_atomically
 from policies.model import Deployment
 
 log = structlog.get_logger("retentiond")
@@ -247,6 +246,10 @@ class ProcessProvider:
 
     def _save(self, state: ProcessState) -> None:
         """Write the state file atomically. Raise ProviderError if it cannot be written."""
+        # Imported here: daemon.config imports this module for ProcessDeploymentSpec, and
+        # `check-config` should not pay for the store's imports (filelock, the scanner, PyYAML).
+        from daemon.store import write_file_atomically
+
         data = {
             "processes": {name: {"pid": record.pid, "create_time": record.create_time} for name, record in state.records.items()},
             "deleted": sorted(state.deleted),

@@ -35,6 +35,7 @@ KIND_DIRS: dict[ArtifactKind, tuple[str, str]] = {
 }
 STATE_DIR_NAME = ".retentiond"
 _NO_FILE = (-1, -1, -1, -1)
+_FILE_TYPE_BITS, _REGULAR, _DIRECTORY = 0o170000, stat.S_IFREG, stat.S_IFDIR  # S_IFMT(mode) == ...
 
 
 def is_valid_tag_part(text: str) -> bool:
@@ -246,7 +247,10 @@ def _measure(
     """
     size_bytes, newest_mtime, metadata_info, walk_problem = _walk(path, directory_info, metadata_name)
     size_hint = metadata_info.st_size if metadata_info is not None else 4096
-    fields, problem, io_failed = read_metadata(f"{path}/{metadata_name}", metadata_name, name, version, size_hint)
+    regular_file = metadata_info is not None and metadata_info.st_mode & _FILE_TYPE_BITS == _REGULAR
+    fields, problem, io_failed = read_metadata(
+        f"{path}/{metadata_name}", metadata_name, name, version, size_hint, regular_file=regular_file
+    )
     facts = VersionFacts(
         size_bytes=size_bytes,
         newest_mtime=newest_mtime,
@@ -276,11 +280,12 @@ def _walk(root: str, root_info: os.stat_result, metadata_name: str) -> tuple[int
                     info = entry.stat(follow_symlinks=False)
                     if info.st_mtime > newest:
                         newest = info.st_mtime
-                    mode = info.st_mode
-                    if stat.S_ISDIR(mode):
-                        pending.append(entry.path)
-                    elif stat.S_ISREG(mode):
+                    # The hottest loop of a cold scan: the mode test inlined instead of S_ISREG/S_ISDIR calls.
+                    file_type = info.st_mode & _FILE_TYPE_BITS
+                    if file_type == _REGULAR:
                         size_bytes += info.st_size
+                    elif file_type == _DIRECTORY:
+                        pending.append(entry.path)
                     if directory is root and entry.name == metadata_name:
                         metadata_info = info
         except OSError as error:

@@ -21,10 +21,11 @@ _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def read_metadata(
-    yaml_path: str, file_name: str, name: str, version: str, size_hint: int
+    yaml_path: str, file_name: str, name: str, version: str, size_hint: int, *, regular_file: bool = False
 ) -> tuple[dict[str, Any], str | None, bool]:
-    """Given a version's metadata file (``size_hint``: its size from stat), return (fields, problem or None,
-    whether an I/O error caused the problem). Fields: ``created_at``, ``labels``, ``model_references``.
+    """Given a version's metadata file (``size_hint``: its size from stat; ``regular_file``: stat saw a
+    regular file), return (fields, problem or None, whether an I/O error caused the problem).
+    Fields: ``created_at``, ``labels``, ``model_references``.
 
     Never raises: a missing, unreadable or malformed file is a problem.
     """
@@ -35,7 +36,7 @@ def read_metadata(
     except OSError as error:
         return {}, f"cannot open {file_name}: {error.strerror or error}", True
     try:
-        data = _read_at_most(fd, METADATA_MAX_BYTES + 1, size_hint + 1)
+        data = _read_at_most(fd, METADATA_MAX_BYTES + 1, size_hint + 1, regular_file)
     except OSError as error:
         return {}, f"cannot read {file_name}: {error.strerror or error}", True
     finally:
@@ -60,7 +61,7 @@ def _parse(data: bytes, file_name: str, name: str, version: str) -> tuple[dict[s
     return parse_metadata(document, file_name, name, version)
 
 
-def _read_at_most(fd: int, limit: int, first_read: int) -> bytes:
+def _read_at_most(fd: int, limit: int, first_read: int, regular_file: bool) -> bytes:
     # Asking os.read for the whole 1 MiB limit costs a 1 MiB allocation per file; the size from stat is enough.
     chunks = []
     total = 0
@@ -71,6 +72,8 @@ def _read_at_most(fd: int, limit: int, first_read: int) -> bytes:
             break
         chunks.append(chunk)
         total += len(chunk)
+        if regular_file and len(chunk) < wanted:
+            break  # a short read of a regular file is its end: no second read(2) just to see 0 bytes
         wanted = min(65536, limit - total)
     return b"".join(chunks)
 

@@ -173,3 +173,24 @@ def test_fresh_collections_per_document() -> None:
     first["labels"]["mutated"] = "yes"
     second = read_fields(model_yaml("iris", "v2", created + timedelta(hours=1)).encode())
     assert second["labels"] == {}
+
+
+SHAPED = (
+    "name: {name}\nversion: {version}\nmodule: ''\nlabels:\n  stage: prod\noptions: {{}}\nmetadata:\n  acc: 0.92\n"
+    "context:\n  framework_name: ''\n  framework_versions: {{}}\napi_version: v1\ncreation_time: {created}\n"
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.lists(st.one_of(st.sampled_from(TRICKY), TEXT, NAME, st.sampled_from(["'a''b'", '"dq"', "'x'y'", "'"])), min_size=3, max_size=3),
+    document=model_documents(),
+)
+def test_a_file_shaped_like_one_read_before_still_agrees_with_pyyaml(raw: list[str], document: dict[str, Any]) -> None:
+    # Files differing only in name, version and creation_time are answered from the shape remembered for the
+    # first one; whatever stands in those three places, the answer must stay PyYAML's.
+    assert judge(SHAPED.format(name="iris", version="v1", created="'2026-01-01T00:00:00+00:00'").encode())
+    name, version, created = (value.replace("\n", " ") for value in raw)
+    judge(SHAPED.format(name=name, version=version, created=created).encode("utf-8", "surrogatepass"))
+    judge(yaml.safe_dump({**document, "name": "iris", "version": "v1"}, sort_keys=False).encode("utf-8", "surrogatepass"))
+    judge(yaml.safe_dump(document, sort_keys=False).encode("utf-8", "surrogatepass"))

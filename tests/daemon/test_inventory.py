@@ -137,7 +137,103 @@ def test_unreadable_version_is_a_problem(home: Path, monkeypatch: pytest.MonkeyP
     def refusing_scandir(path: object) -> object:
         if str(path).endswith("/sub"):
             raise PermissionError(13, "Permission denied")
-        return real_scandir(path)  # type: ignore[arg-type]
+        return real_scandir(path)  # type: ignore[call-overload]
 
     monkeypatch.setattr("daemon.inventory.os.scandir", refusing_scandir)
     assert "cannot read" in (scan_store(home).artifacts[0].problem or "")
+
+
+# ---------------------------------------------------------------- a large cold scan split with a forked child
+
+
+@pytest.fixture
+def split_always(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Split every batch (not only large ones); record the size of each batch that was split."""
+    from daemon import inventory
+
+    split: list[int] = []
+    real_split = inventory._measure_split
+
+    def recording_split(jobs: list) -> list:  # type: ignore[type-arg]
+        split.append(len(jobs))
+        return real_split(jobs)
+
+    monkeypatch.setattr(inventory, "SPLIT_MIN_VERSIONS", 1)
+    monkeypatch.setattr(inventory, "_measure_split", recording_split)
+    return split
+
+
+def varied_store(home: Path) -> None:
+    add_model(home, "iris", "aaaa", NOW - timedelta(days=2), labels={"stage": "prod"}, files=3)
+    add_model(home, "iris", "bbbb", NOW - timedelta(days=1))
+    add_bento(home, "svc", "b1", NOW, ["iris:aaaa"])
+    for version, text in [("nodate", "name: bad\nversion: nodate\nlabels: {}\n"), ("broken", "name: [x\n"), ("none", None)]:
+        (home / "models" / "bad" / version).mkdir(parents=True)
+        if text is not None:
+            (home / "models" / "bad" / version / "model.yaml").write_text(text)
+    (home / "models" / "Upper" / "v1").mkdir(parents=True)
+
+
+def test_a_split_scan_gives_exactly_the_inventory_of_one_process(home: Path, split_always: list[int]) -> None:
+    varied_store(home)
+    split = scan_store(home)
+    assert split_always == [7]
+    split_always.clear()
+    from daemon import inventory
+
+    inventory.SPLIT_MIN_VERSIONS = 10**9
+    single = scan_store(home)
+    assert split_always == []
+    assert split == single
+    assert [(a.created_at, a.modified_at) for a in split.artifacts] == [(a.created_at, a.modified_at) for a in single.artifacts]
+
+
+def test_a_failed_child_leaves_its_half_to_the_parent(home: Path, split_always: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    varied_store(home)
+    expected = scan_store(home)
+    monkeypatch.setattr("daemon.inventory._measure_in_child", lambda jobs, write_fd: os._exit(3))
+    assert scan_store(home) == expected
+
+
+def test_no_child_is_forked_while_other_threads_run(home: Path, split_always: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    varied_store(home)
+    expected = scan_store(home)
+
+    def no_fork() -> int:
+        raise AssertionError("forked a multi-threaded process")
+
+    monkeypatch.setattr("daemon.inventory.os.fork", no_fork)
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait)
+    worker.start()
+    try:
+        assert scan_store(home) == expected
+    finally:
+        release.set()
+        worker.join()
+
+
+def test_an_io_error_in_the_childs_half_is_reported_and_not_cached(
+    home: Path, tmp_path: Path, split_always: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon.scancache import ScanCache
+
+    add_model(home, "iris", "aaaa", NOW - timedelta(days=2))
+    version_dir = add_model(home, "iris", "zzzz", NOW - timedelta(days=1))  # last: in the child's half
+    (version_dir / "sub").mkdir()
+    os.utime(version_dir, (0, 0))
+    real_scandir = os.scandir
+
+    def refusing_scandir(path: object) -> object:
+        if str(path).endswith("/sub"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("daemon.inventory.os.scandir", refusing_scandir)
+    state_dir = tmp_path / "state"
+    problems = {artifact.version: artifact.problem for artifact in scan_store(home, state_dir).artifacts}
+    assert split_always == [2]
+    assert problems["aaaa"] is None and "cannot read" in (problems["zzzz"] or "")
+    assert set(ScanCache.load(state_dir, home).remembered("models/iris")) == {"aaaa"}

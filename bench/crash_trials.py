@@ -58,8 +58,11 @@ VENV_BIN = Path(sys.executable).parent
 KINDS = {"model": ("models", "model.yaml"), "bento": ("bentos", "bento.yaml")}
 STATE_DIR_NAME = ".retentiond"
 JUDGE_MARK = "JUDGE "
-MODES = ("op", "double", "timer", "started")
-MODE_WEIGHTS = (40, 15, 20, 25)
+# op: die before the Nth filesystem mutation; double: that, and the recovering run too; timer: SIGKILL
+# after a random delay from start; started: after a random delay from run.started; rename: die before
+# the Nth rename of a version out of models/ (N >= 2), so some but not all planned versions are gone.
+MODES = ("op", "double", "timer", "started", "rename")
+MODE_WEIGHTS = (35, 15, 20, 20, 10)
 SIZES = {
     # name -> (versions, spacing in hours); "full" has more than 64 deletions, so two intent batches.
     "full": {"iris": (48, 24), "mnist": (32, 3), "lonely": (1, 24)},
@@ -561,14 +564,18 @@ class Bench:
             time.sleep(0.0005)
         return None
 
-    def run_trial(self, number: int, seed: int, calibration: Calibration, planned: set[tuple[str, str, str]]) -> TrialResult:
+    def run_trial(
+        self, number: int, seed: int, calibration: Calibration, planned: set[tuple[str, str, str]], mode: str | None = None,
+    ) -> TrialResult:
+        """One trial: kill a run as ``mode`` says (by default one drawn from the seed), check, recover, check."""
         generator = random.Random(f"{seed}-{number}")
-        mode = generator.choices(MODES, MODE_WEIGHTS)[0]
+        drawn = generator.choices(MODES, MODE_WEIGHTS)[0]
+        mode = mode or drawn
         self.fresh_copy()
-        parameter, killed = self._kill_once(mode, generator, calibration)
+        parameter, killed = self._kill_once(mode, generator, calibration, planned)
         if mode == "double":
             # Kill the recovering run too, wherever it is (trash purge, planning, deleting).
-            self._kill_once("op", generator, calibration)
+            self._kill_once("op", generator, calibration, planned)
         present = {key for key in self.pristine.versions if _version_dir(self.home, key).is_dir()}
         trash = self.home / STATE_DIR_NAME / "trash"
         result = TrialResult(
@@ -584,10 +591,22 @@ class Bench:
             shutil.copytree(self.trial_root, keep, symlinks=True)
         return result
 
-    def _kill_once(self, mode: str, generator: random.Random, calibration: Calibration) -> tuple[float, bool]:
+    def _kill_once(
+        self, mode: str, generator: random.Random, calibration: Calibration, planned: set[tuple[str, str, str]],
+    ) -> tuple[float, bool]:
         if mode in ("op", "double"):
             at_op = generator.randint(1, calibration.mutations)
             return at_op, self.injected(at_op).wait(timeout=120) == -signal.SIGKILL
+        if mode == "rename":
+            # The first rename out of models/ is a version going to the trash (a latest is only repointed
+            # after one), so dying before rename N >= 2 leaves at least one and at most N - 1 versions gone.
+            models = sum(1 for key in planned if key[0] == "model")
+            at_rename = generator.randint(2, max(2, models))
+            process = start_injected(
+                self.apply_command(), self.home, self.trial_root, at_rename,
+                CRASH_AT_EVENT="os.rename", CRASH_MATCH=str(self.home / "models") + os.sep,
+            )
+            return at_rename, process.wait(timeout=120) == -signal.SIGKILL
         process = self.plain()
         if mode == "timer":
             delay = generator.uniform(0, calibration.run_seconds)

@@ -32,10 +32,26 @@ def test_killed_apply_leaves_a_consistent_store_and_the_next_run_recovers(pristi
     summary = run_bench(tmp_path, FAST_TRIALS, seed=SEED, size="small", workers=2, pristine_home=pristine_home)
     assert not summary.failures, summary.describe()
     assert len(summary.results) == FAST_TRIALS
-    # The trials must have hit the interesting moments, not only before or after the run.
-    assert any(0 < result.vanished_after_kill < summary.planned for result in summary.results), summary.describe()
-    assert any(result.trash_after_kill for result in summary.results), summary.describe()
-    assert {result.mode for result in summary.results} >= {"op", "timer", "started"}
+    # Where a random kill lands depends on the machine's load; the modes drawn from the seed do not.
+    # The test below makes sure the interesting moment (mid-deletion) is always among the trials.
+    assert {result.mode for result in summary.results} >= {"op", "timer", "started", "rename"}
+
+
+@pytest.mark.bentoml
+def test_killed_between_two_deletions_the_next_run_finishes_the_plan(pristine_home: Path, tmp_path: Path) -> None:
+    """Not left to chance: die before the 2nd..last rename of a version into the trash."""
+    bench = Bench(tmp_path / "worker", Pristine.read(pristine_home), "small")
+    try:
+        planned = bench.plan()
+        calibration = bench.calibrate()
+        results = [bench.run_trial(number, SEED, calibration, planned, mode="rename") for number in range(3)]
+    finally:
+        bench.close()
+    for result in results:
+        assert not result.failures, result.failures
+        assert result.killed
+        assert 0 < result.vanished_after_kill < len(planned), (result.parameter, result.vanished_after_kill)
+        assert result.trash_after_kill  # the recovery run found a run directory in the trash and finished it
 
 
 @pytest.mark.bentoml

@@ -42,11 +42,17 @@ def write_config(root: Path, home: Path, policies: str) -> Path:
     return config
 
 
-def start(home: Path, *arguments: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [RETENTIOND, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=child_environment(home), cwd=REPO,
-    )
+def start(home: Path, *arguments: str, log: Path | None = None) -> subprocess.Popen[str]:
+    """Start ``retentiond ARGUMENTS``; its stderr goes to ``log`` if given (to watch it while it runs)."""
+    stderr = log.open("w") if log is not None else subprocess.PIPE
+    try:
+        return subprocess.Popen(
+            [RETENTIOND, *arguments], stdout=subprocess.PIPE, stderr=stderr, text=True,
+            env=child_environment(home), cwd=REPO,
+        )
+    finally:
+        if log is not None:
+            stderr.close()
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
@@ -107,12 +113,16 @@ def test_daemon_and_two_applies_at_once_never_act_twice_on_a_version(
         '[[retention]]\nname = "ci"\nkeep_last = 10\n'
         f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}B"\ncheck_interval = "1s"\n'
     ))
+    daemon_log = tmp_path / "daemon.log"
     with Store(home).locked():
         # All three start while the lock is taken, so they contend for it the moment it is free.
-        daemon = start(home, "run", "--config", str(config))
+        daemon = start(home, "run", "--config", str(config), log=daemon_log)
         applies = [start(home, "apply", "--config", str(config), "--json", "--wait", "60") for _ in range(2)]
         processes.extend([daemon, *applies])
-        time.sleep(2.5)
+        # On a loaded machine the daemon can take seconds to start; once the applies had the store under
+        # budget it would never run. Hold the lock until it has found the store over budget.
+        wait_until(lambda: "disk.triggered" in daemon_log.read_text(), 30, "the daemon to find the store over budget")
+        time.sleep(1.0)
         assert all(process.poll() is None for process in processes), "a run did not wait for the lock"
         assert len(version_dirs(home)) == 100
     for process in applies:

@@ -44,10 +44,15 @@ class Measured:
 
 
 def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for every child: no usage tracking by BentoML, no developer config leaking in."""
+    """The environment for every child: no usage tracking by BentoML, no developer config leaking in.
+
+    Bytecode is written and used as in any installed program (``PYTHONDONTWRITEBYTECODE`` set in a
+    developer's shell would make every timed run compile retentiond's modules again).
+    """
     env = {key: value for key, value in os.environ.items() if not key.startswith(("RETENTIOND_", "BENTOML_", "BENTO_CLOUD_"))}
     env["BENTOML_DO_NOT_TRACK"] = "True"
     env.pop("NOTIFY_SOCKET", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(extra or {})
     return env
 

@@ -8,6 +8,7 @@ the end of the batch. One failing action is recorded and the run goes on.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -17,7 +18,7 @@ from daemon.audit import AuditLog
 from daemon.deployments import DeploymentActor
 from daemon.store import SkipAction, Store
 from daemon.trash import Trash
-from policies.model import Action, Artifact, Inventory, Plan
+from policies.model import Action, Artifact, ArtifactKind, Inventory, Plan
 
 Outcome = Literal["ok", "failed", "skipped"]
 BATCH_SIZE = 64
@@ -77,6 +78,40 @@ class RunResult:
         return data
 
 
+class _NameDirs:
+    """Which name directories a run's deletions may have emptied.
+
+    Listing a name directory after every deletion would cost a ``scandir`` each; the inventory says how
+    many versions of each name there were, so it is listed right away only when the run deleted the last
+    one it saw. Names whose other versions someone else might have deleted meanwhile are checked once,
+    at the end of the run (``sweep``).
+    """
+
+    def __init__(self, inventory: Inventory) -> None:
+        self._left = Counter((artifact.kind, artifact.name) for artifact in inventory.artifacts)
+        self._unsure: set[tuple[ArtifactKind, str]] = set()
+
+    def deleted_last_one(self, artifact: Artifact) -> bool:
+        """Count a version of ``artifact``'s name as gone; True if none of those the scan saw is left."""
+        key = (artifact.kind, artifact.name)
+        self._left[key] -= 1
+        if self._left[key] > 0:
+            self._unsure.add(key)
+            return False
+        self._unsure.discard(key)
+        return True
+
+    def sweep(self, store: Store) -> list[str]:
+        """Remove any of the unsure name directories that are empty now; return what could not be done."""
+        failures = []
+        for kind, name in sorted(self._unsure):
+            try:
+                store.remove_emptied_name_dir(kind, name)
+            except OSError as error:
+                failures.append(f"cannot remove the emptied {kind} directory {name}: {error.strerror or error}")
+        return failures
+
+
 @dataclass(frozen=True)
 class Actors:
     """Everything that acts in a locked run: the store and its trash, the audit log, the deployment actor."""
@@ -105,6 +140,7 @@ def execute(
         (artifact.kind, artifact.name, artifact.version): artifact for artifact in inventory.artifacts
     }
     audit = actors.audit
+    name_dirs = _NameDirs(inventory)
     result = RunResult(run_id=actors.run_id, plan=plan, inventory=inventory)
     actions = list(plan.actions)
     if progress is not None:
@@ -124,19 +160,23 @@ def execute(
                 result.results.append(outcome)
                 audit.record(_outcome_event(action, "skipped"), **_audit_fields(action), outcome="skipped", error=outcome.error)
                 continue
-            outcome = _carry_out(action, by_key, actors)
+            outcome = _carry_out(action, by_key, actors, name_dirs)
             result.results.append(outcome)
             audit.record(_outcome_event(action, outcome.outcome), **_audit_fields(action), outcome=outcome.outcome, error=outcome.error)
             if progress is not None:
                 progress.advance(outcome)
         audit.sync()
+    for detail in name_dirs.sweep(actors.store):
+        audit.record("store.cleanup_failed", detail=detail)
     for detail in actors.trash.drain():
         audit.record("trash.purge_failed", detail=detail)
     audit.sync()
     return result
 
 
-def _carry_out(action: Action, by_key: dict[tuple[str, str, str], Artifact], actors: Actors) -> ActionResult:
+def _carry_out(
+    action: Action, by_key: dict[tuple[str, str, str], Artifact], actors: Actors, name_dirs: _NameDirs
+) -> ActionResult:
     store = actors.store
     if action.kind == "deployment":
         if actors.deployments is None:
@@ -162,7 +202,9 @@ def _carry_out(action: Action, by_key: dict[tuple[str, str, str], Artifact], act
     except OSError as error:
         return ActionResult(action, "failed", f"cannot move to trash: {error.strerror or error}")
     try:
-        store.repair_latest(artifact.kind, artifact.name, artifact.version)
+        store.repair_latest(
+            artifact.kind, artifact.name, artifact.version, maybe_emptied=name_dirs.deleted_last_one(artifact)
+        )
         actors.trash.finish(trashed, action.policy)
     except OSError as error:
         # The version is out of the store already; what is left is trash for the next run.

@@ -160,14 +160,16 @@ class Store:
         parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._trash_parents.add(parent)
 
-    def repair_latest(self, kind: ArtifactKind, name: str, deleted_version: str) -> str | None:
+    def repair_latest(self, kind: ArtifactKind, name: str, deleted_version: str, *, maybe_emptied: bool = True) -> str | None:
         """After a deletion, point ``latest`` at the newest remaining version if it named the deleted one.
 
-        A ``latest`` naming another version is left alone. An emptied name directory is removed.
+        A ``latest`` naming another version is left alone. An emptied name directory is removed; with
+        ``maybe_emptied=False`` (the caller saw versions of the name that it is not deleting) the name
+        directory is not listed, and the caller runs remove_emptied_name_dir() once at the end instead.
         Return what ``latest`` now names, or None.
         """
         name_dir = self.home / KIND_DIRS[kind][0] / name
-        if remove_name_dir_if_emptied(name_dir):
+        if maybe_emptied and remove_name_dir_if_emptied(name_dir):
             return None
         current = read_latest(name_dir)
         if current != deleted_version:
@@ -180,6 +182,10 @@ class Store:
         newest = max(valid, key=lambda artifact: artifact.created_at)  # type: ignore[arg-type, return-value]
         write_file_atomically(name_dir / "latest", newest.version.encode())
         return newest.version
+
+    def remove_emptied_name_dir(self, kind: ArtifactKind, name: str) -> bool:
+        """Remove ``<kind>s/<name>`` if no version is left in it (someone else may have deleted the rest)."""
+        return remove_name_dir_if_emptied(self.home / KIND_DIRS[kind][0] / name)
 
     def _remaining_versions(self, kind: ArtifactKind, name_dir: Path) -> list[Artifact]:
         remaining = []

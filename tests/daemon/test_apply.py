@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -137,6 +138,46 @@ def test_emptied_name_directory_is_removed(
     assert not (home / "models" / "old").exists()
 
 
+def test_name_directory_is_listed_once_per_run_not_after_every_deletion(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import daemon.store
+
+    listed: list[str] = []
+    real = daemon.store.remove_name_dir_if_emptied
+
+    def counting(name_dir: Path) -> bool:
+        listed.append(name_dir.name)
+        return real(name_dir)
+
+    monkeypatch.setattr(daemon.store, "remove_name_dir_if_emptied", counting)
+    assert run_apply(write_config(), capsys)[0] == EXIT_OK
+    assert versions(home) == {"v0", "v1"}
+    assert listed == ["iris"]  # three deletions, one listing at the end of the run
+
+
+def test_a_name_someone_else_emptied_during_the_run_loses_its_directory(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from daemon import runner
+
+    real_scan = runner.scan_store
+
+    def scan_then_race(store_home: Path):  # type: ignore[no-untyped-def]
+        inventory = real_scan(store_home)
+        for kept in ("v0", "v1"):  # another tool deletes the versions this run keeps
+            shutil.rmtree(store_home / "models" / "iris" / kept)
+        return inventory
+
+    monkeypatch.setattr(runner, "scan_store", scan_then_race)
+    code, result = run_apply(write_config(), capsys)
+    assert code == EXIT_OK
+    assert {a["version"]: a["outcome"] for a in result["actions"]} == {"v2": "ok", "v3": "ok", "v4": "ok"}
+    assert not (home / "models" / "iris").exists()  # as BentoML leaves a name whose last version went
+
+
 def test_leftover_trash_is_emptied_at_the_start_of_a_run(
     home: Path, five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -268,8 +309,6 @@ def test_a_version_the_purge_cannot_remove_stays_in_the_trash_and_is_audited(
 
 
 def test_moving_to_trash_makes_the_trash_again_if_it_vanished_mid_run(home: Path, five_versions: list[str]) -> None:
-    import shutil
-
     store = Store(home)
     store.move_to_trash(home / "models" / "iris" / "v3", "run1")
     shutil.rmtree(home / ".retentiond" / "trash")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,8 +66,13 @@ def _created_key(artifact: Artifact | None) -> str:
 
 def _print_totals(out: Console, plan: Plan) -> None:
     deletions = [action for action in plan.actions if action.action == "delete"]
+    deployments = Counter(action.action.removesuffix("_deployment") for action in plan.actions if action.kind == "deployment")
+    planned_for_deployments = (
+        "deployment(s) to " + ", ".join(f"{verb} {count}" for verb, count in sorted(deployments.items())) + "; "
+        if deployments else ""
+    )
     out.print(
-        f"{len(deletions)} version(s) to delete, {format_bytes(plan.bytes_to_free)} to free; "
+        f"{len(deletions)} version(s) to delete, {format_bytes(plan.bytes_to_free)} to free; {planned_for_deployments}"
         f"{len({(k.kind, k.name, k.version) for k in plan.kept})} kept. (at {format_instant(plan.at)})"
     )
     for warning in plan.warnings:

@@ -170,6 +170,9 @@ def test_plan_at_simulates_another_instant_against_current_states(
     assert verdicts["weekday night"] == verdicts["weekend"] == [("terminate", "staging-a"), ("terminate", "staging-b")]
     assert verdicts["weekday day"] == []
     assert statuses(cloud)["staging-a"] == "running"  # plan changes nothing
+    # The human totals count deployment actions too, not only versions.
+    assert main(["plan", "--config", str(config), "--at", "2026-11-25T22:00:00+01:00"]) == EXIT_OK
+    assert "0 version(s) to delete, 0 B to free; deployment(s) to terminate 2;" in capsys.readouterr().out
 
 
 def test_a_failing_provider_action_is_audited_and_leaves_ownership_unchanged(

@@ -43,7 +43,8 @@ import bentoml
 model = bentoml.models.get(sys.argv[1])
 root = Path(model.path)
 print(json.dumps({"tag": str(model.tag), "labels": model.info.labels,
-                  "files": {str(p.relative_to(root)): p.read_bytes().hex() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "model.yaml"}}))
+                  "files": {str(p.relative_to(root)): p.read_bytes().hex()
+                            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "model.yaml"}}))
 """
 
 

@@ -124,9 +124,11 @@ def test_check_config_redacts_secrets(capsys: pytest.CaptureFixture[str]) -> Non
     [
         ('[providers.cloud]\ntype = "kubernetes"\n', "providers.cloud", "does not match any of the expected tags"),
         ('[[offhours]]\nname = "n"\nprovider = "cloud"\ndowntime = "always"\n', "offhours[0].provider", "no provider named 'cloud'"),
-        ('[providers.cloud]\ntype = "bentocloud"\n[[offhours]]\nname = "n"\nprovider = "cloud"\ndowntime = "Mon-Fri 07:00-20:00 Nowhere/Land"\n',
+        ('[providers.cloud]\ntype = "bentocloud"\n[[offhours]]\nname = "n"\nprovider = "cloud"\n'
+         'downtime = "Mon-Fri 07:00-20:00 Nowhere/Land"\n',
          "offhours[0].downtime", "unknown timezone"),
-        ('[providers.x]\ntype = "command"\nlist = "ls"\nterminate = "stop"\nrestart = "start {name}"\n', "providers.x.command.terminate", "{name}"),
+        ('[providers.x]\ntype = "command"\nlist = "ls"\nterminate = "stop"\nrestart = "start {name}"\n',
+         "providers.x.command.terminate", "{name}"),
         ('[providers.cloud]\ntype = "bentocloud"\ncolor = "blue"\n', "providers.cloud.bentocloud.color", "unknown key"),
     ],
 )

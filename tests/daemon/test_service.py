@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -95,10 +96,8 @@ def store_bytes(home: Path) -> int:
     total = 0
     for directory, _, files in os.walk(home / "models"):
         for file_name in files:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 total += os.lstat(os.path.join(directory, file_name)).st_size
-            except FileNotFoundError:
-                pass
     return total
 
 

@@ -124,11 +124,23 @@ def _scan_kinds(home: Path, cache: ScanCache | None, now: float) -> tuple[list[A
         facts = item.facts
         if facts is None:
             facts, key, cacheable = next(measured)
+            if facts.problem is not None and _vanished(item.path):
+                continue  # deleted by someone else between the listing and the reading: nothing to report
             if cache is not None and cacheable:
                 cache.remember(f"{KIND_DIRS[item.kind][0]}/{item.name}", item.version, key, facts, now)
         identity = (item.info.st_dev, item.info.st_ino, item.info.st_mtime_ns)
         artifacts.append(_artifact(item.kind, item.name, item.version, facts, identity, item.latest, item.name_problem))
     return artifacts, warnings
+
+
+def _vanished(path: str) -> bool:
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def store_fingerprint(home: Path) -> tuple[tuple[str, int], ...]:

@@ -143,6 +143,24 @@ def test_unreadable_version_is_a_problem(home: Path, monkeypatch: pytest.MonkeyP
     assert "cannot read" in (scan_store(home).artifacts[0].problem or "")
 
 
+def test_a_version_deleted_between_listing_and_reading_is_left_out(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from daemon import inventory
+
+    add_model(home, "iris", "aaaa", NOW - timedelta(days=1))
+    add_model(home, "iris", "bbbb", NOW)
+    real_measure = inventory._measure_versions
+
+    def someone_deletes_first(jobs: list) -> list:  # type: ignore[type-arg]
+        shutil.rmtree(home / "models" / "iris" / "aaaa")  # e.g. `bentoml models delete` right after our listing
+        return real_measure(jobs)
+
+    monkeypatch.setattr(inventory, "_measure_versions", someone_deletes_first)
+    scanned = scan_store(home)
+    assert [(a.version, a.problem) for a in scanned.artifacts] == [("bbbb", None)]
+
+
 # ---------------------------------------------------------------- a large cold scan split with a forked child
 
 

@@ -32,6 +32,20 @@ def run_apply(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> 
     return code, json.loads(capsys.readouterr().out)
 
 
+def race_after_scan(monkeypatch: pytest.MonkeyPatch, interfere: Callable[[Path], None]) -> None:
+    """Make ``interfere(store_home)`` run right after apply's scan, before it acts: another tool racing it."""
+    from daemon import runner
+
+    real_scan = runner.scan_store
+
+    def scan_then_race(store_home: Path):  # type: ignore[no-untyped-def]
+        inventory = real_scan(store_home)
+        interfere(store_home)
+        return inventory
+
+    monkeypatch.setattr(runner, "scan_store", scan_then_race)
+
+
 def audit_records(tmp_path: Path) -> list[dict]:
     return list(read_records(tmp_path / "log" / "audit.jsonl"))
 
@@ -161,17 +175,11 @@ def test_a_name_someone_else_emptied_during_the_run_loses_its_directory(
     home: Path, five_versions: list[str], write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from daemon import runner
-
-    real_scan = runner.scan_store
-
-    def scan_then_race(store_home: Path):  # type: ignore[no-untyped-def]
-        inventory = real_scan(store_home)
-        for kept in ("v0", "v1"):  # another tool deletes the versions this run keeps
+    def another_tool_deletes_the_kept_versions(store_home: Path) -> None:
+        for kept in ("v0", "v1"):
             shutil.rmtree(store_home / "models" / "iris" / kept)
-        return inventory
 
-    monkeypatch.setattr(runner, "scan_store", scan_then_race)
+    race_after_scan(monkeypatch, another_tool_deletes_the_kept_versions)
     code, result = run_apply(write_config(), capsys)
     assert code == EXIT_OK
     assert {a["version"]: a["outcome"] for a in result["actions"]} == {"v2": "ok", "v3": "ok", "v4": "ok"}
@@ -213,17 +221,11 @@ def test_version_changed_after_planning_is_skipped(
     home: Path, five_versions: list[str], write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from daemon import runner
-
-    real_scan = runner.scan_store
-
-    def scan_then_race(store_home: Path):  # type: ignore[no-untyped-def]
-        inventory = real_scan(store_home)
+    def a_save_and_a_rename(store_home: Path) -> None:
         (store_home / "models" / "iris" / "v4" / "new-file").write_text("a save is still going on")
         (store_home / "models" / "iris" / "v3").rename(store_home / "models" / "iris" / "v3-gone")
-        return inventory
 
-    monkeypatch.setattr(runner, "scan_store", scan_then_race)
+    race_after_scan(monkeypatch, a_save_and_a_rename)
     code, result = run_apply(write_config(), capsys)
     outcomes = {a["version"]: (a["outcome"], a["error"]) for a in result["actions"]}
     assert code == EXIT_OK

@@ -50,6 +50,7 @@ def list_deployments(providers: Mapping[str, Provider]) -> DeploymentView:
 
 
 def utc_now() -> datetime:
+    """Return the current instant, aware, in UTC: the clock a run reads unless it is given another."""
     return datetime.now(timezone.utc)
 
 

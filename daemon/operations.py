@@ -1,7 +1,8 @@
 """Operations by hand, through the same lock and audit log as every run.
 
 ``deployments terminate|restart NAME`` (a manual terminate is never undone by
-off-hours), ``deployments list`` and ``restore NAME:VERSION``.
+off-hours; a manual restart in downtime is left up until the next window),
+``deployments list`` and ``restore NAME:VERSION``.
 """
 
 from __future__ import annotations

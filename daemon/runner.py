@@ -130,8 +130,8 @@ def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> 
 def ready_deployments(
     context: DeploymentContext | None, run: LockedRun, settings: Settings, clock: Callable[[], datetime], now: datetime
 ) -> DeploymentActor | None:
-    """Update ownership from the fresh listing (under the lock) as of ``now`` and return the actor for
-    deployment actions, which takes the time of each action from ``clock``."""
+    """Given a run's deployment context and its instant, update ownership from the fresh listing (under
+    the lock) and return the actor for deployment actions, which times each action by ``clock``."""
     if context is None:
         return None
     for dropped in context.state.observe(context.view.deployments, context.view.listed, now, settings.offhours):

@@ -21,11 +21,14 @@ import pytest
 
 from daemon.audit import read_records
 from daemon.config import load_config
+from daemon.deployments import DeploymentActor
 from daemon.errors import EXIT_OK
 from daemon.operations import manual_deployment_action
-from daemon.ownership import OwnershipFile
+from daemon.ownership import OwnershipFile, OwnershipState
+from daemon.providers.bentocloud import BentoCloudProvider
 from daemon.providers.process import ProcessProvider
 from daemon.runner import apply_once
+from policies import Action, OffhoursPolicy
 from tests.cloud_server import CloudServer
 from tests.daemon.test_process_provider import free_port, serves, wait_until
 
@@ -258,15 +261,44 @@ def test_restart_by_hand_of_a_local_process_in_downtime_stays_up_under_its_new_p
     night = next_wednesday(22)
     options = ("--config", str(process_config))
     port = int(re.findall(r'port = "(\d+)"', process_config.read_text())[0])
-    code, stdout, stderr = cli_at(night, "deployments", "restart", "web", *options)
+    state_file = tmp_path / "state" / "processes" / "processes-agent.json"
+
+    def identity() -> str:
+        process = json.loads(state_file.read_text())["processes"]["web"]
+        return f"{process['pid']}:{process['create_time']}"
+
+    code, stdout, stderr = cli_at(night - timedelta(hours=3), "deployments", "restart", "web", *options)
+    assert (code, stdout) == (EXIT_OK, "restart agent/web: ok\n"), stderr
+    assert OwnershipFile(tmp_path / "state").load().hand_starts == {}  # outside downtime: nothing to record
+    wait_until(lambda: serves(port))
+    first = identity()
+    assert decided(json_at(night, "apply", *options)) == [("terminate", "web")]
+    wait_until(lambda: not serves(port))
+
+    code, stdout, stderr = cli_at(night + timedelta(minutes=30), "deployments", "restart", "web", *options)
     assert (code, stdout) == (EXIT_OK, "restart agent/web: ok\n"), stderr
     wait_until(lambda: serves(port))
-    processes = json.loads((tmp_path / "state" / "processes" / "processes-agent.json").read_text())["processes"]
     (hand_start,) = OwnershipFile(tmp_path / "state").load().hand_starts.values()
-    assert hand_start.identity == f"{processes['web']['pid']}:{processes['web']['create_time']}"
-    result = json_at(night + timedelta(minutes=10), "apply", *options)
+    assert hand_start.identity == identity() != first
+    result = json_at(night + timedelta(hours=1), "apply", *options)
     assert decided(result) == [] and serves(port)
     assert kept_reasons(result, "web")[0].startswith("started by hand at")
     result = json_at(next_wednesday(20) + timedelta(days=1), "apply", *options)
     assert [(a["action"], a["name"], a["outcome"]) for a in result["actions"]] == [("terminate", "web", "ok")]
     wait_until(lambda: not serves(port))
+
+
+def test_restart_by_hand_in_downtime_is_refused_when_its_record_cannot_be_written(cloud: CloudServer, tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the state directory should be")
+    policy = OffhoursPolicy(name="nights", provider="cloud", match=("staging-*",), downtime=NIGHTS)
+    provider = BentoCloudProvider(name="cloud", endpoint=cloud.url, api_token="secret-token")
+    cloud.deployment("staging-a")["status"] = "terminated"
+    night = next_wednesday(22)
+    actor = DeploymentActor({"cloud": provider}, OwnershipFile(blocked), OwnershipState(), [policy], provider.list(),
+                            clock=lambda: night)
+    action = Action("restart", "deployment", "staging-a", None, "manual", ("restart requested by hand",), provider="cloud")
+    outcome, error = actor.carry_out(action)
+    # Restarted without its record, the next run would terminate it again at once.
+    assert outcome == "failed" and "cannot write the ownership record" in (error or "") and "not restarted" in (error or "")
+    assert statuses(cloud)["staging-a"] == "terminated" and actor.state.hand_starts == {}

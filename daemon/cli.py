@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON")
     for verb, text in (
         ("terminate", "terminate one deployment; recorded as manual, so off-hours never restarts it"),
-        ("restart", "start one deployment again with its unchanged configuration"),
+        ("restart", "start one deployment again, unchanged; in downtime, off-hours leaves it up until the next window"),
     ):
         manual = deployment_commands.add_parser(verb, help=text)
         manual.add_argument("name", metavar="NAME")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,7 +16,14 @@ import structlog
 
 from daemon.audit import AuditLog
 from daemon.config import Settings
-from daemon.deployments import DeploymentActor, DeploymentContext, close_context, gather_deployments, with_deployments
+from daemon.deployments import (
+    DeploymentActor,
+    DeploymentContext,
+    close_context,
+    gather_deployments,
+    utc_now,
+    with_deployments,
+)
 from daemon.errors import ConfigError, StoreShrunkError
 from daemon.executor import Actors, RunProgress, RunResult, execute
 from daemon.inventory import scan_store
@@ -120,11 +127,14 @@ def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> 
                 trash.close(run_id)
 
 
-def ready_deployments(context: DeploymentContext | None, run: LockedRun, settings: Settings) -> DeploymentActor | None:
-    """Update ownership from the fresh listing (under the lock) and return the actor for deployment actions."""
+def ready_deployments(
+    context: DeploymentContext | None, run: LockedRun, settings: Settings, clock: Callable[[], datetime], now: datetime
+) -> DeploymentActor | None:
+    """Given a run's deployment context and its instant, update ownership from the fresh listing (under
+    the lock) and return the actor for deployment actions, which times each action by ``clock``."""
     if context is None:
         return None
-    for dropped in context.state.observe(context.view.deployments, context.view.listed, datetime.now(timezone.utc)):
+    for dropped in context.state.observe(context.view.deployments, context.view.listed, now, settings.offhours):
         run.audit.record("ownership.dropped", detail=dropped)
     try:
         context.ownership_file.save(context.state)
@@ -134,7 +144,7 @@ def ready_deployments(context: DeploymentContext | None, run: LockedRun, setting
             "daemon.state_dir must be writable"
         ) from None
     return DeploymentActor(
-        context.providers, context.ownership_file, context.state, settings.offhours, context.view.deployments
+        context.providers, context.ownership_file, context.state, settings.offhours, context.view.deployments, clock
     )
 
 
@@ -191,18 +201,20 @@ def apply_once(
     disk_samples: Sequence[DiskSample] = (),
     stop: threading.Event | None = None,
     accept_shrink: bool = False,
+    clock: Callable[[], datetime] = utc_now,
 ) -> RunResult:
     """Run the policies once under the store lock and return what happened.
 
-    Raise StoreBusyError, ConfigError, AuditError or StoreShrunkError; failed actions are in the result.
+    The run decides as of one reading of ``clock``. Raise StoreBusyError, ConfigError,
+    AuditError or StoreShrunkError; failed actions are in the result.
     """
     check_policy_names(settings, acting)
     policies = sorted(acting or settings.policy_names())
     with locked_run(settings, policies, wait_seconds) as run:
         context = gather_deployments(settings, acting)
         try:
-            actor = ready_deployments(context, run, settings)
-            now = datetime.now(timezone.utc)
+            now = clock()
+            actor = ready_deployments(context, run, settings, clock, now)
             offhours_only = acting is not None and set(acting) <= {policy.name for policy in settings.offhours}
             # An off-hours run fires every few minutes; it has no business walking the store.
             artifacts = Inventory(()) if offhours_only else take_inventory(run.home, disk_samples, settings.daemon.state_dir)

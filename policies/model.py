@@ -101,6 +101,20 @@ class Ownership:
 
 
 @dataclass(frozen=True)
+class HandStart:
+    """A person started this deployment through retentiond (``deployments restart``) while downtime was on.
+
+    It keeps the deployment up until the downtime window it was started in ends, so until
+    the next window begins; ``identity`` ties it to the very deployment, as for ``Ownership``.
+    """
+
+    provider: str
+    name: str
+    started_at: datetime
+    identity: str = ""
+
+
+@dataclass(frozen=True)
 class Inventory:
     """What the store holds at one instant: artifacts, scan warnings, and the disk under it."""
 
@@ -110,6 +124,7 @@ class Inventory:
     disk_samples: tuple[DiskSample, ...] = ()
     deployments: tuple[Deployment, ...] = ()
     ownership: tuple[Ownership, ...] = ()
+    hand_starts: tuple[HandStart, ...] = ()
 
     def referencing_bentos(self) -> dict[str, list[str]]:
         """Return, for every model tag that some local bento references, the bento tags."""

@@ -52,7 +52,7 @@ def load_kube_config(
 
     Raise ProviderError, naming every place looked at, if there are no credentials or they are unusable.
     """
-    home_config = Path(environ.get("HOME") or Path.home()) / ".kube" / "config"
+    home_config = _home(environ) / ".kube" / "config"
     listed = [Path(item).expanduser() for item in environ.get("KUBECONFIG", "").split(os.pathsep) if item]
     if path:
         kube_config, source = _read(Path(path).expanduser()), path
@@ -80,6 +80,13 @@ def load_kube_config(
     if single is None:  # pragma: no cover - get() without a default returns a config or raises
         raise ProviderError(f"{source}: no current-context")
     return single, source
+
+
+def _home(environ: Mapping[str, str]) -> Path:
+    try:
+        return Path(environ.get("HOME") or Path.home())
+    except (RuntimeError, KeyError):  # a user without a passwd entry and no $HOME, as in many containers
+        return Path("/nonexistent")
 
 
 def _read(path: Path) -> KubeConfig:

@@ -14,6 +14,7 @@ import pytest
 
 from daemon.audit import read_records
 from daemon.ownership import OwnershipFile
+from tests.daemon.test_lazy_imports import imported_by
 from tests.k8s_server import KubeServer
 
 TOKEN = "k8s-e2e-token-0123456789"
@@ -182,3 +183,8 @@ def test_bad_provider_keys_exit_78_naming_the_key(write_config: Callable[..., Pa
     config = write_config('[providers.k8s]\ntype = "kubernetes"\n' + extra)
     code, _, stderr = retentiond(config, "check-config")
     assert code == 78 and key in stderr, stderr
+
+
+def test_check_config_of_a_kubernetes_provider_does_not_import_the_client(k8s_config: Callable[..., Path]) -> None:
+    code, heavy, _ = imported_by("check-config", "--config", str(k8s_config("always")), watched=("lightkube", "httpx2", "msgspec"))
+    assert (code, heavy) == (0, [])

@@ -190,7 +190,10 @@ class KubernetesProvider:
     # --- reading ----------------------------------------------------------------------------
 
     def _all_namespaces(self) -> builtins.list[str]:
-        namespaces = self._call("list namespaces", lambda: list(self._client.list(Namespace, chunk_size=LIST_CHUNK_SIZE)))
+        try:
+            namespaces = self._call("list namespaces", lambda: list(self._client.list(Namespace, chunk_size=LIST_CHUNK_SIZE)))
+        except Forbidden as error:
+            raise ProviderError(f"{error}; name the namespaces to manage in providers.{self.name}.namespaces") from None
         return sorted(str(namespace.metadata.name) for namespace in namespaces if namespace.metadata and namespace.metadata.name)
 
     def _keda_targets(self, namespace: str) -> dict[tuple[str, str], str] | None:
@@ -310,7 +313,7 @@ class KubernetesProvider:
             return ProviderError(f"Kubernetes rejected the credentials (401) at {self._server} for {what}; "
                                  "check the kubeconfig, its context and its token")
         if status == 403:
-            return Forbidden(f"forbidden (403): {_excerpt(message)}")
+            return Forbidden(f"Kubernetes {what}: forbidden (403): {_excerpt(message)}")
         if status == 404:
             return DeploymentNotFound(text)
         if status == 409:

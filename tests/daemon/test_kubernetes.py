@@ -326,3 +326,10 @@ def test_delete_refuses_a_namesake_or_an_object_running_again(server: KubeServer
     with pytest.raises(ProviderError, match="runs again"):
         provider.delete("staging/statefulset/db")
     assert writes(server) == []
+
+
+def test_credentials_that_may_not_list_namespaces_are_told_to_name_them(server: KubeServer, provider: KubernetesProvider) -> None:
+    server.fail("GET", r"/api/v1/namespaces", 403, times=None)
+    with pytest.raises(ProviderError, match=r"list namespaces: forbidden \(403\).*providers\.k8s\.namespaces") as failure:
+        provider.list()
+    assert not isinstance(failure.value, PartialListing)

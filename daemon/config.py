@@ -142,8 +142,42 @@ class CommandProviderConfig(CommandHooks):
     type: Literal["command"]
 
 
+class KubernetesProviderConfig(Section):
+    """``type = "kubernetes"``: Deployments and StatefulSets of a cluster (daemon/providers/kubernetes.py).
+
+    Credentials: ``kubeconfig``, else ``$KUBECONFIG``, else ``~/.kube/config``, else the in-cluster
+    service account. No ``namespaces``: every namespace the credentials may list.
+    """
+
+    type: Literal["kubernetes"]
+    kubeconfig: str = ""
+    context: str = ""
+    namespaces: tuple[str, ...] = ()
+    kinds: tuple[Literal["deployment", "statefulset"], ...] = ("deployment", "statefulset")
+    label_selector: str = ""
+    timeout: DurationField = Duration.parse("10s")
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespace_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from daemon.providers.kubernetes_objects import is_valid_namespace
+
+        for name in value:
+            if not is_valid_namespace(name):
+                raise ValueError(f"{name!r} is not a namespace name (lower case letters, digits and '-', at most 63)")
+        return value
+
+    @field_validator("kinds")
+    @classmethod
+    def _some_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one kind: 'deployment', 'statefulset'")
+        return tuple(dict.fromkeys(value))
+
+
 ProviderConfig = Annotated[
-    BentoCloudProviderConfig | ProcessProviderConfig | CommandProviderConfig, Field(discriminator="type")
+    BentoCloudProviderConfig | ProcessProviderConfig | CommandProviderConfig | KubernetesProviderConfig,
+    Field(discriminator="type"),
 ]
 
 

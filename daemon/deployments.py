@@ -17,7 +17,7 @@ import structlog
 from daemon.config import Settings
 from daemon.errors import ConfigError
 from daemon.ownership import OwnershipFile, OwnershipState
-from daemon.providers import DeploymentNotFound, Provider, ProviderError
+from daemon.providers import DeploymentNotFound, PartialListing, Provider, ProviderError
 from daemon.providers.registry import build_providers
 from policies.model import Action, Deployment, HandStart, Inventory, Ownership
 from policies.offhours import hand_start_policy
@@ -42,6 +42,11 @@ def list_deployments(providers: Mapping[str, Provider]) -> DeploymentView:
     for name, provider in providers.items():
         try:
             view.deployments.extend(provider.list())
+        except PartialListing as error:
+            # Decided as usual, but not "listed": a record is not dropped for what could not be seen.
+            view.deployments.extend(error.deployments)
+            view.warnings.append(f"provider {name}: listed only in part: {error}")
+            continue
         except ProviderError as error:
             view.warnings.append(f"provider {name}: cannot list deployments: {error}")
             continue

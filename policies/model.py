@@ -69,7 +69,9 @@ class Deployment:
 
     ``identity`` tells a replaced deployment of the same name apart (BentoCloud's uid, a
     process's pid and start time); ``inactive_since`` is when this daemon first saw it
-    terminated or failed (None if it never did).
+    terminated or failed (None if it never did). ``left_alone`` is set by a provider for a
+    deployment that something else scales (a KEDA ScaledObject): off-hours never acts on it,
+    and keeps it with this text as the reason.
     """
 
     provider: str
@@ -80,6 +82,7 @@ class Deployment:
     updated_at: datetime | None = None
     identity: str = ""
     inactive_since: datetime | None = None
+    left_alone: str = ""
 
 
 @dataclass(frozen=True)

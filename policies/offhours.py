@@ -98,6 +98,9 @@ def decide_offhours(
     for deployment in deployments:
         if not policy.selects(deployment):
             continue
+        if deployment.left_alone:
+            kept.append(Kept("deployment", deployment.name, None, policy.name, (deployment.left_alone,)))
+            continue
         deletion = _due_deletion(policy, deployment, now)
         if deletion is not None and deletion <= now:
             actions.append(_action("delete_deployment", policy, deployment, (f"{deployment.status} since "

@@ -122,7 +122,7 @@ def test_check_config_redacts_secrets(capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize(
     ("text", "key_path", "message"),
     [
-        ('[providers.cloud]\ntype = "kubernetes"\n', "providers.cloud", "does not match any of the expected tags"),
+        ('[providers.cloud]\ntype = "nomad"\n', "providers.cloud", "does not match any of the expected tags"),
         ('[[offhours]]\nname = "n"\nprovider = "cloud"\ndowntime = "always"\n', "offhours[0].provider", "no provider named 'cloud'"),
         ('[providers.cloud]\ntype = "bentocloud"\n[[offhours]]\nname = "n"\nprovider = "cloud"\n'
          'downtime = "Mon-Fri 07:00-20:00 Nowhere/Land"\n',

@@ -260,3 +260,13 @@ def test_config_path_and_config_errors_print_literally(tmp_path: Path, capsys: p
     error = capsys.readouterr().err
     assert visible(str(directory / "missing.toml")) in error and "\x1b" not in error
     assert error.count("\n") == 1
+
+
+def test_a_label_the_output_encoding_cannot_hold_is_escaped_not_a_traceback(
+    home: Path, write_config: Callable[..., Path]
+) -> None:
+    labelled_store(home, {"v0": "café 😀"})
+    result = subprocess.run([sys.executable, "-m", "daemon", "plan", "--config", str(write_config(retention("ci")))],
+                            capture_output=True, env=environment(PYTHONIOENCODING="ascii"), timeout=120)
+    assert result.returncode == EXIT_OK, result.stderr.decode(errors="replace")
+    assert b"label note=caf\\xe9 \\U0001f600" in result.stdout

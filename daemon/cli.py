@@ -6,12 +6,15 @@ Exit codes: 0 success; 1 some actions failed; 2 usage error; 75 store busy; 78 i
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NoReturn
 
 from daemon import logs
 from daemon.errors import EXIT_OK, EXIT_USAGE, RetentiondError
+from daemon.literal import print_line, visible
 
 DESCRIPTION = """\
 Retention and garbage collection for BentoML stores.
@@ -42,8 +45,16 @@ def parse_instant(text: str, option: str = "--at") -> datetime:
     return parsed
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its error messages (which quote the command line and UsageError texts) shown literally."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(visible(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # Subparsers are made with the parser's own class, so every subcommand's errors go through _Parser too.
+    parser = _Parser(
         prog="retentiond", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -133,6 +144,7 @@ def _add_policy(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _never_fail_to_encode()
     parser = build_parser()
     arguments = parser.parse_args(argv)
     logs.configure()
@@ -141,16 +153,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         parser.error(str(error))
     except RetentiondError as error:
-        print(f"retentiond: {error}", file=sys.stderr)
+        # A config error has one line per problem, so its line breaks are kept; every other character
+        # of a value inside a line (a path, a policy name) is shown literally.
+        for line in f"retentiond: {error}".split("\n"):
+            print_line(line, sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("retentiond: interrupted", file=sys.stderr)
+        print_line("retentiond: interrupted", sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away; that is not our failure.
         sys.stderr.close()
         return EXIT_OK
     return EXIT_USAGE  # pragma: no cover - parser.error exits
+
+
+def _never_fail_to_encode() -> None:
+    # A label in UTF-8 on a stdout whose encoding cannot hold it (PYTHONIOENCODING=ascii, a Latin-1
+    # terminal) is shown as \u escapes instead of ending the command in UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _dispatch(arguments: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 from daemon.archive import archive_version
 from daemon.audit import AuditLog
 from daemon.deployments import DeploymentActor
+from daemon.inuse import InUseCheck
 from daemon.store import SkipAction, Store
 from daemon.trash import Trash
 from policies.model import Action, Artifact, ArtifactKind, Inventory, Plan
@@ -141,6 +142,7 @@ def execute(
     }
     audit = actors.audit
     name_dirs = _NameDirs(inventory)
+    in_use = InUseCheck(actors.store.home, inventory)
     result = RunResult(run_id=actors.run_id, plan=plan, inventory=inventory)
     actions = list(plan.actions)
     if progress is not None:
@@ -160,7 +162,7 @@ def execute(
                 result.results.append(outcome)
                 audit.record(_outcome_event(action, "skipped"), **_audit_fields(action), outcome="skipped", error=outcome.error)
                 continue
-            outcome = _carry_out(action, by_key, actors, name_dirs)
+            outcome = _carry_out(action, by_key, actors, name_dirs, in_use)
             result.results.append(outcome)
             audit.record(_outcome_event(action, outcome.outcome), **_audit_fields(action), outcome=outcome.outcome, error=outcome.error)
             if progress is not None:
@@ -175,7 +177,7 @@ def execute(
 
 
 def _carry_out(
-    action: Action, by_key: dict[tuple[str, str, str], Artifact], actors: Actors, name_dirs: _NameDirs
+    action: Action, by_key: dict[tuple[str, str, str], Artifact], actors: Actors, name_dirs: _NameDirs, in_use: InUseCheck
 ) -> ActionResult:
     store = actors.store
     if action.kind == "deployment":
@@ -190,6 +192,9 @@ def _carry_out(
         path = store.recheck(artifact)
     except SkipAction as reason:
         return ActionResult(action, "skipped", str(reason))
+    held = in_use.holder(artifact, path)  # the last check before the version leaves the store
+    if held is not None:
+        return ActionResult(action, "skipped", held)
     if actors.archive_dir is not None:
         try:
             archive_version(path, actors.archive_dir, artifact.kind, artifact.name, artifact.version)

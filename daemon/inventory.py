@@ -334,7 +334,8 @@ def read_version(kind: ArtifactKind, name: str, version: str, path: Path, latest
 
 def read_access_time(kind: ArtifactKind, path: str) -> tuple[float, str | None]:
     """Given a version directory, return the newest access time of its files other than the metadata
-    file (0.0: none) and the first problem listing it (None: every directory was read).
+    file that were read after they were written (0.0: none) and the first problem listing it (None: every
+    directory was read).
 
     Raise OSError if the directory itself cannot be stat'ed.
     """
@@ -403,8 +404,9 @@ def _walk(
 ) -> tuple[int, float, float, os.stat_result | None, str | None]:
     """Sum the apparent size of regular files and find the newest mtime, without following links.
 
-    Also return the newest access time of the regular files other than the metadata file (0.0: none;
-    directories' access times move when anyone lists them, retentiond included), the metadata
+    Also return the newest access time of the regular files other than the metadata file, counting a file
+    only once it was read after it was last written (0.0: none; directories' access times move when anyone
+    lists them, retentiond included), the metadata
     file's lstat (taken before it is read) and the first listing problem.
     """
     size_bytes = 0
@@ -425,8 +427,10 @@ def _walk(
                     file_type = info.st_mode & _FILE_TYPE_BITS
                     if file_type == _REGULAR:
                         size_bytes += info.st_size
-                        if info.st_atime > newest_atime and not (directory is root and entry.name == metadata_name):
-                            newest_atime = info.st_atime
+                        # Writing a file sets its atime too: only an atime past the mtime is a read.
+                        atime = info.st_atime
+                        if atime > newest_atime and atime > info.st_mtime and not (directory is root and entry.name == metadata_name):
+                            newest_atime = atime
                     elif file_type == _DIRECTORY:
                         pending.append(entry.path)
                     if directory is root and entry.name == metadata_name:

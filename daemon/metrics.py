@@ -37,6 +37,10 @@ class Metrics:
             "retentiond_eviction_blocked_bytes", "Bytes a disk policy could not evict (protected)", ["policy"],
             registry=registry,
         )
+        self.in_use = Gauge(
+            "retentiond_versions_in_use", "Versions a running process held when the last run decided (never deleted)",
+            registry=registry,
+        )
         self._server: WSGIServer | None = None
 
     def observe_run(self, result: RunResult, policies: list[str]) -> None:
@@ -52,6 +56,7 @@ class Metrics:
             self.blocked.labels(report.policy).set(0 if report.reached else report.blocked_bytes)
         if result.inventory.artifacts:
             self.observe_store(result.inventory, freed=result)
+            self.in_use.set(len(result.inventory.in_use))
 
     def observe_store(self, inventory: Inventory, freed: RunResult | None = None) -> None:
         gone = {(r.action.kind, r.action.name, r.action.version) for r in freed.results if r.outcome == "ok"} if freed else set()

@@ -31,6 +31,7 @@ from daemon.scancache import scan_cache_in
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root
 from daemon.trash import Trash
+from daemon.usage import observe_usage
 from policies import DiskSample, DiskUsage, Inventory, Plan, evaluate
 from policies.disk import disk_target
 
@@ -80,6 +81,7 @@ def make_plan(settings: Settings, now: datetime, acting: Collection[str] | None 
         inventory = with_deployments(take_inventory(home, state_dir=settings.daemon.state_dir), context)
     finally:
         close_context(context)
+    inventory = observe_usage(inventory, home, settings.policies)
     plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
     return PlannedRun(plan=plan, inventory=inventory)
 
@@ -221,6 +223,7 @@ def apply_once(
             if not offhours_only:
                 check_shrink(settings, run.home, artifacts, accept_shrink)
                 artifacts = _purge_trash_under_pressure(settings, acting, run, artifacts, now)
+                artifacts = observe_usage(artifacts, run.home, settings.policies)
             inventory = with_deployments(artifacts, context)
             plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
             result = execute(plan, inventory, run.actors(actor), progress, stop)

@@ -23,8 +23,8 @@ class Artifact:
 
     ``problem`` is set when the entry is not a complete, valid store item; such an
     artifact is reported and never deleted, and ``created_at`` may then be None.
-    ``last_read_at`` is the newest access time of its files other than the metadata file
-    (None: no such file, or not measured because no policy asks).
+    ``last_read_at`` is the newest access time of its files other than the metadata file, among
+    those read since they were written (None: none was, or not measured because no policy asks).
     """
 
     kind: ArtifactKind

@@ -1,0 +1,90 @@
+"""retentiond as an unprivileged user (as the shipped systemd unit runs it): processes of other users
+cannot be read. They are counted once per run; a file they hold is still caught by the lease probe
+right before deletion; a version another non-root user could enter is kept (fail closed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.fakestore import add_model, make_home
+from tests.holders import holding
+
+NOBODY = 65534
+OTHER = 65533
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+
+
+def as_user(uid: int) -> list[str]:
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[Path]:
+    """A store owned by nobody, in a directory other users may pass through (pytest's own is root's, 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="retentiond-users-", dir="/tmp"))
+    root.chmod(0o755)
+    home = make_home(root)
+    now = datetime.now(timezone.utc)
+    for day in range(5):
+        add_model(home, "iris", f"v{day}", now - timedelta(days=day + 1))
+    (root / "config.toml").write_text(
+        f'[store]\nhome = "{home}"\n[daemon]\nstate_dir = "{root / "state"}"\naudit_log = "{root / "log" / "audit.jsonl"}"\n'
+        '[[retention]]\nname = "ci"\nkeep_last = 2\n'
+    )
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(root)], check=True)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def run_as_nobody(command: str, root: Path) -> dict:
+    finished = subprocess.run(
+        [*as_user(NOBODY), sys.executable, "-m", "daemon", command, "--config", str(root / "config.toml"), "--json"],
+        capture_output=True, text=True, timeout=120, cwd="/",
+    )
+    assert finished.returncode == 0, finished.stderr
+    return json.loads(finished.stdout)
+
+
+def unreadable_warnings(report: dict) -> list[str]:
+    return [warning for warning in report["warnings"] if "running processes cannot be read" in warning]
+
+
+def test_processes_of_root_are_counted_once_and_do_not_stop_deletions(shared: Path) -> None:
+    report = run_as_nobody("plan", shared)
+    assert {action["version"] for action in report["actions"]} == {"v2", "v3", "v4"}
+    [warning] = unreadable_warnings(report)
+    assert " of root" in warning and "Run retentiond as root" in warning
+
+
+def test_a_file_a_root_process_holds_is_caught_right_before_deletion(shared: Path) -> None:
+    held = shared / "bentoml" / "models" / "iris" / "v3"
+    with holding("mmap", held / "weights-0.bin"):
+        report = run_as_nobody("apply", shared)
+    outcomes = {action["version"]: (action["outcome"], action["error"]) for action in report["actions"]}
+    assert outcomes["v2"] == ("ok", None) and outcomes["v4"] == ("ok", None)
+    assert outcomes["v3"] == ("skipped", "in use by a process this user cannot read (weights-0.bin is open or mapped)")
+    assert held.is_dir()
+
+
+def test_a_version_another_user_may_enter_is_kept_while_that_user_cannot_be_read(shared: Path) -> None:
+    # BentoML makes version directories 0700; this one was opened up, so uid 65533 may stand in it.
+    versions = shared / "bentoml" / "models" / "iris"
+    (versions / "v3").chmod(0o755)
+    with holding("cwd", versions / "v3", as_user(OTHER)) as child:
+        report = run_as_nobody("plan", shared)
+    assert {action["version"] for action in report["actions"]} == {"v2", "v4"}, "0700 versions: uid 65533 cannot be in them"
+    [reason] = [reason for kept in report["kept"] if kept["version"] == "v3" for reason in kept["reasons"]]
+    assert reason.startswith(f"in use by pid {child.pid} (")
+    assert reason.endswith(f" of uid {OTHER}, which cannot be read and may enter this version")
+    [warning] = unreadable_warnings(report)
+    assert " of other users" in warning

@@ -88,3 +88,27 @@ def test_a_version_another_user_may_enter_is_kept_while_that_user_cannot_be_read
     assert reason.endswith(f" of uid {OTHER}, which cannot be read and may enter this version")
     [warning] = unreadable_warnings(report)
     assert " of other users" in warning
+
+
+def test_in_the_units_sandbox_our_own_holders_are_named_and_the_hidden_ones_still_caught(shared: Path) -> None:
+    # What systemd/retentiond.service sets up: a /proc of its own with hidepid=invisible (ProtectProc=invisible,
+    # ProcSubset=pid) and a non-root user. Only that user's processes are visible.
+    sandbox = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               'mount -t proc -o hidepid=invisible,subset=pid proc /proc && exec "$@"', "sandbox"]
+    versions = shared / "bentoml" / "models" / "iris"
+    with holding("mmap", versions / "v3" / "weights-0.bin", as_user(NOBODY)) as ours, holding("open", versions / "v2" / "weights-1.bin"):
+        finished = subprocess.run(
+            [*sandbox, *as_user(NOBODY), sys.executable, "-m", "daemon", "apply", "--config", str(shared / "config.toml"), "--json"],
+            capture_output=True, text=True, timeout=120, cwd="/",
+        )
+    assert finished.returncode == 0, finished.stderr
+    report = json.loads(finished.stdout)
+    outcomes = {action["version"]: (action["outcome"], action["error"]) for action in report["actions"]}
+    assert outcomes == {
+        "v2": ("skipped", "in use by a process this user cannot read (weights-1.bin is open or mapped)"),
+        "v4": ("ok", None),
+    }
+    [reason] = [reason for kept in report["kept"] if kept["version"] == "v3" for reason in kept["reasons"]]
+    assert reason.startswith(f"in use by pid {ours.pid} (")
+    assert any("hides other users' processes from this user (hidepid=invisible)" in warning for warning in report["warnings"])
+    assert unreadable_warnings(report) == [], "hidden processes are not listed, so they are not counted"

@@ -1,0 +1,108 @@
+"""The /proc reader, the lease probe and the cadence of the re-check under the lock, with real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from prometheus_client import generate_latest
+
+from daemon.config import load_config
+from daemon.inuse import RESCAN_EVERY_DELETIONS, RESCAN_EVERY_SECONDS, InUseCheck, probe_files
+from daemon.inventory import scan_store
+from daemon.metrics import Metrics
+from daemon.procscan import ProcessScan, _Reader, scan_processes, version_key
+from daemon.runner import apply_once
+from tests.daemon.conftest import NOW
+from tests.fakestore import add_model
+from tests.holders import holding, release, start_holder
+
+
+def test_version_key_takes_whole_path_components_and_drops_the_deleted_mark() -> None:
+    prefix = "/srv/bentoml/"
+    assert version_key(prefix, "/srv/bentoml/models/iris/v3/weights.bin") == ("model", "iris", "v3")
+    assert version_key(prefix, "/srv/bentoml/bentos/svc/b1") == ("bento", "svc", "b1")
+    assert version_key(prefix, "/srv/bentoml/models/iris/v3/w.bin (deleted)") == ("model", "iris", "v3")
+    assert version_key(prefix, "/srv/bentoml/models/iris/v3 (deleted)") == ("model", "iris", "v3")
+    for outside in ("/srv/bentoml/models/iris", "/srv/bentoml/.retentiond/trash/r/models/iris/v3/w", "/srv/bentomlx/models/a/b",
+                    "/srv/bentoml/envs/x/y/z", "/srv/bentoml/models//v3"):
+        assert version_key(prefix, outside) is None, outside
+
+
+def test_a_process_that_exits_while_it_is_read_is_counted_as_vanished_not_unreadable(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    scan = ProcessScan()
+    _Reader(str(tmp_path), {}, True).read_process(str(child.pid), scan)
+    assert (scan.vanished, scan.unreadable, scan.held) == (1, [], {})
+
+
+def test_a_mapped_path_with_a_newline_is_matched_as_the_kernel_escapes_it(tmp_path: Path) -> None:
+    root = tmp_path / "odd\nstore"
+    version = root / "models" / "iris" / "v1"
+    version.mkdir(parents=True)
+    (version / "weights.bin").write_bytes(b"w" * 100)
+    with holding("mmap", version / "weights.bin") as child:
+        scan = scan_processes(str(root))
+    assert scan.held == {("model", "iris", "v1"): [child.pid]}
+
+
+def test_the_lease_probe_sees_a_file_another_process_has_open_or_mapped_and_follows_no_link(tmp_path: Path) -> None:
+    version = tmp_path / "v1"
+    (version / "sub").mkdir(parents=True)
+    (version / "sub" / "weights.bin").write_bytes(b"w" * 100)
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"x")
+    (version / "link.bin").symlink_to(outside)
+    assert probe_files(str(version)) == (None, None)
+    for mode in ("open", "mmap"):
+        with holding(mode, version / "sub" / "weights.bin"):
+            assert probe_files(str(version)) == ("sub/weights.bin", None)
+    with holding("open", outside):
+        assert probe_files(str(version)) == (None, None)
+    assert probe_files(str(version)) == (None, None)
+
+
+def test_working_directories_are_read_again_after_a_batch_or_a_second(home: Path, five_versions: list[str]) -> None:
+    inventory = scan_store(home)
+    by_version = {artifact.version: artifact for artifact in inventory.artifacts}
+    now = [0.0]
+    check = InUseCheck(home, inventory, clock=lambda: now[0])
+    assert check.holder(by_version["v2"], home / "models" / "iris" / "v2") is None
+    child = start_holder("cwd", home / "models" / "iris" / "v3")
+    try:
+        # Within the same second and batch the working directories are not read again (no file is open: the probe says free).
+        assert check.holder(by_version["v3"], home / "models" / "iris" / "v3") is None
+        now[0] += RESCAN_EVERY_SECONDS
+        reason = check.holder(by_version["v3"], home / "models" / "iris" / "v3")
+        assert reason is not None and reason.startswith(f"in use by pid {child.pid} (")
+    finally:
+        release(child)
+
+
+def test_working_directories_are_read_again_after_a_batch_of_deletions(home: Path, five_versions: list[str]) -> None:
+    by_version = {artifact.version: artifact for artifact in scan_store(home).artifacts}
+    check = InUseCheck(home, scan_store(home), clock=lambda: 0.0)
+    assert check.holder(by_version["v2"], home / "models" / "iris" / "v2") is None
+    with holding("cwd", home / "models" / "iris" / "v3") as child:
+        for _ in range(RESCAN_EVERY_DELETIONS):
+            assert check.holder(by_version["v3"], home / "models" / "iris" / "v3") is None
+        reason = check.holder(by_version["v3"], home / "models" / "iris" / "v3")
+    assert reason is not None and reason.startswith(f"in use by pid {child.pid} (")
+
+
+def test_a_run_sets_the_versions_in_use_gauge(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path]
+) -> None:
+    settings = load_config(str(write_config())).settings
+    add_model(home, "mnist", "m1", NOW - timedelta(days=3))
+    with holding("open", home / "models" / "iris" / "v4" / "weights-0.bin"), holding("cwd", home / "models" / "mnist" / "m1"):
+        result = apply_once(settings)
+    metrics = Metrics()
+    metrics.observe_run(result, ["ci"])
+    assert b"retentiond_versions_in_use 2.0" in generate_latest(metrics.registry)
+    assert os.path.isdir(home / "models" / "iris" / "v4")

@@ -10,15 +10,28 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+# Python's mmap module keeps a duplicate of the descriptor open; libc's mmap does not, as a model loader
+# that closes the file after mapping it. The child checks that no descriptor of it refers to the file.
 HOLD = """
-import mmap, os, sys
+import ctypes, os, sys
 mode, path = sys.argv[1], sys.argv[2]
 if mode == "open":
     handle = open(path, "rb")
 elif mode == "mmap":
-    with open(path, "rb") as handle:
-        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    del handle
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    descriptor = os.open(path, os.O_RDONLY)
+    address = libc.mmap(None, os.fstat(descriptor).st_size, 1, 1, descriptor, 0)  # PROT_READ, MAP_SHARED
+    os.close(descriptor)
+    if address in (None, ctypes.c_void_p(-1).value):
+        sys.exit("mmap failed")
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.path.samefile(f"/proc/self/fd/{name}", path):
+                sys.exit("a descriptor still refers to the mapped file")
+        except OSError:
+            pass
 elif mode == "cwd":
     os.chdir(path)
 print("ready", flush=True)

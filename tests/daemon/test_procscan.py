@@ -33,7 +33,7 @@ def test_version_key_takes_whole_path_components_and_drops_the_deleted_mark() ->
         assert version_key(prefix, outside) is None, outside
 
 
-def test_a_process_that_exits_while_it_is_read_is_counted_as_vanished_not_unreadable(tmp_path: Path) -> None:
+def test_a_process_that_exits_before_it_is_read_is_counted_as_vanished_not_unreadable(tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     scan = ProcessScan()

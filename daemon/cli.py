@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from daemon import logs
 from daemon.errors import EXIT_OK, EXIT_USAGE, RetentiondError
@@ -42,9 +43,38 @@ def parse_instant(text: str, option: str = "--at") -> datetime:
     return parsed
 
 
+def installed_version() -> str:
+    """Return the version of the installed ``retentiond`` distribution, or a note when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("retentiond")
+    except PackageNotFoundError:
+        return "(not installed: running from a source tree)"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``retentiond X.Y.Z`` and exit 0. Reads the metadata only when asked (start-up time)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **_: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
+                         help="print the installed version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"retentiond {installed_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retentiond", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    # A global option has its own dest: argparse lets a subcommand's default overwrite a value of the same
+    # dest parsed before the command, so `--config X plan` would silently lose X. main() merges the two.
+    parser.add_argument(
+        "--config", dest="global_config", metavar="FILE",
+        help="config file for any command; may also follow the command (that one wins if both are given)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -135,6 +165,8 @@ def _add_policy(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
+    if getattr(arguments, "config", None) is None:
+        arguments.config = arguments.global_config
     logs.configure()
     try:
         return _dispatch(arguments)

@@ -118,3 +118,42 @@ def test_console_script_help_explains_every_command() -> None:
     for command in ("plan", "apply", "check-config", "audit"):
         assert command in result.stdout
     assert "Exit codes" in result.stdout
+
+
+def test_version_prints_the_installed_distribution_version() -> None:
+    from importlib.metadata import version
+
+    result = subprocess.run([sys.executable, "-m", "daemon", "--version"], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (EXIT_OK, f"retentiond {version('retentiond')}\n")
+
+
+@pytest.mark.parametrize(("command", "shows"), [
+    (["plan", "--json"], '"version":"v4"'),
+    (["audit", "show", "--json"], '"event":"artifact.deleted"'),
+    (["check-config"], '"keep_last": 2'),
+    (["apply", "--json"], '"outcome":"ok"'),
+])
+def test_config_before_the_command_works_like_after(
+    command: list[str], shows: str, five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(write_config())
+    if command[0] == "audit":
+        assert main(["apply", "--config", config]) == EXIT_OK
+        capsys.readouterr()
+    assert main(["--config", config, *command]) == EXIT_OK
+    before = capsys.readouterr().out
+    assert main([*command, "--config", config]) == EXIT_OK
+    after = capsys.readouterr().out
+    assert shows in before  # the file was read, not the built-in defaults
+    if command[0] != "apply":  # the second apply finds nothing left to delete
+        assert before == after
+
+
+def test_config_after_the_command_wins_over_one_before(
+    five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    invalid = tmp_path / "invalid.toml"
+    invalid.write_text("[store]\nnot_a_key = 1\n")
+    assert main(["--config", str(invalid), "plan", "--config", str(write_config()), "--json"]) == EXIT_OK
+    assert len(json.loads(capsys.readouterr().out)["actions"]) == 3
+    assert main(["--config", str(write_config()), "plan", "--config", str(invalid), "--json"]) == EXIT_CONFIG

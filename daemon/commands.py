@@ -171,18 +171,18 @@ def check_config(arguments: argparse.Namespace) -> int:
 
 
 def audit(arguments: argparse.Namespace) -> int:
-    from daemon.audit import read_records, record_time
+    from daemon.audit import chain_files, read_chain, record_time
 
     settings = load_config(arguments.config).settings
     if arguments.audit_command == "verify":
         return _verify_audit(settings.daemon.audit_log, arguments.json)
     since = _parse_since(arguments.since) if arguments.since else None
     path = settings.daemon.audit_log
-    if not path.exists():
+    if not chain_files(path):
         print(f"retentiond: no audit log at {path} yet", file=sys.stderr)
         return EXIT_OK
     records = [
-        record for record in read_records(path)
+        record for record in read_chain(path)
         if (arguments.policy is None or record.get("policy") == arguments.policy)
         and (since is None or (record_time(record) or since) >= since)
     ]

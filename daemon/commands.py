@@ -118,7 +118,7 @@ def window(arguments: argparse.Namespace) -> int:
         rows.append({
             "at": instant.isoformat(),
             "active": spec.matches(instant),
-            "next_change": change.astimezone(instant.tzinfo).isoformat() if change else None,
+            "next_change": _in_zone_of(change, instant).isoformat() if change else None,
         })
     if arguments.json:
         print_json({"spec": arguments.spec, "instants": rows})
@@ -128,6 +128,14 @@ def window(arguments: argparse.Namespace) -> int:
             after = f"; changes at {row['next_change']}" if row["next_change"] else "; never changes"
             print(f"{row['at']}: {state}{after}")
     return EXIT_OK
+
+
+def _in_zone_of(change: datetime, instant: datetime) -> datetime:
+    """Given a UTC instant, return it in the zone of ``instant``; in UTC when that local time is past year 9999."""
+    try:
+        return change.astimezone(instant.tzinfo)
+    except OverflowError:
+        return change
 
 
 def deployments(arguments: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.cli import UsageError, parse_instant
 from daemon.config import load_config
-from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK
+from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK, RunInterrupted
 
 if TYPE_CHECKING:
     from daemon.executor import ActionResult
@@ -73,21 +73,37 @@ class _ProgressBar:
 
 def apply(arguments: argparse.Namespace) -> int:
     from daemon.runner import apply_once
+    from daemon.stop import StopRequest
 
-    settings = load_config(arguments.config).settings
-    bar = _ProgressBar() if sys.stdout.isatty() and not arguments.json else None
-    try:
-        result = apply_once(
-            settings, arguments.policy, wait_seconds=arguments.wait, progress=bar, accept_shrink=arguments.accept_shrink
-        )
-    finally:
-        if bar is not None:
-            bar.stop()
+    # SIGINT/SIGTERM stop the run at its next safe point (daemon.stop); the handlers go before printing.
+    with StopRequest() as stop:
+        settings = load_config(arguments.config).settings
+        bar = _ProgressBar() if sys.stdout.isatty() and not arguments.json else None
+        try:
+            result = apply_once(
+                settings, arguments.policy, wait_seconds=arguments.wait, progress=bar,
+                accept_shrink=arguments.accept_shrink, stop=stop.event,
+            )
+        except RunInterrupted as error:
+            print(f"retentiond: {stop.signal_name}: {error}", file=sys.stderr)
+            return stop.exit_code
+        finally:
+            if bar is not None:
+                bar.stop()
     if arguments.json:
         print_json(result.to_dict())
     else:
         from daemon import render
         render.print_run(result)
+    if result.interrupted:
+        counters = result.counters()
+        print(
+            f"retentiond: {stop.signal_name}: run interrupted during {result.interrupted_during}: "
+            f"{counters['actions_ok']} done, {counters['actions_failed']} failed, {counters['actions_skipped']} skipped, "
+            f"{counters['actions_not_started']} not started; the next run carries on",
+            file=sys.stderr,
+        )
+        return stop.exit_code
     return EXIT_ACTIONS_FAILED if result.failed else EXIT_OK
 
 

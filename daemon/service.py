@@ -22,7 +22,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.config import Settings, load_config
-from daemon.errors import EXIT_OK, ConfigError, RetentiondError, StoreBusyError
+from daemon.errors import EXIT_OK, ConfigError, RetentiondError, RunInterrupted, StoreBusyError
 from daemon.executor import RunResult
 from daemon.inventory import scan_store, store_fingerprint
 from daemon.metrics import Metrics
@@ -198,6 +198,8 @@ class Service:
                 return result
         except StoreBusyError as error:
             log.warning("run.skipped", reason=str(error))
+        except RunInterrupted as error:  # the daemon is stopping while this run waited for the lock
+            log.info("run.skipped", reason=str(error))
         except RetentiondError as error:
             log.error("run.failed", error=str(error))
         except Exception:

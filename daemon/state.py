@@ -37,7 +37,10 @@ class StateFile:
         """Remember the run as the last one of each of its policies (best effort)."""
         state = self.load()
         outcome = "interrupted" if result.interrupted else ("failed" if result.failed else "ok")
-        entry = {"at": format_instant(result.plan.at), "run_id": result.run_id, "outcome": outcome, **result.counters()}
+        entry: dict[str, Any] = {"at": format_instant(result.plan.at), "run_id": result.run_id, "outcome": outcome}
+        if result.interrupted:
+            entry["interrupted_during"] = result.interrupted_during
+        entry.update(result.counters())
         runs = state.setdefault("runs", {})
         for policy in policies:
             runs[policy] = entry

@@ -33,11 +33,19 @@ class TrashedVersion:
 class Trash:
     """The trash of one store, with an optional retention period."""
 
-    def __init__(self, store: Store, retention: timedelta | None = None, purging_policies: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        store: Store,
+        retention: timedelta | None = None,
+        purging_policies: frozenset[str] = frozenset(),
+        stop: threading.Event | None = None,
+    ) -> None:
         self.store = store
         self.retention = retention
         # Disk policies delete to free space now; keeping their versions in the trash would free nothing.
         self.purging_policies = purging_policies
+        # Set by a stop request: purging ends after the entry in progress; the rest is trash for the next run.
+        self.stop = stop if stop is not None else threading.Event()
         self._purger: _Purger | None = None
 
     def finish(self, trashed: Path, policy: str = "") -> None:
@@ -46,11 +54,12 @@ class Trash:
             # The version is out of the store already; unlink and rmdir release the GIL, so removing it
             # overlaps with the next deletions. Its emptied parents stay until close().
             if self._purger is None:
-                self._purger = _Purger()
+                self._purger = _Purger(self.stop)
             self._purger.put(trashed)
 
     def drain(self) -> list[str]:
-        """Wait until every version handed to finish() is removed; return what could not be (it stays trash)."""
+        """Wait until every version handed to finish() is removed, or only for the one in progress once ``stop``
+        is set; return what could not be removed (it stays trash)."""
         purger, self._purger = self._purger, None
         return purger.join() if purger is not None else []
 
@@ -69,12 +78,14 @@ class Trash:
     def purge(self, now: datetime, everything: bool = False) -> int:
         """Remove trash runs older than the retention (all of them without one, or with ``everything``).
 
-        Return how many trash runs went.
+        Once ``stop`` is set no further trash run is started. Return how many trash runs went.
         """
         if not self.store.trash_dir.is_dir():
             return 0
         removed = 0
         for run_dir in _children(self.store.trash_dir):
+            if self.stop.is_set():
+                break
             if everything or self.retention is None or _trashed_at(run_dir) <= now - self.retention:
                 remove_tree(run_dir)
                 removed += 1
@@ -144,7 +155,8 @@ class Trash:
 class _Purger:
     """One worker thread that removes trashed versions in the order they were handed over."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
         self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
         self._failures: list[str] = []
         # A daemon thread: if the process dies, what it did not get to is trash that the next run empties.
@@ -161,6 +173,8 @@ class _Purger:
 
     def _work(self) -> None:
         while (trashed := self._queue.get()) is not None:
+            if self._stop.is_set():
+                continue  # left in the trash: the next run empties it
             try:
                 remove_tree(trashed)
             except OSError as error:

@@ -21,7 +21,7 @@ from daemon.errors import ConfigError, RunInterrupted, StoreShrunkError
 from daemon.executor import Actors, RunProgress, RunResult, execute
 from daemon.inventory import scan_store
 from daemon.scancache import scan_cache_in
-from daemon.state import StateFile
+from daemon.state import StateFile, require_writable_state_dir
 from daemon.store import Store, check_store_root
 from daemon.trash import Trash
 from policies import DiskSample, DiskUsage, Inventory, Plan, evaluate
@@ -162,11 +162,20 @@ def check_shrink(settings: Settings, home: Path, inventory: Inventory, accept: b
     Raise StoreShrunkError naming both counts.
     """
     limit = settings.store.max_shrink
-    last = StateFile(settings.daemon.state_dir).load().get("store") or {}
-    if limit is None or limit.percent is None or accept or last.get("home") != str(home):
+    if limit is None or limit.percent is None or accept:
         return
-    before, now_count = int(last.get("versions", 0)), len(inventory.artifacts)
-    if before < MIN_VERSIONS_FOR_SHRINK_CHECK or now_count >= before * (1 - limit.percent / 100):
+    state = StateFile(settings.daemon.state_dir)
+    try:
+        before = state.last_store_versions(str(home))
+    except (OSError, ValueError) as error:
+        # Fail closed: without the last run's count the limit cannot be checked, and must not pass silently.
+        raise StoreShrunkError(
+            f"cannot read {state.path} ({getattr(error, 'strerror', None) or error}), which holds the store size "
+            "that store.max_shrink compares with. Nothing was deleted. Repair or remove the file, or run "
+            "`retentiond apply --accept-shrink` once."
+        ) from None
+    now_count = len(inventory.artifacts)
+    if before is None or before < MIN_VERSIONS_FOR_SHRINK_CHECK or now_count >= before * (1 - limit.percent / 100):
         return
     raise StoreShrunkError(
         f"store {home} has {now_count} versions, the last run saw {before} (more than max_shrink {limit} fewer): "
@@ -205,10 +214,12 @@ def apply_once(
 
     Once ``stop`` is set the run ends at the next safe point (the action in progress finishes), is
     recorded as ``run.interrupted`` and returned with ``interrupted_during`` saying where.
-    Raise StoreBusyError, ConfigError, AuditError or StoreShrunkError; RunInterrupted if ``stop`` is set
-    before the store lock is taken. Failed actions are in the result.
+    Raise StoreBusyError, ConfigError (also when store.max_shrink is set and daemon.state_dir cannot be
+    written), AuditError or StoreShrunkError; RunInterrupted if ``stop`` is set before the store lock is
+    taken. Failed actions are in the result.
     """
     check_policy_names(settings, acting)
+    require_writable_state_dir(settings)
     policies = sorted(acting or settings.policy_names())
     with locked_run(settings, policies, wait_seconds, stop) as run:
         try:

@@ -28,6 +28,7 @@ from daemon.inventory import scan_store, store_fingerprint
 from daemon.metrics import Metrics
 from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.runner import apply_once, read_disk_usage
+from daemon.state import require_writable_state_dir
 from daemon.store import check_store_root
 from policies import DiskPolicy, DiskSample
 from policies.disk import disk_target
@@ -93,6 +94,7 @@ class Service:
         self.notifier = notifier
         self.settings = load_config(config_argument).settings
         check_store_root(self.settings.store.home)
+        require_writable_state_dir(self.settings)
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
         self._run_lock = threading.Lock()
@@ -173,6 +175,7 @@ class Service:
         try:
             settings = load_config(self.config_argument).settings
             check_store_root(settings.store.home)
+            require_writable_state_dir(settings)
         except ConfigError as error:
             log.error("config.reload_failed", error=str(error))
             self.notifier.send(f"STATUS=config reload failed; still running the previous config: {str(error)[:200]}")

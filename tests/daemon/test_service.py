@@ -218,3 +218,15 @@ def test_invalid_config_at_start_exits_78(tmp_path: Path) -> None:
     )
     assert result.returncode == 78
     assert "disk[0]" in result.stderr and "needs high_watermark or max_store_size" in result.stderr
+
+
+def test_daemon_with_max_shrink_and_a_state_dir_it_cannot_write_exits_78(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    (tmp_path / "state").write_text("a file where the state directory should be")
+    config = write_config(tmp_path, home, '[[disk]]\nname = "budget"\nmax_store_size = "1GB"\n')
+    config.write_text(config.read_text().replace("[store]\n", '[store]\nmax_shrink = "50%"\n', 1))
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "--config", str(config)], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert result.returncode == 78, result.stderr
+    assert f"daemon.state_dir {tmp_path / 'state'} cannot be written" in result.stderr

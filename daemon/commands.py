@@ -182,6 +182,8 @@ def check_config(arguments: argparse.Namespace) -> int:
     loaded = load_config(arguments.config)
     source = str(loaded.path) if loaded.path else "built-in defaults (no config file found)"
     print(f"# config: {source} -- valid", file=sys.stderr)
+    for warning in loaded.settings.unscheduled_warnings().values():
+        print(f"retentiond: warning: {warning}", file=sys.stderr)
     print(json.dumps(loaded.settings.model_dump(mode="json"), indent=2))
     return EXIT_OK
 

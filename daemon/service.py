@@ -130,6 +130,8 @@ class Service:
 
     def _schedule(self) -> None:
         self.scheduler.remove_all_jobs()
+        for policy_name, warning in self.settings.unscheduled_warnings().items():
+            log.warning("policy.unscheduled", policy=policy_name, warning=warning)
         for policy in self.settings.retention:
             if policy.schedule is not None:
                 self.scheduler.add_job(

@@ -49,6 +49,7 @@ def plan(arguments: argparse.Namespace) -> int:
 
 
 def apply(arguments: argparse.Namespace) -> int:
+    from daemon.fleet import observed_run
     from daemon.runner import apply_once
 
     settings = load_config(arguments.config).settings
@@ -57,8 +58,13 @@ def apply(arguments: argparse.Namespace) -> int:
         from daemon.render import ProgressBar
         bar = ProgressBar()
     try:
-        result = apply_once(
-            settings, arguments.policy, wait_seconds=arguments.wait, progress=bar, accept_shrink=arguments.accept_shrink
+        result = observed_run(
+            settings, sorted(arguments.policy or settings.policy_names()),
+            lambda on_locked: apply_once(
+                settings, arguments.policy, wait_seconds=arguments.wait, progress=bar,
+                accept_shrink=arguments.accept_shrink, on_locked=on_locked,
+            ),
+            daemon=False,
         )
     finally:
         if bar is not None:

@@ -27,6 +27,7 @@ from daemon.deployments import (
 from daemon.errors import ConfigError, StoreShrunkError
 from daemon.executor import Actors, RunProgress, RunResult, execute
 from daemon.inventory import scan_store
+from daemon.run_figures import policy_figures
 from daemon.scancache import scan_cache_in
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root
@@ -150,7 +151,8 @@ def ready_deployments(
 
 def finish_run(run: LockedRun, result: RunResult, settings: Settings, policies: list[str]) -> None:
     event = "run.interrupted" if result.interrupted else "run.finished"
-    run.audit.record(event, **result.counters())
+    by_policy = {policy: figures.to_dict() for policy, figures in policy_figures(result, policies).items()}
+    run.audit.record(event, **result.counters(), by_policy=by_policy)
     for report in result.plan.disk_reports:
         if report.triggers:
             log.info("disk.evaluated", run_id=run.run_id, report=report.describe(), blocked_bytes=report.blocked_bytes)
@@ -202,15 +204,19 @@ def apply_once(
     stop: threading.Event | None = None,
     accept_shrink: bool = False,
     clock: Callable[[], datetime] = utc_now,
+    on_locked: Callable[[LockedRun], None] | None = None,
 ) -> RunResult:
     """Run the policies once under the store lock and return what happened.
 
-    The run decides as of one reading of ``clock``. Raise StoreBusyError, ConfigError,
-    AuditError or StoreShrunkError; failed actions are in the result.
+    The run decides as of one reading of ``clock``. ``on_locked`` is told once the lock is taken and
+    ``run.started`` written (daemon/fleet.py pings a run's start there: a busy store never starts one).
+    Raise StoreBusyError, ConfigError, AuditError or StoreShrunkError; failed actions are in the result.
     """
     check_policy_names(settings, acting)
     policies = sorted(acting or settings.policy_names())
     with locked_run(settings, policies, wait_seconds) as run:
+        if on_locked is not None:
+            on_locked(run)
         context = gather_deployments(settings, acting)
         try:
             now = clock()

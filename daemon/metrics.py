@@ -254,6 +254,11 @@ def _disk(settings: Settings) -> tuple[float | None, dict[str, tuple[float | Non
     return disk.used_ratio, watermarks
 
 
+def offhours_savings(settings: Settings, now: datetime) -> dict[str, PolicySavings]:
+    """Given the config and the instant, return each off-hours policy's savings (read only, for ``status``)."""
+    return _offhours(settings, now, save=False)[0] if settings.offhours else {}
+
+
 def _offhours(settings: Settings, now: datetime, save: bool) -> tuple[dict[str, PolicySavings], Overdue]:
     """Return savings per off-hours policy and what is overdue, from the ownership records as they are."""
     state_dir = settings.daemon.state_dir

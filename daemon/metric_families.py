@@ -44,6 +44,8 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
             "retentiond_last_success_timestamp_seconds", "When a run of a policy last succeeded", labels=["policy"])),
         ("last_duration_s", GaugeMetricFamily(
             "retentiond_last_run_duration_seconds", "How long the last run of a policy took", labels=["policy"])),
+        ("last_failed_actions", GaugeMetricFamily(
+            "retentiond_last_run_failed_actions", "Actions of a policy that failed in its last run", labels=["policy"])),
     ]
     actions = CounterMetricFamily(
         "retentiond_actions", "Actions carried out, by policy, action and outcome", labels=["policy", "action", "outcome"]

@@ -84,6 +84,7 @@ def add_run(state: dict[str, Any], summary: RunSummary) -> None:
         if outcome == "ok":
             entry["last_success_at"] = finished
         entry["last_duration_s"] = summary.duration_s
+        entry["last_failed_actions"] = figures.actions_failed
     result = summary.result
     if result is None:
         return

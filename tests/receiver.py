@@ -1,7 +1,8 @@
 """A local receiver for notifications (127.0.0.1 only): records every request, answers as told.
 
-``delay_seconds`` makes it slow (bounded: it never sleeps longer than MAX_DELAY), ``status`` sets
-the answer. ``dead_url()`` gives a URL on a port where nothing listens (connection refused).
+``delay_seconds`` makes it slow (bounded: it never sleeps longer than MAX_DELAY); ``drip`` sends
+its answer one byte every 0.3 s for that long instead, so that no single read of the sender times
+out; ``status`` sets the answer. ``dead_url()`` gives a URL on a port where nothing listens (connection refused).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Request:
 class Receiver:
     status: int = 200
     delay_seconds: float = 0.0
+    drip: bool = False
     requests: list[Request] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -43,14 +45,28 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 receiver.requests.append(Request(self.command, self.path, dict(self.headers.items()), body))
-                time.sleep(min(receiver.delay_seconds, MAX_DELAY))
                 try:
+                    if receiver.drip:
+                        self._drip()
+                        return
+                    time.sleep(min(receiver.delay_seconds, MAX_DELAY))
                     self.send_response(receiver.status)
                     self.send_header("Content-Length", "2")
                     self.end_headers()
                     self.wfile.write(b"ok")
                 except OSError:
                     pass  # the sender gave up waiting (a slow-receiver test): that is the point
+
+            def _drip(self) -> None:
+                # A status line, then header bytes one at a time: a client's read timeout never fires.
+                self.wfile.write(f"HTTP/1.1 {receiver.status} OK\r\n".encode())
+                self.wfile.flush()
+                deadline = time.monotonic() + min(receiver.delay_seconds, MAX_DELAY)
+                while time.monotonic() < deadline:
+                    self.wfile.write(b"X")
+                    self.wfile.flush()
+                    time.sleep(0.3)
+                self.wfile.write(b"-Drip: 1\r\nContent-Length: 2\r\n\r\nok")
 
             do_GET = do_POST = _answer  # noqa: N815 - the names http.server looks for
 

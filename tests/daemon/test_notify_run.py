@@ -134,7 +134,7 @@ def test_dead_receiver_is_logged_with_the_url_redacted_and_the_exit_code_unchang
 
 def test_slow_receiver_does_not_delay_the_run_beyond_the_timeout(home: Path, write_config: Callable[..., Path]) -> None:
     versions(home, 4)
-    with Receiver(delay_seconds=8) as receiver:
+    with Receiver(delay_seconds=8, drip=True) as receiver:
         quiet = write_config('[[retention]]\nname = "ci"\nkeep_last = 2\n')
         started = time.monotonic()
         assert run_cli("apply", "--config", str(quiet)).returncode == EXIT_OK

@@ -3,7 +3,9 @@
 ``observed_run`` wraps ``runner.apply_once`` for both ``apply`` and the daemon's scheduled runs.
 A store that is busy starts no run and sends nothing (the run holding it reports; a lock held
 for ever shows as missing healthchecks pings and a stale textfile). Any other error before or
-during a run is a ``run.failed`` message and a ``/fail`` ping, and is raised on as before.
+during a run is a ``run.failed`` message and a ``/fail`` ping, and is raised on as before; it counts
+in the metrics (``retentiond_runs_total{outcome="error"}``) only once the run held the lock, since
+before that nothing may be written.
 Nothing here changes a run's outcome or exit code.
 """
 
@@ -72,7 +74,9 @@ def observed_run(
     except Exception as error:
         reason = str(error) if isinstance(error, RetentiondError) else f"internal error: {type(error).__name__}"
         summary = summarize_failure(reason, policies, observer.started_at, clock(), observer.run_id)
-        metrics.record_run(summary, observer.audit_intact)
+        if observer.run_id is not None:
+            # Before the lock nothing is written anywhere (a store root that is not one stays untouched).
+            metrics.record_run(summary, observer.audit_intact)
         observer.notifier.finished(summary)
         raise
     summary = summarize(result, policies, observer.started_at, clock())

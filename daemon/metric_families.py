@@ -1,4 +1,5 @@
-"""The metric families retentiond writes, rendered from one Snapshot (daemon/metrics.py makes it).
+"""The metric families retentiond writes, rendered from one Snapshot (daemon/metrics.py makes it);
+the textfile's text and the HTTP endpoint.
 
 Every family is yielded even before it has a sample, so the names here are all the names
 retentiond writes: the shipped alert rules and dashboard are checked against them.
@@ -6,29 +7,38 @@ retentiond writes: the shipped alert rules and dashboard are checked against the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from daemon.offhours_figures import Overdue, PolicySavings
-
-KINDS = ("model", "bento")
+from daemon.metrics import KINDS, Snapshot
 
 
-@dataclass
-class Snapshot:
-    """Everything one rendering shows."""
+class _Live(Collector):
+    def __init__(self, source: Callable[[], Snapshot]) -> None:
+        self._source = source
 
-    state: dict[str, Any]
-    savings: dict[str, PolicySavings] = field(default_factory=dict)
-    overdue: Overdue = field(default_factory=lambda: Overdue({}, {}))
-    intervals: dict[str, float] = field(default_factory=dict)
-    watermarks: dict[str, tuple[float | None, float | None, float | None]] = field(default_factory=dict)
-    disk_used_ratio: float | None = None
-    written_at: float = 0.0
-    stale_after: float | None = None
+    def collect(self) -> Iterator[Metric]:
+        return families(self._source())
+
+
+def render(snapshot: Snapshot) -> bytes:
+    """Return the text exposition of one snapshot (the textfile's content)."""
+    registry = CollectorRegistry()
+    registry.register(_Live(lambda: snapshot))
+    return generate_latest(registry)
+
+
+def serve(source: Callable[[], Snapshot], address: str, port: int) -> WSGIServer:
+    """Serve ``/metrics`` on ``address:port`` in a background thread, from a fresh ``source()`` at each scrape."""
+    registry = CollectorRegistry()
+    registry.register(_Live(source))
+    server, _ = start_http_server(port, addr=address, registry=registry)
+    return server
 
 
 def families(snapshot: Snapshot) -> Iterator[Metric]:

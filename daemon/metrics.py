@@ -20,26 +20,40 @@ import json
 from collections import Counter as Tally
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from filelock import FileLock, Timeout
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from daemon.config import Settings
-from daemon.metric_families import KINDS, Snapshot, families
 from daemon.offhours_figures import Overdue, PolicySavings, SavingsFile, hourly_costs, overdue
 from daemon.ownership import OwnershipFile, OwnershipState
 from daemon.run_figures import RunSummary
 from daemon.store import write_file_atomically
 from policies import Inventory
 
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
 log = structlog.get_logger("retentiond")
+KINDS = ("model", "bento")
+
+
+@dataclass
+class Snapshot:
+    """Everything one rendering shows (daemon/metric_families.py turns it into metric families)."""
+
+    state: dict[str, Any]
+    savings: dict[str, PolicySavings] = field(default_factory=dict)
+    overdue: Overdue = field(default_factory=lambda: Overdue({}, {}))
+    intervals: dict[str, float] = field(default_factory=dict)
+    watermarks: dict[str, tuple[float | None, float | None, float | None]] = field(default_factory=dict)
+    disk_used_ratio: float | None = None
+    written_at: float = 0.0
+    stale_after: float | None = None
 LOCK_WAIT_SECONDS = 10.0
 CRON_GAPS_LOOKED_AT = 10
 
@@ -111,14 +125,6 @@ def set_store(state: dict[str, Any], inventory: Inventory, gone: Collection[tupl
     state["store"] = {"bytes": {kind: sizes[kind] for kind in KINDS}, "versions": {kind: counts[kind] for kind in KINDS}}
 
 
-class _Collector(Collector):
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        return families(self._metrics.snapshot(read_only=True))
-
-
 class Metrics:
     """The metrics of one config: record runs, render the textfile, serve the endpoint.
 
@@ -130,8 +136,6 @@ class Metrics:
         self.settings = settings
         self.refresh_seconds = refresh_seconds
         self.file = MetricsFile(settings.daemon.state_dir)
-        self.registry = CollectorRegistry()
-        self.registry.register(_Collector(self))
         self._server: WSGIServer | None = None
 
     def record_run(self, summary: RunSummary, audit_intact: bool | None = None) -> None:
@@ -156,8 +160,10 @@ class Metrics:
         try:
             with self.file.locked() as state:
                 change(state)
-                snapshot = self.snapshot(state=state)
-                self._write(snapshot)
+                if self.settings.metrics.textfile is not None:
+                    self._write(self.snapshot(state=state))
+                elif self.settings.offhours:
+                    _offhours(self.settings, datetime.now(timezone.utc), save=True)  # keep the savings ledger current
         except (OSError, Timeout) as error:
             log.warning("metrics.write_failed", path=str(self.file.path), error=getattr(error, "strerror", None) or str(error))
 
@@ -165,11 +171,13 @@ class Metrics:
         path = self.settings.metrics.textfile
         if path is None:
             return
-        registry = CollectorRegistry()
-        registry.register(_Fixed(snapshot))
+        # prometheus_client (and apscheduler, for the intervals) only where metrics are rendered: not in
+        # every `apply` (tests/daemon/test_lazy_imports.py).
+        from daemon.metric_families import render
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_file_atomically(path, generate_latest(registry))
+            write_file_atomically(path, render(snapshot))
         except OSError as error:
             log.warning("metrics.write_failed", path=str(path), error=error.strerror or str(error))
 
@@ -192,22 +200,16 @@ class Metrics:
         return snapshot
 
     def serve(self, address: str, port: int) -> None:
-        """Serve ``/metrics`` over HTTP on ``address:port`` in a background thread."""
-        self._server, _ = start_http_server(port, addr=address, registry=self.registry)
+        """Serve ``/metrics`` over HTTP on ``address:port`` in a background thread, rendered at each scrape."""
+        from daemon.metric_families import serve
+
+        self._server = serve(lambda: self.snapshot(read_only=True), address, port)
 
     def close(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-
-class _Fixed(Collector):
-    def __init__(self, snapshot: Snapshot) -> None:
-        self._snapshot = snapshot
-
-    def collect(self) -> Iterator[Metric]:
-        return families(self._snapshot)
 
 
 def policy_intervals(settings: Settings, now: datetime) -> dict[str, float]:

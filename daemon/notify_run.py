@@ -24,7 +24,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import httpx
 import structlog
 
 from daemon.config import NotifySection
@@ -128,20 +127,21 @@ def _logged(send: Callable[[], None]) -> Callable[[], None]:
 
 
 def _get(url: str, timeout: float) -> None:
-    _check(url, lambda: httpx.get(url, timeout=timeout))
+    _check(url, "GET", timeout)
 
 
 def _post(url: str, body: dict[str, Any], section: NotifySection, deadline: float) -> None:
     headers = {name: value.get_secret_value() for name, value in section.webhook_headers.items()}
-    timeout = max(0.1, deadline - time.monotonic())
-    _check(url, lambda: httpx.post(url, json=body, headers=headers, timeout=timeout))
+    _check(url, "POST", max(0.1, deadline - time.monotonic()), json=body, headers=headers)
 
 
-def _check(url: str, send: Callable[[], httpx.Response]) -> None:
+def _check(url: str, method: str, timeout: float, **options: Any) -> None:
     """Send; log a failure with the URL shown as scheme://host/… and the error's kind, never its text
     (httpx puts the whole URL, secrets included, into some of its messages)."""
+    import httpx  # ~50 ms: only in runs that send something
+
     try:
-        response = send()
+        response = httpx.request(method, url, timeout=timeout, **options)
     except httpx.HTTPError as error:
         log.warning("notify.failed", url=describe_url(url), error=type(error).__name__)
         return

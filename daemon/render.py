@@ -212,8 +212,8 @@ def print_status(report: dict[str, Any]) -> None:
         if "savings" in policy:
             saved = policy["savings"]
             cost = f", {saved['cost_saved']:.2f} saved" if saved["cost_saved"] is not None else ""
-            out.print(Text(f"  {policy['name']}: {saved['deployment_hours_saved']:.1f} deployment-hours down{cost}; "
-                           f"{saved['deployments_down']} down now"))
+            out.print(f"  {policy['name']}: {saved['deployment_hours_saved']:.1f} deployment-hours down{cost}; "
+                      f"{saved['deployments_down']} down now")
     if report["deployments"]:
         out.print()
         out.print("deployments")

@@ -47,8 +47,7 @@ def policy_figures(result: RunResult, policies: Iterable[str]) -> dict[str, Poli
         entry = figures.setdefault(action_result.action.policy, PolicyFigures())
         if action_result.outcome == "ok":
             entry.actions_ok += 1
-            if action_result.action.action == "delete":
-                entry.bytes_freed += action_result.action.size_bytes or 0
+            entry.bytes_freed += action_result.bytes_freed
         elif action_result.outcome == "failed":
             entry.actions_failed += 1
         else:

@@ -19,7 +19,7 @@ import structlog
 from daemon.audit import tail_intact
 from daemon.config import Settings
 from daemon.deployments import utc_now
-from daemon.errors import RetentiondError, StoreBusyError
+from daemon.errors import RetentiondError, RunInterrupted, StoreBusyError
 from daemon.executor import RunResult
 from daemon.metrics import Metrics
 from daemon.notify_run import RunNotifier
@@ -63,14 +63,15 @@ def observed_run(
 ) -> RunResult:
     """Given how to start a run (``run(on_locked)``), run it; then record its metrics and send its messages.
 
-    Raise whatever the run raises (StoreBusyError untouched, anything else after a ``run.failed`` message).
+    Raise whatever the run raises (StoreBusyError and RunInterrupted untouched, anything else after a
+    ``run.failed`` message).
     """
     observer = _Observer(settings, daemon, clock)
     metrics = metrics or Metrics(settings)
     try:
         result = run(observer.on_locked)
-    except StoreBusyError:
-        raise
+    except (StoreBusyError, RunInterrupted):
+        raise  # never started: nothing to report (a signal while waiting for the lock)
     except Exception as error:
         reason = str(error) if isinstance(error, RetentiondError) else f"internal error: {type(error).__name__}"
         summary = summarize_failure(reason, policies, observer.started_at, clock(), observer.run_id)

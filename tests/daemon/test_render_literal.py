@@ -134,7 +134,8 @@ def print_status_case(text: str) -> Case:
     }
     shown = [f"store home:{text}: 1 versions", f"name:{text}", f"oldest:{text}", f"newest:{text}", f"warning: store warning:{text}",
              f"disk:{text}: high_watermark high:{text}; target not reachable, blocked blocked:{text}",
-             f"first: stuck:{text}", f"retention:{text}", f"at:{text}", f"outcome:{text}", f"next:{text}", f"idle:{text}", f"every interval:{text}",
+             f"first: stuck:{text}", f"retention:{text}", f"at:{text}", f"outcome:{text}", f"next:{text}", f"idle:{text}",
+             f"every interval:{text}",
              *deployments_shown]
     return lambda: render.print_status(report), shown
 

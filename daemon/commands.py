@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.cli import UsageError, parse_instant
 from daemon.config import load_config
-from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK
+from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK, RunInterrupted
 from daemon.literal import print_line
 
 if TYPE_CHECKING:
@@ -49,29 +49,53 @@ def plan(arguments: argparse.Namespace) -> int:
 
 
 def apply(arguments: argparse.Namespace) -> int:
+    from daemon.fleet import observed_run
     from daemon.runner import apply_once
+    from daemon.stop import StopRequest
 
-    settings = load_config(arguments.config).settings
-    bar = None
-    if sys.stdout.isatty() and not arguments.json:
-        from daemon.render import ProgressBar
-        bar = ProgressBar()
-    try:
-        result = apply_once(
-            settings, arguments.policy, wait_seconds=arguments.wait, progress=bar, accept_shrink=arguments.accept_shrink
-        )
-    finally:
-        if bar is not None:
-            _after_acting(EXIT_OK, bar.stop)  # the bar is cosmetic: a fault in it must not replace the outcome
-    return _after_acting(EXIT_ACTIONS_FAILED if result.failed else EXIT_OK, lambda: _print_run(result, arguments.json))
+    # SIGINT/SIGTERM stop the run at its next safe point (daemon.stop); the handlers go before printing.
+    with StopRequest() as stop:
+        settings = load_config(arguments.config).settings
+        bar = None
+        if sys.stdout.isatty() and not arguments.json:
+            from daemon.render import ProgressBar
+            bar = ProgressBar()
+        try:
+            result = observed_run(
+                settings, sorted(arguments.policy or settings.policy_names()),
+                lambda on_locked: apply_once(
+                    settings, arguments.policy, wait_seconds=arguments.wait, progress=bar,
+                    accept_shrink=arguments.accept_shrink, stop=stop.event, on_locked=on_locked,
+                ),
+                daemon=False,
+            )
+        except RunInterrupted as error:
+            print_line(f"retentiond: {stop.signal_name}: {error}", sys.stderr)
+            return stop.exit_code
+        finally:
+            if bar is not None:
+                _after_acting(EXIT_OK, bar.stop)  # the bar is cosmetic: a fault in it must not replace the outcome
+    if result.interrupted:
+        exit_code = stop.exit_code
+    else:
+        exit_code = EXIT_ACTIONS_FAILED if result.failed else EXIT_OK
+    return _after_acting(exit_code, lambda: _print_run(result, arguments.json, stop.signal_name))
 
 
-def _print_run(result: RunResult, as_json: bool) -> None:
+def _print_run(result: RunResult, as_json: bool, signal_name: str | None) -> None:
     if as_json:
         print_json(result.to_dict())
     else:
         from daemon import render
         render.print_run(result)
+    if result.interrupted:
+        counters = result.counters()
+        print_line(
+            f"retentiond: {signal_name}: run interrupted during {result.interrupted_during}: "
+            f"{counters['actions_ok']} done, {counters['actions_failed']} failed, {counters['actions_skipped']} skipped, "
+            f"{counters['actions_not_started']} not started; the next run carries on",
+            sys.stderr,
+        )
 
 
 def _after_acting(exit_code: int, show: Callable[[], None]) -> int:
@@ -118,7 +142,7 @@ def window(arguments: argparse.Namespace) -> int:
         rows.append({
             "at": instant.isoformat(),
             "active": spec.matches(instant),
-            "next_change": change.astimezone(instant.tzinfo).isoformat() if change else None,
+            "next_change": _in_zone_of(change, instant).isoformat() if change else None,
         })
     if arguments.json:
         print_json({"spec": arguments.spec, "instants": rows})
@@ -128,6 +152,14 @@ def window(arguments: argparse.Namespace) -> int:
             after = f"; changes at {row['next_change']}" if row["next_change"] else "; never changes"
             print_line(f"{row['at']}: {state}{after}")
     return EXIT_OK
+
+
+def _in_zone_of(change: datetime, instant: datetime) -> datetime:
+    """Given a UTC instant, return it in the zone of ``instant``; in UTC when that local time is past year 9999."""
+    try:
+        return change.astimezone(instant.tzinfo)
+    except OverflowError:
+        return change
 
 
 def deployments(arguments: argparse.Namespace) -> int:
@@ -171,25 +203,27 @@ def check_config(arguments: argparse.Namespace) -> int:
     loaded = load_config(arguments.config)
     source = str(loaded.path) if loaded.path else "built-in defaults (no config file found)"
     print_line(f"# config: {source} -- valid", sys.stderr)
+    for warning in loaded.settings.unscheduled_warnings().values():
+        print_line(f"retentiond: warning: {warning}", sys.stderr)
     for warning in access_time_warnings(loaded.settings.store.home, loaded.settings.policies):
-        print_line(f"# warning: {warning}", sys.stderr)
+        print_line(f"retentiond: warning: {warning}", sys.stderr)
     print(json.dumps(loaded.settings.model_dump(mode="json"), indent=2))
     return EXIT_OK
 
 
 def audit(arguments: argparse.Namespace) -> int:
-    from daemon.audit import read_records, record_time
+    from daemon.audit import chain_files, read_chain, record_time
 
     settings = load_config(arguments.config).settings
     if arguments.audit_command == "verify":
         return _verify_audit(settings.daemon.audit_log, arguments.json)
     since = _parse_since(arguments.since) if arguments.since else None
     path = settings.daemon.audit_log
-    if not path.exists():
+    if not chain_files(path):
         print_line(f"retentiond: no audit log at {path} yet", sys.stderr)
         return EXIT_OK
     records = [
-        record for record in read_records(path)
+        record for record in read_chain(path)
         if (arguments.policy is None or record.get("policy") == arguments.policy)
         and (since is None or (record_time(record) or since) >= since)
     ]

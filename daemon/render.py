@@ -150,12 +150,18 @@ def print_run(result: RunResult) -> None:
         (r.action.kind, r.action.name, r.action.version or ""): r.outcome + (f" ({r.error})" if r.error else "")
         for r in result.results
     }
+    for action in result.not_started():
+        outcomes[(action.kind, action.name, action.version or "")] = "not started"
     print_plan(result.plan, result.inventory, outcomes)
     counters = result.counters()
+    status = f"INTERRUPTED during {result.interrupted_during}" if result.interrupted else "done"
+    not_started = f", {counters['actions_not_started']} not started" if result.interrupted else ""
     console().print(
-        f"done: {counters['actions_ok']} ok, {counters['actions_failed']} failed, "
-        f"{counters['actions_skipped']} skipped; {format_bytes(result.bytes_freed)} freed."
+        f"{status}: {counters['actions_ok']} ok, {counters['actions_failed']} failed, "
+        f"{counters['actions_skipped']} skipped{not_started}; {format_bytes(result.bytes_freed)} freed."
     )
+    for entry in result.trash_stuck:
+        console().print(f"warning: {entry.describe()}", style="yellow", markup=False)
 
 
 def print_audit(records: Iterable[dict[str, Any]]) -> None:
@@ -204,6 +210,13 @@ def print_status(report: dict[str, Any]) -> None:
         out.print(f"  {limits['name']}: {settings}{blocked}")
     trash = report["trash"]
     out.print(f"trash: {trash['versions']} version(s), {format_bytes(trash['size_bytes'])}")
+    stuck = trash["stuck"]
+    if stuck["entries"]:
+        out.print(
+            f"  {stuck['entries']} entr{'y' if stuck['entries'] == 1 else 'ies'} cannot be purged "
+            f"({format_bytes(stuck['size_bytes'])} still on disk), retried every run; first: {stuck['first_error']}",
+            style="yellow",
+        )
     out.print("policies")
     policies = _table("policy", "kind", "last run", "outcome", "deleted", "freed", "next run")
     for policy in report["policies"]:
@@ -212,6 +225,12 @@ def print_status(report: dict[str, Any]) -> None:
                          str(last.get("actions_ok", "-")), format_bytes(last["bytes_freed"]) if last else "-",
                          policy["next_run"] or (f"every {policy['check_interval']}" if policy["check_interval"] else "-"))
     out.print(policies)
+    for policy in report["policies"]:
+        if "savings" in policy:
+            saved = policy["savings"]
+            cost = f", {saved['cost_saved']:.2f} saved" if saved["cost_saved"] is not None else ""
+            out.print(f"  {policy['name']}: {saved['deployment_hours_saved']:.1f} deployment-hours down{cost}; "
+                      f"{saved['deployments_down']} down now")
     if report["deployments"]:
         out.print()
         out.print("deployments")

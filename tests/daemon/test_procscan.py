@@ -9,14 +9,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from prometheus_client import generate_latest
-
-from daemon.config import load_config
 from daemon.inuse import RESCAN_EVERY_DELETIONS, RESCAN_EVERY_SECONDS, InUseCheck, probe_files
 from daemon.inventory import scan_store
-from daemon.metrics import Metrics
 from daemon.procscan import ProcessScan, _Reader, scan_processes, version_key
-from daemon.runner import apply_once
 from tests.daemon.conftest import NOW
 from tests.fakestore import add_model
 from tests.holders import holding, release, start_holder
@@ -95,14 +90,15 @@ def test_working_directories_are_read_again_after_a_batch_of_deletions(home: Pat
     assert reason is not None and reason.startswith(f"in use by pid {child.pid} (")
 
 
-def test_a_run_sets_the_versions_in_use_gauge(
-    home: Path, five_versions: list[str], write_config: Callable[..., Path]
+def test_a_run_writes_the_versions_in_use_gauge(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path
 ) -> None:
-    settings = load_config(str(write_config())).settings
+    textfile = tmp_path / "retentiond.prom"
+    config = write_config(f'[[retention]]\nname = "ci"\nkeep_last = 2\n[metrics]\ntextfile = "{textfile}"\n')
     add_model(home, "mnist", "m1", NOW - timedelta(days=3))
     with holding("open", home / "models" / "iris" / "v4" / "weights-0.bin"), holding("cwd", home / "models" / "mnist" / "m1"):
-        result = apply_once(settings)
-    metrics = Metrics()
-    metrics.observe_run(result, ["ci"])
-    assert b"retentiond_versions_in_use 2.0" in generate_latest(metrics.registry)
+        finished = subprocess.run([sys.executable, "-m", "daemon", "apply", "--config", str(config)], capture_output=True, text=True,
+                                  timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert "retentiond_versions_in_use 2.0" in textfile.read_text().splitlines()
     assert os.path.isdir(home / "models" / "iris" / "v4")

@@ -66,6 +66,11 @@ def find_holders(inventory: Inventory, home: Path) -> tuple[dict[VersionKey, str
     Versions that processes we cannot read could enter are held too (fail closed), see the module docstring.
     """
     scan = scan_processes(str(home), version_identities(inventory.artifacts))
+    if scan.failure is not None:
+        # Nothing can be known about any process: every version is held (fail closed).
+        unknown = describe_unknown(scan.failure)
+        held: dict[VersionKey, str] = {(artifact.kind, artifact.name, artifact.version): unknown for artifact in inventory.artifacts}
+        return held, [f"in-use check: {scan.failure}; no version is deleted"]
     known = {(artifact.kind, artifact.name, artifact.version) for artifact in inventory.artifacts}
     holders: dict[VersionKey, str] = {key: describe_holders(pids) for key, pids in scan.held.items() if key in known}
     others = _other_users(scan.unreadable)
@@ -85,6 +90,11 @@ def describe_holders(pids: list[int]) -> str:
     named = ", ".join(f"pid {pid} ({command_line(pid)})" for pid in pids[:HOLDERS_NAMED])
     rest = len(pids) - HOLDERS_NAMED
     return named + (f" and {rest} more process{'es' if rest > 1 else ''}" if rest > 0 else "")
+
+
+def describe_unknown(failure: str) -> str:
+    """Return the holder text for every version when no process can be read at all."""
+    return f"any process ({failure})"
 
 
 def describe_unreadable(entering: list[Unreadable]) -> str:
@@ -197,11 +207,15 @@ class InUseCheck:
         self._deletions += 1
         key = (artifact.kind, artifact.name, artifact.version)
         standing = self._scan(working_directories_only=True)
+        if standing.failure is not None:
+            return f"in use by {describe_unknown(standing.failure)}"
         if key in standing.held:
             return f"in use by {describe_holders(standing.held[key])}"
         busy_file, cannot_probe = probe_files(str(path))
         if busy_file is not None or cannot_probe is not None:
             full = self._scan(working_directories_only=False)
+            if full.failure is not None:
+                return f"in use by {describe_unknown(full.failure)}"
             if key in full.held:
                 return f"in use by {describe_holders(full.held[key])}"
             if busy_file is not None:

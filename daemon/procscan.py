@@ -18,7 +18,8 @@ parses ``smaps`` (the kernel walks every page table to write it) and
 A process that exits while it is read holds nothing (``vanished``). One that
 cannot be read (another user's, one that is not dumpable) is listed in
 ``unreadable`` with its user ids, for the caller to decide (``daemon.inuse``).
-Kernel threads and zombies hold no files and are skipped.
+Kernel threads and zombies hold no files and are skipped. If ``/proc`` itself
+cannot be listed, ``failure`` says why: nothing can be known.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class ProcessScan:
     processes: int = 0
     vanished: int = 0
     seconds: float = 0.0
+    failure: str | None = None
 
     def hold(self, key: VersionKey, pid: int) -> None:
         pids = self.held.setdefault(key, [])
@@ -72,13 +74,17 @@ def scan_processes(
     ``identities`` maps the (device, inode) of version directories to their keys; with it,
     paths outside the root on a device of the store are matched by inode (bind mounts,
     other mount namespaces). ``working_directories_only`` reads only where each process
-    stands (a tenth of the cost: maps are most of it). Raise OSError only if ``/proc``
-    itself cannot be listed.
+    stands (a tenth of the cost: maps are most of it).
     """
     started = time.perf_counter()
     scan = ProcessScan()
     reader = _Reader(root, identities or {}, not working_directories_only)
-    for entry in os.listdir(_PROC):
+    try:
+        entries = os.listdir(_PROC)
+    except OSError as error:
+        scan.failure = f"cannot list {_PROC}: {error.strerror or error}"
+        return scan
+    for entry in entries:
         if not entry.isdigit() or entry == _OWN_PID:
             continue
         scan.processes += 1
@@ -146,9 +152,9 @@ class _Reader:
                 if self.files:
                     keys.extend(self._from_descriptors(pid))
                     keys.extend(self._from_maps(pid))
-            except FileNotFoundError:
-                raise _Vanished from None
-            except PermissionError:
+            except (FileNotFoundError, ProcessLookupError):
+                raise _Vanished from None  # ENOENT, or ESRCH from maps once its memory is gone
+            except OSError:
                 if os.path.isdir(base):
                     unreadable = _unreadable(pid)
                     if unreadable is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +11,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
+from daemon import procscan
+from daemon.cli import main
+from daemon.errors import EXIT_OK
 from daemon.inuse import RESCAN_EVERY_DELETIONS, RESCAN_EVERY_SECONDS, InUseCheck, probe_files
 from daemon.inventory import scan_store
 from daemon.procscan import ProcessScan, _Reader, scan_processes, version_key
@@ -34,6 +41,48 @@ def test_a_process_that_exits_before_it_is_read_is_counted_as_vanished_not_unrea
     scan = ProcessScan()
     _Reader(str(tmp_path), {}, True).read_process(str(child.pid), scan)
     assert (scan.vanished, scan.unreadable, scan.held) == (1, [], {})
+
+
+@pytest.mark.parametrize("opened", [False, True], ids=["before its maps are opened (ENOENT)", "after (ESRCH on read)"])
+def test_a_process_that_exits_in_the_middle_of_being_read_holds_nothing_and_breaks_nothing(
+    opened: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = tmp_path / "models" / "iris" / "v1"
+    version.mkdir(parents=True)
+    (version / "weights.bin").write_bytes(b"w" * 100)
+    child = start_holder("mmap", version / "weights.bin")
+    maps = f"/proc/{child.pid}/maps"
+
+    def open_then_exit(path: str, mode: str = "r", *arguments: object) -> object:
+        # Its working directory and descriptors were read; it exits (and is reaped) around the maps read.
+        if path != maps:
+            return builtins.open(path, mode, *arguments)  # type: ignore[call-overload]
+        handle = builtins.open(path, mode) if opened else None  # noqa: SIM115 - handed to the caller's with-block
+        child.kill()
+        child.wait()
+        return handle if handle is not None else builtins.open(path, mode)
+
+    monkeypatch.setattr(procscan, "open", open_then_exit, raising=False)
+    try:
+        scan = scan_processes(str(tmp_path))
+    finally:
+        release(child)
+    assert scan.held == {} and scan.vanished >= 1
+    assert child.pid not in {process.pid for process in scan.unreadable}
+
+
+def test_without_a_readable_proc_no_version_is_deleted(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(procscan, "_PROC", str(home / "no-proc-here"))
+    assert main(["plan", "--config", str(write_config()), "--json"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["actions"] == []
+    assert {reason for kept in report["kept"] for reason in kept["reasons"] if reason.startswith("in use")} == {
+        f"in use by any process (cannot list {home / 'no-proc-here'}: No such file or directory)"
+    }
+    assert any(warning.startswith("in-use check: cannot list") for warning in report["warnings"])
 
 
 def test_a_mapped_path_with_a_newline_is_matched_as_the_kernel_escapes_it(tmp_path: Path) -> None:

@@ -24,9 +24,9 @@ directory from ``/`` down to the version lets that user through (BentoML makes v
 directories 0700), so such versions are kept ("may enter this version"). Processes of
 root, and our own processes that are not dumpable (ssh-agent, setuid programs), could
 enter any version; failing closed on them would mean a non-root retentiond never deletes
-anything (PID 1 is always there). They are reported once per run as a warning with a
-count, and their open and mapped files are still caught by the lease probe; only their
-working directory is not seen.
+anything (PID 1 is always there). They are reported once per run as a logged warning
+(``inuse.unreadable``) with a count, and their open and mapped files are still caught by
+the lease probe; only their working directory is not seen.
 """
 
 from __future__ import annotations
@@ -40,11 +40,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import structlog
+
 from daemon.inventory import KIND_DIRS
 from daemon.mounts import hidden_processes, read_mounts
 from daemon.procscan import ProcessScan, Unreadable, VersionKey, command_line, scan_processes
 from policies.model import Artifact, Inventory
 
+log = structlog.get_logger("retentiond")
 # A batch of the executor (daemon.executor.BATCH_SIZE): the working directories are read again at least this often.
 RESCAN_EVERY_DELETIONS = 64
 RESCAN_EVERY_SECONDS = 1.0
@@ -82,7 +85,11 @@ def find_holders(inventory: Inventory, home: Path) -> tuple[dict[VersionKey, str
                 entering = passage.who_may_enter(artifact, others)
                 if entering:
                     holders[key] = describe_unreadable(entering)
-    return holders, unreadable_warnings(scan)
+    for warning in unreadable_warnings(scan):
+        # A log line, not a plan warning: it changes no decision (the fail-closed ones show as kept reasons),
+        # and a non-root retentiond would carry it in every plan.
+        log.warning("inuse.unreadable", detail=warning, processes=scan.processes, unreadable=len(scan.unreadable))
+    return holders, []
 
 
 def describe_holders(pids: list[int]) -> str:
@@ -107,7 +114,7 @@ def describe_unreadable(entering: list[Unreadable]) -> str:
 
 
 def unreadable_warnings(scan: ProcessScan) -> list[str]:
-    """Return the run's one warning about processes we could not read, or none."""
+    """Return what to say once per run about processes we could not read or see (empty: nothing)."""
     hidden = hidden_processes(read_mounts()) if os.geteuid() != 0 else None  # root sees every process
     warnings = []
     if hidden is not None:

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -46,30 +46,32 @@ def shared(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def run_as_nobody(command: str, root: Path) -> dict:
+def run_as_nobody(command: str, root: Path, prefix: Sequence[str] = ()) -> tuple[dict, list[str]]:
+    """Run a command as nobody; return its JSON report and the in-use warnings it logged."""
     finished = subprocess.run(
-        [*as_user(NOBODY), sys.executable, "-m", "daemon", command, "--config", str(root / "config.toml"), "--json"],
+        [*prefix, *as_user(NOBODY), sys.executable, "-m", "daemon", command, "--config", str(root / "config.toml"), "--json"],
         capture_output=True, text=True, timeout=120, cwd="/",
     )
     assert finished.returncode == 0, finished.stderr
-    return json.loads(finished.stdout)
+    events = [json.loads(line) for line in finished.stderr.splitlines() if line.startswith("{")]
+    return json.loads(finished.stdout), [event["detail"] for event in events if event["event"] == "inuse.unreadable"]
 
 
-def unreadable_warnings(report: dict) -> list[str]:
-    return [warning for warning in report["warnings"] if "running processes cannot be read" in warning]
+def unreadable_warnings(logged: list[str]) -> list[str]:
+    return [warning for warning in logged if "running processes cannot be read" in warning]
 
 
 def test_processes_of_root_are_counted_once_and_do_not_stop_deletions(shared: Path) -> None:
-    report = run_as_nobody("plan", shared)
+    report, logged = run_as_nobody("plan", shared)
     assert {action["version"] for action in report["actions"]} == {"v2", "v3", "v4"}
-    [warning] = unreadable_warnings(report)
+    [warning] = unreadable_warnings(logged)
     assert " of root" in warning and "Run retentiond as root" in warning
 
 
 def test_a_file_a_root_process_holds_is_caught_right_before_deletion(shared: Path) -> None:
     held = shared / "bentoml" / "models" / "iris" / "v3"
     with holding("mmap", held / "weights-0.bin"):
-        report = run_as_nobody("apply", shared)
+        report, _ = run_as_nobody("apply", shared)
     outcomes = {action["version"]: (action["outcome"], action["error"]) for action in report["actions"]}
     assert outcomes["v2"] == ("ok", None) and outcomes["v4"] == ("ok", None)
     assert outcomes["v3"] == ("skipped", "in use by a process this user cannot read (weights-0.bin is open or mapped)")
@@ -81,12 +83,12 @@ def test_a_version_another_user_may_enter_is_kept_while_that_user_cannot_be_read
     versions = shared / "bentoml" / "models" / "iris"
     (versions / "v3").chmod(0o755)
     with holding("cwd", versions / "v3", as_user(OTHER)) as child:
-        report = run_as_nobody("plan", shared)
+        report, logged = run_as_nobody("plan", shared)
     assert {action["version"] for action in report["actions"]} == {"v2", "v4"}, "0700 versions: uid 65533 cannot be in them"
     [reason] = [reason for kept in report["kept"] if kept["version"] == "v3" for reason in kept["reasons"]]
     assert reason.startswith(f"in use by pid {child.pid} (")
     assert reason.endswith(f" of uid {OTHER}, which cannot be read and may enter this version")
-    [warning] = unreadable_warnings(report)
+    [warning] = unreadable_warnings(logged)
     assert " of other users" in warning
 
 
@@ -97,12 +99,7 @@ def test_in_the_units_sandbox_our_own_holders_are_named_and_the_hidden_ones_stil
                'mount -t proc -o hidepid=invisible,subset=pid proc /proc && exec "$@"', "sandbox"]
     versions = shared / "bentoml" / "models" / "iris"
     with holding("mmap", versions / "v3" / "weights-0.bin", as_user(NOBODY)) as ours, holding("open", versions / "v2" / "weights-1.bin"):
-        finished = subprocess.run(
-            [*sandbox, *as_user(NOBODY), sys.executable, "-m", "daemon", "apply", "--config", str(shared / "config.toml"), "--json"],
-            capture_output=True, text=True, timeout=120, cwd="/",
-        )
-    assert finished.returncode == 0, finished.stderr
-    report = json.loads(finished.stdout)
+        report, logged = run_as_nobody("apply", shared, sandbox)
     outcomes = {action["version"]: (action["outcome"], action["error"]) for action in report["actions"]}
     assert outcomes == {
         "v2": ("skipped", "in use by a process this user cannot read (weights-1.bin is open or mapped)"),
@@ -110,5 +107,5 @@ def test_in_the_units_sandbox_our_own_holders_are_named_and_the_hidden_ones_stil
     }
     [reason] = [reason for kept in report["kept"] if kept["version"] == "v3" for reason in kept["reasons"]]
     assert reason.startswith(f"in use by pid {ours.pid} (")
-    assert any("hides other users' processes from this user (hidepid=invisible)" in warning for warning in report["warnings"])
-    assert unreadable_warnings(report) == [], "hidden processes are not listed, so they are not counted"
+    assert any("hides other users' processes from this user (hidepid=invisible)" in warning for warning in logged)
+    assert unreadable_warnings(logged) == [], "hidden processes are not listed, so they are not counted"

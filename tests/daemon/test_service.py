@@ -128,7 +128,7 @@ def test_store_grown_past_budget_is_cleaned_within_one_interval(tmp_path: Path, 
     home = make_home(tmp_path)
     populate(home, names=2, versions_per_name=5, now=NOW, files=2)
     budget = store_bytes(home) + 2000
-    config = write_config(tmp_path, home, f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}"\ncheck_interval = "1s"\n')
+    config = write_config(tmp_path, home, f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}B"\ncheck_interval = "1s"\n')
     daemon = daemon_factory(config)
     messages = daemon.read_messages(until="READY=1")
     assert messages[0].startswith("READY=1")
@@ -194,7 +194,7 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(tmp_path: Path, daemon_fa
     home = make_home(tmp_path)
     populate(home, names=1, versions_per_name=3, now=NOW)
     budget = store_bytes(home) + 1000
-    config = write_config(tmp_path, home, f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}"\ncheck_interval = "1s"\n')
+    config = write_config(tmp_path, home, f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}B"\ncheck_interval = "1s"\n')
     daemon = daemon_factory(config)
     daemon.read_messages(until="READY=1")
     good = config.read_text()

@@ -33,7 +33,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from daemon.config_paths import AbsolutePath
+from daemon.config_paths import AbsolutePath, to_absolute_path
 from daemon.errors import ConfigError
 from daemon.providers.command import CommandHooks
 from daemon.providers.process import ProcessDeploymentSpec
@@ -47,6 +47,7 @@ ENV_PREFIX = "RETENTIOND_"
 MIN_TIMEOUT_SECONDS = 1
 MAX_TIMEOUT_SECONDS = 3600
 MESSAGE_CHARACTERS = 300
+MAX_TRASH_RETENTION_SECONDS = 1000 * 365 * 86400
 
 
 def default_store_home() -> Path:
@@ -78,7 +79,8 @@ class StoreSection(Section):
     def trash_retention_span(self) -> timedelta | None:
         if self.trash_retention is None or self.trash_retention.is_zero:
             return None
-        return timedelta(seconds=self.trash_retention.approx_seconds())
+        # A thousand years is forever for a trash entry; longer would overflow ``now - span``.
+        return timedelta(seconds=min(self.trash_retention.approx_seconds(), MAX_TRASH_RETENTION_SECONDS))
 
     @model_validator(mode="after")
     def _archive_outside_the_store_layout(self) -> StoreSection:
@@ -205,6 +207,16 @@ class NotifySection(Section):
         return self.timeout.approx_seconds()
 
 
+def check_request_timeout(value: Duration) -> Duration:
+    """Return a provider's request timeout. Raise ValueError unless it is 1s..1h.
+
+    0s fails every request at once; a socket cannot wait for years (the timeval overflows).
+    """
+    if not MIN_TIMEOUT_SECONDS <= value.approx_seconds() <= MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"timeout {value} must be between 1s and 1h")
+    return value
+
+
 class BentoCloudProviderConfig(Section):
     """``type = "bentocloud"``: token and endpoint from here, else the environment, else ~/.yatai.yaml."""
 
@@ -217,10 +229,7 @@ class BentoCloudProviderConfig(Section):
     @field_validator("timeout")
     @classmethod
     def _sensible_timeout(cls, value: Duration) -> Duration:
-        # 0s fails every request at once; sockets cannot wait for years (the timeval overflows).
-        if not MIN_TIMEOUT_SECONDS <= value.approx_seconds() <= MAX_TIMEOUT_SECONDS:
-            raise ValueError(f"timeout {value} must be between 1s and 1h")
-        return value
+        return check_request_timeout(value)
 
 
 class ProcessProviderConfig(Section):
@@ -251,6 +260,17 @@ class KubernetesProviderConfig(Section):
     label_selector: str = ""
     timeout: DurationField = Duration.parse("10s")
 
+    @field_validator("timeout")
+    @classmethod
+    def _sensible_timeout(cls, value: Duration) -> Duration:
+        return check_request_timeout(value)
+
+    @field_validator("kubeconfig")
+    @classmethod
+    def _absolute_kubeconfig(cls, value: str) -> str:
+        # "" leaves the choice to $KUBECONFIG and ~/.kube/config; a relative file would depend on the working directory.
+        return str(to_absolute_path(value)) if value else value
+
     @field_validator("namespaces")
     @classmethod
     def _namespace_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -273,7 +293,7 @@ ProviderConfig = Annotated[
     BentoCloudProviderConfig | ProcessProviderConfig | CommandProviderConfig | KubernetesProviderConfig,
     Field(discriminator="type"),
 ]
-PROVIDER_TYPES = ("bentocloud", "process", "command")
+PROVIDER_TYPES = ("bentocloud", "process", "command", "kubernetes")
 
 
 class Settings(BaseSettings):

@@ -35,6 +35,7 @@ def _to_size(value: Any) -> Size:
 DurationField = Annotated[Duration, BeforeValidator(_to_duration), PlainSerializer(str, return_type=str)]
 SizeField = Annotated[Size, BeforeValidator(_to_size), PlainSerializer(str, return_type=str)]
 Count = Annotated[int, Field(ge=0, strict=True)]
+MAX_INTERVAL_SECONDS = 365 * 86400
 # fnmatch translates a pattern in time quadratic in its '[' characters: 100 000 of them would stall every run.
 Glob = Annotated[str, Field(max_length=1024)]
 
@@ -44,6 +45,13 @@ def refuse_zero(value: Size | Duration | None, why: str) -> None:
     """Raise ValueError saying ``why`` when a limit is zero (a zero limit is a typo, not a wish)."""
     if value is not None and value.is_zero:
         raise ValueError(f"{value} {why}")
+
+
+def refuse_longer_than_a_year(value: Duration, key: str) -> Duration:
+    """Return an interval the daemon schedules by. Raise ValueError past a year (centuries overflow the scheduler's clock)."""
+    if value.approx_seconds() > MAX_INTERVAL_SECONDS:
+        raise ValueError(f"{key} {value} must be at most 1y")
+    return value
 
 
 KEEP_COUNT_KEYS = ("keep_last", *(f"keep_{name}" for name in BUCKETS))
@@ -193,6 +201,11 @@ class DiskPolicy(ArtifactPolicy):
         refuse_zero(value, "as a budget would evict every unprotected version; use e.g. '200GiB' or '50%'")
         return value
 
+    @field_validator("check_interval")
+    @classmethod
+    def _check_within_a_year(cls, value: Duration) -> Duration:
+        return refuse_longer_than_a_year(value, "check_interval")
+
     @field_validator("predict_full_within")
     @classmethod
     def _horizon_above_zero(cls, value: Duration | None) -> Duration | None:
@@ -268,7 +281,7 @@ class OffhoursPolicy(PolicyModel):
     def _reconcile_at_least_a_second(cls, value: Duration) -> Duration:
         if value.approx_seconds() < 1:
             raise ValueError(f"reconcile_interval {value} must be at least 1s (shorter re-runs the policy without pause)")
-        return value
+        return refuse_longer_than_a_year(value, "reconcile_interval")
 
     @field_validator("downtime", "uptime")
     @classmethod

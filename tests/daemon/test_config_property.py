@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import tomli_w
+from apscheduler.triggers.interval import IntervalTrigger
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -31,7 +32,9 @@ from daemon.config import (
     BentoCloudProviderConfig,
     CommandProviderConfig,
     DaemonSection,
+    KubernetesProviderConfig,
     MetricsSection,
+    NotifySection,
     ProcessProviderConfig,
     Settings,
     StoreSection,
@@ -58,6 +61,7 @@ MODELS: dict[Key, type[BaseModel]] = {
     ("store",): StoreSection,
     ("daemon",): DaemonSection,
     ("metrics",): MetricsSection,
+    ("notify",): NotifySection,
     ("retention", 0): RetentionPolicy,
     ("retention", 1): RetentionPolicy,
     ("disk", 0): DiskPolicy,
@@ -66,6 +70,7 @@ MODELS: dict[Key, type[BaseModel]] = {
     ("providers", "agent"): ProcessProviderConfig,
     ("providers", "agent", "deployments", 0): ProcessDeploymentSpec,
     ("providers", "units"): CommandProviderConfig,
+    ("providers", "k8s"): KubernetesProviderConfig,
 }
 
 
@@ -76,6 +81,8 @@ def example_config(home: Path, work: Path) -> dict[str, Any]:
     config["daemon"].update(state_dir=str(work / "state"), audit_log=str(work / "audit.jsonl"))
     config["metrics"]["textfile"] = str(work / "metrics.prom")
     config["providers"]["cloud"]["endpoint"] = "http://127.0.0.1:9"
+    # The example shows this provider commented out (it needs the kubernetes extra).
+    config["providers"]["k8s"] = {"type": "kubernetes", "kubeconfig": str(work / "kubeconfig"), "namespaces": ["staging"]}
     # The process provider lists from its state file: planning off-hours needs no network.
     config["offhours"][0]["provider"] = "agent"
     return config
@@ -220,8 +227,8 @@ def use_like_the_commands_do(loaded: Settings) -> None:
         json.dumps(planned.plan.to_dict())
     except ConfigError:
         pass  # e.g. store.home replaced by another valid absolute path that is no BentoML home: exit 78
-    # status lists every provider; BentoCloud's would retry against a closed port for seconds.
-    local = {name: provider for name, provider in loaded.providers.items() if provider.type != "bentocloud"}
+    # status lists every provider; BentoCloud's and Kubernetes' would retry against a closed port for seconds.
+    local = {name: provider for name, provider in loaded.providers.items() if provider.type not in ("bentocloud", "kubernetes")}
     with contextlib.suppress(ConfigError):
         collect_status(loaded.model_copy(update={"providers": local}), NOW)
     disk = DiskUsage(total_bytes=10**12, used_bytes=9 * 10**11)
@@ -231,6 +238,10 @@ def use_like_the_commands_do(loaded: Settings) -> None:
         for size in (policy.high_watermark, policy.low_watermark, policy.max_store_size, policy.max_delete_bytes_per_run):
             if size is not None:
                 size.resolve(disk.total_bytes)
+    for policy in loaded.disk:
+        IntervalTrigger(seconds=policy.check_interval.approx_seconds(), timezone=timezone.utc).get_next_fire_time(None, NOW)
+    if loaded.store.trash_retention_span is not None:
+        assert NOW - loaded.store.trash_retention_span < NOW
     for retention in loaded.retention:
         if retention.schedule is not None:
             retention_trigger(retention.schedule, loaded).get_next_fire_time(None, NOW)
@@ -264,7 +275,7 @@ CLI_EXAMPLES = [
     (("daemon", "timezone"), "a" * 3000),
     (("offhours", 0, "downtime"), [1, {"x": date(2026, 1, 1)}]),
     (("providers", "units", "timeout_seconds"), float("inf")),
-    (("retention", 0, "keep_within"), "99999999999999999999y"),
+    (("retention", 0, "keep_within"), "9" * 400 + "y"),
     (("daemon", "state_dir"), time(12, 0)),
     (("store", "max_shrink"), "0%"),
 ]

@@ -127,10 +127,10 @@ def test_duration_refuses_anything_but_text(value: object) -> None:
         Duration.parse(value)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("text", ["1001y", "99999999999999999999y", "365001d", "9" * 5000 + "s"])
-def test_duration_refuses_spans_past_a_thousand_years(text: str) -> None:
-    with pytest.raises(ValueError, match="longer than 1000 years"):
-        Duration.parse(text)
+def test_duration_refuses_numbers_too_long_to_count_in_seconds() -> None:
+    Duration.parse("9" * 30 + "y").approx_seconds()  # far past datetime's range, still a finite float
+    with pytest.raises(ValueError, match="more than 30 digits"):
+        Duration.parse("9" * 400 + "y")  # approx_seconds overflowed a float: OverflowError in the config validators
 
 
 def test_duration_refuses_non_ascii_digits() -> None:

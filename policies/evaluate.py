@@ -3,7 +3,8 @@
 Every retention policy decides for the artifacts it selects; an artifact is deleted
 only when no policy keeps it and no protection holds it. Protections (latest,
 referenced by a bento, pinned by label, younger than ``min_age``, invalid entry)
-always win. ``acting`` limits which policies may produce actions; the keeps of all
+always win; while any bento's model references cannot be read, every model version
+is protected (fail closed), for retention and disk policies alike. ``acting`` limits which policies may produce actions; the keeps of all
 policies still protect, so running one policy never deletes what another keeps.
 """
 
@@ -17,7 +18,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 
 from policies.disk import plan_eviction
-from policies.model import Action, Artifact, DiskReport, Inventory, Kept, Plan, format_instant
+from policies.model import (
+    MODEL_DELETIONS_BLOCKED,
+    Action,
+    Artifact,
+    BentoReferences,
+    DiskReport,
+    Inventory,
+    Kept,
+    Plan,
+    format_instant,
+)
 from policies.offhours import decide_offhours, ownership_by_key
 from policies.retention import apply_rules
 from policies.spec import ArtifactPolicy, ConfigPolicy, DiskPolicy, OffhoursPolicy, RetentionPolicy
@@ -73,7 +84,7 @@ def _evaluate(
     zone: tzinfo,
     acting: Collection[str] | None,
 ) -> Plan:
-    referencing = inventory.referencing_bentos()
+    referencing = inventory.bento_references()
     by_name = _group_by_name(inventory.artifacts)
     verdicts: dict[tuple[str, str, str], _Verdict] = {}
     for policy in config_policies:
@@ -85,8 +96,11 @@ def _evaluate(
         for artifact in inventory.artifacts
         if artifact.problem is not None
     )
+    warnings.extend(
+        f"{MODEL_DELETIONS_BLOCKED}: {unknown.describe()}; no model version is deleted" for unknown in referencing.unknown
+    )
     actions, kept = _merge(verdicts, by_name, acting, warnings)
-    reports = _evict_for_disk(config_policies, inventory, referencing, actions, now, zone, acting, warnings)
+    reports = _evict_for_disk(config_policies, inventory, referencing, actions, kept, now, zone, acting, warnings)
     _decide_deployments(config_policies, inventory, now, acting, actions, kept)
     refusals: list[str] = []
     actions = _within_limits(config_policies, actions, kept, refusals)
@@ -104,14 +118,19 @@ def _evaluate(
 def _evict_for_disk(
     config_policies: Sequence[ConfigPolicy],
     inventory: Inventory,
-    referencing: dict[str, list[str]],
+    referencing: BentoReferences,
     actions: list[Action],
+    kept: list[Kept],
     now: datetime,
     zone: tzinfo,
     acting: Collection[str] | None,
     warnings: list[str],
 ) -> list[DiskReport]:
-    """Append disk-policy evictions to ``actions``; every policy's keep_labels still pin."""
+    """Append disk-policy evictions to ``actions``; every policy's keep_labels still pin.
+
+    While model deletions are blocked, a triggered policy lists each model version it selects in ``kept``,
+    so that the block shows up on every version it holds back.
+    """
     pinning = [policy for policy in config_policies if isinstance(policy, ArtifactPolicy) and policy.keep_labels]
     reports = []
     for policy in config_policies:
@@ -131,6 +150,10 @@ def _evict_for_disk(
         evictions, report = plan_eviction(policy, inventory, inventory.disk, deleted, held, now)
         actions.extend(evictions)
         reports.append(report)
+        if referencing.blocked is not None and report.triggers:
+            held_models = [artifact for artifact in inventory.artifacts if artifact.kind == "model" and policy.selects(artifact)]
+            held_models.sort(key=lambda artifact: (artifact.name, artifact.version))
+            kept.extend(Kept("model", a.name, a.version, policy.name, tuple(held(a))) for a in held_models)
         if report.triggers and not report.reached:
             warnings.append(report.describe())
     return reports
@@ -214,7 +237,7 @@ def _decide_retention(
     policy: RetentionPolicy,
     inventory: Inventory,
     by_name: dict[tuple[str, str], list[Artifact]],
-    referencing: dict[str, list[str]],
+    referencing: BentoReferences,
     now: datetime,
     zone: tzinfo,
     verdicts: dict[tuple[str, str, str], _Verdict],
@@ -224,6 +247,8 @@ def _decide_retention(
     newer_than_reason = f"newer than {policy.keep_newer_than}"
     min_age_cutoff = policy.min_age.before(now, zone)
     pinning = bool(policy.keep_labels)
+    by_model = referencing.by_model
+    models_blocked = referencing.blocked is not None
     for members in _selected_groups(policy, inventory, by_name):
         valid = [artifact for artifact in members if artifact.problem is None]
         rule_reasons = apply_rules([artifact.created_at for artifact in valid], rules, zone, now)  # type: ignore[misc]
@@ -241,7 +266,7 @@ def _decide_retention(
                 and not (pinning and artifact.labels)
                 and (created_at is None or not created_at > min_age_cutoff)
                 and not artifact.modified_at > min_age_cutoff
-                and not (referencing and artifact.kind == "model" and artifact.tag in referencing)
+                and not (artifact.kind == "model" and (models_blocked or (by_model and artifact.tag in by_model)))
             ):
                 reasons = []  # the common case: nothing protects it (what protections() would say)
             else:
@@ -259,7 +284,7 @@ def _decide_retention(
 
 def protections(
     artifact: Artifact,
-    referencing: dict[str, list[str]],
+    referencing: BentoReferences,
     policy: ArtifactPolicy,
     min_age_cutoff: datetime,
 ) -> list[str]:
@@ -270,7 +295,9 @@ def protections(
     if artifact.is_latest:
         reasons.append("latest")
     if artifact.kind == "model":
-        reasons.extend(f"referenced by bento {bento}" for bento in referencing.get(artifact.tag, ()))
+        reasons.extend(f"referenced by bento {bento}" for bento in referencing.by_model.get(artifact.tag, ()))
+        if referencing.blocked is not None:
+            reasons.append(referencing.blocked)
     reasons.extend(policy.pinning_labels(artifact))
     if artifact.created_at is not None and artifact.created_at > min_age_cutoff:
         reasons.append(f"younger than min_age {policy.min_age} (created {format_instant(artifact.created_at)})")

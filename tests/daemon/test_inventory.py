@@ -55,10 +55,11 @@ def test_bento_model_references_are_collected_from_services_and_top_level(home: 
     old_style.mkdir(parents=True)
     (old_style / "bento.yaml").write_text(
         "name: old\nversion: b0\nlabels: {}\ncreation_time: '2026-01-01T00:00:00+00:00'\n"
-        "models:\n- tag: iris:cccc\n  module: x\n- iris:dddd\n"
+        "models:\n- tag: iris:cccc\n  module: x\n- tag: 'iris:dddd'\n"
     )
-    references = scan_store(home).referencing_bentos()
-    assert references == {"iris:aaaa": ["svc:b1"], "iris:cccc": ["old:b0"], "iris:dddd": ["old:b0"]}
+    inventory = scan_store(home)
+    assert inventory.referencing_bentos() == {"iris:aaaa": ["svc:b1"], "iris:cccc": ["old:b0"], "iris:dddd": ["old:b0"]}
+    assert inventory.bento_references().unknown == ()
 
 
 @pytest.mark.parametrize(

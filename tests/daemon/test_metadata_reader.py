@@ -45,8 +45,10 @@ def needed_fields(document: dict[str, Any]) -> dict[str, Any]:
     def tags(entries: Any) -> list[Any] | None:
         if not isinstance(entries, list):
             return None
-        found = [entry.get("tag") if isinstance(entry, dict) else entry for entry in entries]
-        return [tag if isinstance(tag, str) else None for tag in found]
+        return [
+            {"tag": entry.get("tag") if isinstance(entry.get("tag"), str) else None} if isinstance(entry, dict) else None
+            for entry in entries
+        ]
 
     fields: dict[str, Any] = {key: document[key] for key in ("name", "version", "creation_time", "labels") if key in document}
     if "models" in document:
@@ -54,7 +56,8 @@ def needed_fields(document: dict[str, Any]) -> dict[str, Any]:
     if "services" in document:
         services = document["services"]
         fields["services"] = (
-            [{"models": tags(service.get("models"))} if isinstance(service, dict) else None for service in services]
+            [({"models": tags(service["models"])} if "models" in service else {}) if isinstance(service, dict) else None
+             for service in services]
             if isinstance(services, list) else None
         )
     return fields

@@ -256,3 +256,15 @@ def test_an_io_error_in_the_childs_half_is_reported_and_not_cached(
     assert split_always == [2]
     assert problems["aaaa"] is None and "cannot read" in (problems["zzzz"] or "")
     assert set(ScanCache.load(state_dir, home).remembered("models/iris")) == {"aaaa"}
+
+
+def test_a_split_scan_carries_unknown_bento_references_back_from_the_child(home: Path, split_always: list[int]) -> None:
+    varied_store(home)
+    broken = add_bento(home, "svc", "b2", NOW, ["iris:bbbb"])  # bentos come last: in the child's half
+    with open(broken / "bento.yaml", "a") as handle:
+        handle.write("\n\tbroken: [\n")
+    split = scan_store(home)
+    assert split_always == [8]
+    unknown = split.bento_references().unknown
+    assert [(entry.subject, entry.reason.split(":")[0]) for entry in unknown] == [("bento svc:b2", "malformed bento.yaml")]
+    assert {a.tag: a.references_unknown for a in split.artifacts if a.kind == "bento"}["svc:b1"] is None

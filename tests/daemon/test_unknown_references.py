@@ -67,7 +67,10 @@ def edit(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
 
 
 def write(content: bytes) -> Callable[[Path], None]:
-    return lambda bento: (bento / "bento.yaml").write_bytes(content)
+    def overwrite(bento: Path) -> None:
+        (bento / "bento.yaml").write_bytes(content)
+
+    return overwrite
 
 
 def append(content: bytes) -> Callable[[Path], None]:

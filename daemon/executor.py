@@ -136,13 +136,20 @@ class _BentoGuard:
             if self._fingerprint is not None and bentos_fingerprint(self._home) == self._fingerprint:
                 return
             bentos = scan_bentos(self._home)
+            # A bento.yaml read while BentoML was still writing it can be valid YAML cut short at a tag.
+            steady = bentos_fingerprint(self._home) == bentos.bentos_fingerprint
         except OSError as error:
-            self._fingerprint = None
-            unreadable = UnknownReferences("bentos", f"cannot read them again: {error.strerror or error}")
-            self._current = BentoReferences({}, (unreadable,))
+            self._undecidable(f"cannot read them again: {error.strerror or error}")
+            return
+        if not steady:
+            self._undecidable("they changed while they were read again")
             return
         self._fingerprint = bentos.bentos_fingerprint
         self._current = bentos.bento_references()
+
+    def _undecidable(self, reason: str) -> None:
+        self._fingerprint = None  # read again before the next batch
+        self._current = BentoReferences({}, (UnknownReferences("bentos", reason),))
 
     def veto(self, action: Action) -> str | None:
         """Return why a planned deletion must now be skipped, or None."""

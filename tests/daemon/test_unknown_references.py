@@ -28,6 +28,7 @@ from daemon.cli import main
 from daemon.errors import EXIT_OK
 from daemon.metadata import METADATA_MAX_BYTES
 from tests.daemon.conftest import NOW
+from tests.daemon.test_apply import race_after_scan, run_apply, versions
 from tests.fakestore import add_bento, add_model
 
 OLD = NOW - timedelta(days=30)
@@ -319,3 +320,104 @@ def test_a_bento_the_user_cannot_read_blocks_every_model_deletion(way: str, poli
     finally:
         locked.chmod(0o700)
     assert model_versions(home) == MODEL_VERSIONS
+
+
+# ---------------------------------------------------------------- a bento saved while apply runs (BentoML takes no lock)
+
+
+def test_a_bento_saved_after_the_scan_that_references_a_planned_model_keeps_it(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    race_after_scan(monkeypatch, lambda store_home: add_bento(store_home, "svc", "new", NOW, ["iris:v3"]) and None)
+    code, result = run_apply(write_config(), capsys)
+    assert code == EXIT_OK
+    assert {a["version"]: (a["outcome"], a["error"]) for a in result["actions"]} == {
+        "v2": ("ok", None), "v4": ("ok", None),
+        "v3": ("skipped", "bentos changed since the plan; now referenced by bento svc:new"),
+    }
+    assert versions(home) == {"v0", "v1", "v3"}
+
+
+def test_a_bento_saved_after_the_scan_whose_references_cannot_be_read_stops_every_model_deletion(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def save_begins(store_home: Path) -> None:
+        # What BentoML's save leaves for an instant: the version directory, bento.yaml not yet written.
+        (store_home / "bentos" / "svc" / "new").mkdir(parents=True)
+        (store_home / "bentos" / "svc" / "new" / "bento.yaml").write_bytes(b"")
+
+    race_after_scan(monkeypatch, save_begins)
+    code, result = run_apply(write_config(), capsys)
+    assert code == EXIT_OK
+    reason = "bentos changed since the plan; model deletions blocked: references of bento svc:new unknown (bento.yaml is empty"
+    assert {a["version"] for a in result["actions"]} == {"v2", "v3", "v4"}
+    assert all(a["outcome"] == "skipped" and a["error"].startswith(reason) for a in result["actions"]), result["actions"]
+    assert versions(home) == set(five_versions)
+
+
+def test_a_bento_saved_between_two_batches_is_seen_before_the_second(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from daemon import executor
+    from daemon.store import Store
+
+    monkeypatch.setattr(executor, "BATCH_SIZE", 1)
+    real_move = Store.move_to_trash
+
+    def move_then_a_bento_appears(self: Store, path: Path, run_id: str) -> Path:
+        trashed = real_move(self, path, run_id)
+        if not (home / "bentos" / "svc").exists():
+            add_bento(home, "svc", "new", NOW, ["iris:v2"])
+        return trashed
+
+    monkeypatch.setattr(Store, "move_to_trash", move_then_a_bento_appears)
+    code, result = run_apply(write_config(), capsys)
+    assert code == EXIT_OK
+    outcomes = [(a["version"], a["outcome"]) for a in result["actions"]]
+    assert outcomes == [("v4", "ok"), ("v3", "ok"), ("v2", "skipped")]
+    assert versions(home) == {"v0", "v1", "v2"}
+
+
+def test_bentos_changing_while_they_are_read_again_stop_the_batch(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from daemon import executor
+
+    race_after_scan(monkeypatch, lambda store_home: add_bento(store_home, "svc", "new", NOW, []) and None)
+    real_scan_bentos = executor.scan_bentos
+
+    def read_while_a_save_goes_on(store_home: Path) -> Any:
+        bentos = real_scan_bentos(store_home)
+        with open(store_home / "bentos" / "svc" / "new" / "bento.yaml", "a") as handle:
+            handle.write("# still being written\n")
+        return bentos
+
+    monkeypatch.setattr(executor, "scan_bentos", read_while_a_save_goes_on)
+    code, result = run_apply(write_config(), capsys)
+    assert code == EXIT_OK
+    errors = {a["error"] for a in result["actions"]}
+    assert errors == {
+        "bentos changed since the plan; model deletions blocked: references of bentos unknown "
+        "(they changed while they were read again)"
+    }
+    assert versions(home) == set(five_versions)
+
+
+def test_bentos_unchanged_since_the_scan_are_not_read_again(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from daemon import executor
+
+    add_bento(home, "svc", "b1", OLD, ["iris:v1"])
+    read_again: list[Path] = []
+    real_scan_bentos = executor.scan_bentos
+    monkeypatch.setattr(executor, "scan_bentos", lambda store_home: read_again.append(store_home) or real_scan_bentos(store_home))
+    code, result = run_apply(write_config(), capsys)
+    assert code == EXIT_OK
+    assert {(a["version"], a["outcome"]) for a in result["actions"]} == {("v2", "ok"), ("v3", "ok"), ("v4", "ok")}
+    assert read_again == []

@@ -62,12 +62,28 @@ def describe(home: Path) -> dict[str, object]:
     import bentoml
 
     models = bentoml.models.list()
+    bentos = bentoml.list()
     return {
         "models": sorted(str(model.tag) for model in models),
-        "bentos": sorted(str(bento.tag) for bento in bentoml.list()),
+        "bentos": sorted(str(bento.tag) for bento in bentos),
         "latest": {name: str(bentoml.models.get(name).tag) for name in sorted({model.tag.name for model in models})},
         "created": {str(model.tag): model.info.creation_time.isoformat() for model in models},
+        "bento_models": {str(bento.tag): _resolve_models(bento) for bento in bentos},
     }
+
+
+def _resolve_models(bento: object) -> dict[str, list[str]]:
+    """The models a bento needs, split into those BentoML can load from the store and those it cannot."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    resolved, missing = [], []
+    for model in bento.info.all_models:  # type: ignore[attr-defined]
+        try:
+            resolved.append(str(bentoml.models.get(model.tag).tag))
+        except NotFound:
+            missing.append(str(model.tag))
+    return {"resolved": sorted(resolved), "missing": sorted(missing)}
 
 
 def serve_references() -> None:

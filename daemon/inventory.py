@@ -206,21 +206,21 @@ def bentos_fingerprint(home: Path) -> tuple[object, ...]:
     rewritten changes it. Costs a few stats per bento version and reads nothing."""
     marks: list[tuple[object, ...]] = []
     root = str(home / KIND_DIRS["bento"][0])
-    pending = [(root, 0)]
+    pending = [(root, 0)]  # depth 0: bentos/, 1: a name, 2: a version, 3: its bento.yaml
     while pending:
-        directory, depth = pending.pop()
+        path, depth = pending.pop()
         try:
-            info = os.lstat(directory)
-            marks.append((directory, info.st_mode, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+            info = os.lstat(path)
+            marks.append((path, info.st_mode, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
             if depth == 3 or not stat.S_ISDIR(info.st_mode):
                 continue
             if depth == 2:
-                pending.append((f"{directory}/{KIND_DIRS['bento'][1]}", 3))
+                pending.append((f"{path}/{KIND_DIRS['bento'][1]}", 3))
                 continue
-            with os.scandir(directory) as entries:
+            with os.scandir(path) as entries:
                 pending.extend((entry.path, depth + 1) for entry in entries)
         except OSError as error:
-            marks.append((directory, "error", error.errno))
+            marks.append((path, "error", error.errno))
     return tuple(sorted(marks, key=lambda mark: str(mark[0])))
 
 

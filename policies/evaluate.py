@@ -4,8 +4,9 @@ Every retention policy decides for the artifacts it selects; an artifact is dele
 only when no policy keeps it and no protection holds it. Protections (latest,
 referenced by a bento, pinned by label, younger than ``min_age``, invalid entry)
 always win; while any bento's model references cannot be read, every model version
-is protected (fail closed), for retention and disk policies alike. ``acting`` limits which policies may produce actions; the keeps of all
-policies still protect, so running one policy never deletes what another keeps.
+is protected (fail closed), for retention and disk policies alike. ``acting`` limits
+which policies may produce actions; the keeps of all policies still protect, so
+running one policy never deletes what another keeps.
 """
 
 from __future__ import annotations

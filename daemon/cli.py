@@ -6,12 +6,15 @@ Exit codes: 0 success; 1 some actions failed; 2 usage error; 75 store busy; 78 i
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
+from typing import Any, NoReturn
 
 from daemon import logs
 from daemon.errors import EXIT_OK, EXIT_USAGE, RetentiondError
+from daemon.literal import print_line, visible
 
 DESCRIPTION = """\
 Retention and garbage collection for BentoML stores.
@@ -32,19 +35,64 @@ class UsageError(Exception):
 
 
 def parse_instant(text: str, option: str = "--at") -> datetime:
-    """Given an ISO 8601 instant with an offset or ``Z``, return it aware. Raise UsageError naming ``option``."""
+    """Given an ISO 8601 instant with an offset or ``Z``, return it aware. Raise UsageError naming ``option``.
+
+    Raise it too for an instant that has no UTC equivalent (``0001-01-01T00:00:00+01:00``): every
+    instant is computed with in UTC.
+    """
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise UsageError(f"{option}: invalid instant {text!r}; expected ISO 8601 such as 2026-11-22T10:00:00Z") from None
     if parsed.tzinfo is None:
         raise UsageError(f"{option}: instant {text!r} has no timezone; add Z or an offset such as +01:00")
+    try:
+        parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise UsageError(f"{option}: instant {text!r} is outside the years 1 to 9999 in UTC") from None
     return parsed
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its error messages (which quote the command line and UsageError texts) shown literally."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(visible(message))
+
+
+def installed_version() -> str:
+    """Return the version of the installed ``retentiond`` distribution, or a note when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("retentiond")
+    except PackageNotFoundError:
+        return "(not installed: running from a source tree)"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``retentiond X.Y.Z`` and exit 0. Reads the metadata only when asked (start-up time)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **_: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
+                         help="print the installed version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"retentiond {installed_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # Subparsers are made with the parser's own class, so every subcommand's errors go through _Parser too.
+    parser = _Parser(
         prog="retentiond", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    # A global option has its own dest: argparse lets a subcommand's default overwrite a value of the same
+    # dest parsed before the command, so `--config X plan` would silently lose X. main() merges the two.
+    parser.add_argument(
+        "--config", dest="global_config", metavar="FILE",
+        help="config file for any command; may also follow the command (that one wins if both are given)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -90,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON")
     for verb, text in (
         ("terminate", "terminate one deployment; recorded as manual, so off-hours never restarts it"),
-        ("restart", "start one deployment again with its unchanged configuration"),
+        ("restart", "start one deployment again, unchanged; in downtime, off-hours leaves it up until the next window"),
     ):
         manual = deployment_commands.add_parser(verb, help=text)
         manual.add_argument("name", metavar="NAME")
@@ -133,24 +181,38 @@ def _add_policy(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _never_fail_to_encode()
     parser = build_parser()
     arguments = parser.parse_args(argv)
+    if getattr(arguments, "config", None) is None:
+        arguments.config = arguments.global_config
     logs.configure()
     try:
         return _dispatch(arguments)
     except UsageError as error:
         parser.error(str(error))
     except RetentiondError as error:
-        print(f"retentiond: {error}", file=sys.stderr)
+        # A config error has one line per problem, so its line breaks are kept; every other character
+        # of a value inside a line (a path, a policy name) is shown literally.
+        for line in f"retentiond: {error}".split("\n"):
+            print_line(line, sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("retentiond: interrupted", file=sys.stderr)
+        print_line("retentiond: interrupted", sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away; that is not our failure.
         sys.stderr.close()
         return EXIT_OK
     return EXIT_USAGE  # pragma: no cover - parser.error exits
+
+
+def _never_fail_to_encode() -> None:
+    # A label in UTF-8 on a stdout whose encoding cannot hold it (PYTHONIOENCODING=ascii, a Latin-1
+    # terminal) is shown as \u escapes instead of ending the command in UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _dispatch(arguments: argparse.Namespace) -> int:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.cli import UsageError, parse_instant
 from daemon.config import load_config
-from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK
+from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK, RunInterrupted
+from daemon.literal import print_line
 
 if TYPE_CHECKING:
-    from daemon.executor import ActionResult
-    from policies.model import Plan
+    from daemon.executor import RunResult
 
 # Start-up time is most of a small `plan` or `apply`, so each handler imports what only it needs:
 # the runner (store, executor, policies), the audit reader, and rich (daemon.render) only for human
@@ -47,48 +48,71 @@ def plan(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _ProgressBar:
-    """A rich progress bar of bytes freed, shown only on a terminal."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-        self._progress = Progress(
-            TextColumn("deleting"), BarColumn(), DownloadColumn(binary_units=True), TextColumn("{task.fields[item]}"),
-            transient=True,
-        )
-        self._task = self._progress.add_task("delete", total=0, item="")
-
-    def begin(self, plan: Plan) -> None:
-        self._progress.update(self._task, total=plan.bytes_to_free or 1)
-        self._progress.start()
-
-    def advance(self, result: ActionResult) -> None:
-        freed = result.action.size_bytes or 0 if result.outcome == "ok" else 0
-        self._progress.update(self._task, advance=freed, item=f"{result.action.name}:{result.action.version}")
-
-    def stop(self) -> None:
-        self._progress.stop()
-
-
 def apply(arguments: argparse.Namespace) -> int:
+    from daemon.fleet import observed_run
     from daemon.runner import apply_once
+    from daemon.stop import StopRequest
 
-    settings = load_config(arguments.config).settings
-    bar = _ProgressBar() if sys.stdout.isatty() and not arguments.json else None
-    try:
-        result = apply_once(
-            settings, arguments.policy, wait_seconds=arguments.wait, progress=bar, accept_shrink=arguments.accept_shrink
-        )
-    finally:
-        if bar is not None:
-            bar.stop()
-    if arguments.json:
+    # SIGINT/SIGTERM stop the run at its next safe point (daemon.stop); the handlers go before printing.
+    with StopRequest() as stop:
+        settings = load_config(arguments.config).settings
+        bar = None
+        if sys.stdout.isatty() and not arguments.json:
+            from daemon.render import ProgressBar
+            bar = ProgressBar()
+        try:
+            result = observed_run(
+                settings, sorted(arguments.policy or settings.policy_names()),
+                lambda on_locked: apply_once(
+                    settings, arguments.policy, wait_seconds=arguments.wait, progress=bar,
+                    accept_shrink=arguments.accept_shrink, stop=stop.event, on_locked=on_locked,
+                ),
+                daemon=False,
+            )
+        except RunInterrupted as error:
+            print_line(f"retentiond: {stop.signal_name}: {error}", sys.stderr)
+            return stop.exit_code
+        finally:
+            if bar is not None:
+                _after_acting(EXIT_OK, bar.stop)  # the bar is cosmetic: a fault in it must not replace the outcome
+    if result.interrupted:
+        exit_code = stop.exit_code
+    else:
+        exit_code = EXIT_ACTIONS_FAILED if result.failed else EXIT_OK
+    return _after_acting(exit_code, lambda: _print_run(result, arguments.json, stop.signal_name))
+
+
+def _print_run(result: RunResult, as_json: bool, signal_name: str | None) -> None:
+    if as_json:
         print_json(result.to_dict())
     else:
         from daemon import render
         render.print_run(result)
-    return EXIT_ACTIONS_FAILED if result.failed else EXIT_OK
+    if result.interrupted:
+        counters = result.counters()
+        print_line(
+            f"retentiond: {signal_name}: run interrupted during {result.interrupted_during}: "
+            f"{counters['actions_ok']} done, {counters['actions_failed']} failed, {counters['actions_skipped']} skipped, "
+            f"{counters['actions_not_started']} not started; the next run carries on",
+            sys.stderr,
+        )
+
+
+def _after_acting(exit_code: int, show: Callable[[], None]) -> int:
+    """Given the exit code of something already done and audited, show it and return that code, whatever showing raises.
+
+    A closed pipe (`apply | head`) or a fault in a renderer must neither hide that an action failed behind
+    exit 0 nor turn a finished run into a traceback: the audit log holds every outcome either way.
+    """
+    try:
+        show()
+    except BrokenPipeError:
+        # As the CLI does for a reader that went away; its own handler would answer 0 whatever happened.
+        sys.stderr.close()
+    except Exception as error:  # the boundary after acting: report it, keep the run's exit code
+        print_line(f"retentiond: done, but the result could not be shown ({type(error).__name__}: {error}); "
+                   "every outcome is in the audit log", sys.stderr)
+    return exit_code
 
 
 def status(arguments: argparse.Namespace) -> int:
@@ -118,7 +142,7 @@ def window(arguments: argparse.Namespace) -> int:
         rows.append({
             "at": instant.isoformat(),
             "active": spec.matches(instant),
-            "next_change": change.astimezone(instant.tzinfo).isoformat() if change else None,
+            "next_change": _in_zone_of(change, instant).isoformat() if change else None,
         })
     if arguments.json:
         print_json({"spec": arguments.spec, "instants": rows})
@@ -126,8 +150,16 @@ def window(arguments: argparse.Namespace) -> int:
         for row in rows:
             state = "inside" if row["active"] else "outside"
             after = f"; changes at {row['next_change']}" if row["next_change"] else "; never changes"
-            print(f"{row['at']}: {state}{after}")
+            print_line(f"{row['at']}: {state}{after}")
     return EXIT_OK
+
+
+def _in_zone_of(change: datetime, instant: datetime) -> datetime:
+    """Given a UTC instant, return it in the zone of ``instant``; in UTC when that local time is past year 9999."""
+    try:
+        return change.astimezone(instant.tzinfo)
+    except OverflowError:
+        return change
 
 
 def deployments(arguments: argparse.Namespace) -> int:
@@ -143,14 +175,17 @@ def deployments(arguments: argparse.Namespace) -> int:
             render.print_deployments(rows)
         return EXIT_OK
     result = manual_deployment_action(settings, arguments.deployments_command, arguments.name, arguments.provider)
-    if arguments.json:
+    return _after_acting(EXIT_ACTIONS_FAILED if result.failed else EXIT_OK, lambda: _print_outcomes(result, arguments.json))
+
+
+def _print_outcomes(result: RunResult, as_json: bool) -> None:
+    if as_json:
         print_json(result.to_dict())
-    else:
-        for action_result in result.results:
-            error = f": {action_result.error}" if action_result.error else ""
-            print(f"{action_result.action.action} {action_result.action.provider}/{action_result.action.name}: "
-                  f"{action_result.outcome}{error}")
-    return EXIT_ACTIONS_FAILED if result.failed else EXIT_OK
+        return
+    for action_result in result.results:
+        error = f": {action_result.error}" if action_result.error else ""
+        print_line(f"{action_result.action.action} {action_result.action.provider}/{action_result.action.name}: "
+                   f"{action_result.outcome}{error}")
 
 
 def restore(arguments: argparse.Namespace) -> int:
@@ -158,31 +193,33 @@ def restore(arguments: argparse.Namespace) -> int:
 
     settings = load_config(arguments.config).settings
     restored = restore_version(settings, arguments.tag, arguments.kind)
-    print(f"restored {restored.kind} {restored.name}:{restored.version} (trashed {restored.trashed_at:%Y-%m-%dT%H:%M:%SZ})")
+    print_line(f"restored {restored.kind} {restored.name}:{restored.version} (trashed {restored.trashed_at:%Y-%m-%dT%H:%M:%SZ})")
     return EXIT_OK
 
 
 def check_config(arguments: argparse.Namespace) -> int:
     loaded = load_config(arguments.config)
     source = str(loaded.path) if loaded.path else "built-in defaults (no config file found)"
-    print(f"# config: {source} -- valid", file=sys.stderr)
+    print_line(f"# config: {source} -- valid", sys.stderr)
+    for warning in loaded.settings.unscheduled_warnings().values():
+        print_line(f"retentiond: warning: {warning}", sys.stderr)
     print(json.dumps(loaded.settings.model_dump(mode="json"), indent=2))
     return EXIT_OK
 
 
 def audit(arguments: argparse.Namespace) -> int:
-    from daemon.audit import read_records, record_time
+    from daemon.audit import chain_files, read_chain, record_time
 
     settings = load_config(arguments.config).settings
     if arguments.audit_command == "verify":
         return _verify_audit(settings.daemon.audit_log, arguments.json)
     since = _parse_since(arguments.since) if arguments.since else None
     path = settings.daemon.audit_log
-    if not path.exists():
-        print(f"retentiond: no audit log at {path} yet", file=sys.stderr)
+    if not chain_files(path):
+        print_line(f"retentiond: no audit log at {path} yet", sys.stderr)
         return EXIT_OK
     records = [
-        record for record in read_records(path)
+        record for record in read_chain(path)
         if (arguments.policy is None or record.get("policy") == arguments.policy)
         and (since is None or (record_time(record) or since) >= since)
     ]
@@ -205,10 +242,10 @@ def _verify_audit(path: Path, as_json: bool) -> int:
             "intact": report.problem is None, "problem": report.problem, "note": report.note,
         })
     elif report.problem is None:
-        print(f"audit log intact: {report.records} records in {len(report.files)} file(s)"
-              + (f" ({report.note})" if report.note else ""))
+        print_line(f"audit log intact: {report.records} records in {len(report.files)} file(s)"
+                   + (f" ({report.note})" if report.note else ""))
     else:
-        print(f"audit log NOT intact after {report.records} good records: {report.problem}", file=sys.stderr)
+        print_line(f"audit log NOT intact after {report.records} good records: {report.problem}", sys.stderr)
     return EXIT_OK if report.problem is None else EXIT_ACTIONS_FAILED
 
 

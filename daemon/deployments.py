@@ -17,9 +17,10 @@ import structlog
 from daemon.config import Settings
 from daemon.errors import ConfigError
 from daemon.ownership import OwnershipFile, OwnershipState
-from daemon.providers import DeploymentNotFound, Provider, ProviderError
+from daemon.providers import DeploymentNotFound, PartialListing, Provider, ProviderError
 from daemon.providers.registry import build_providers
-from policies.model import Action, Deployment, Inventory, Ownership
+from policies.model import Action, Deployment, HandStart, Inventory, Ownership
+from policies.offhours import hand_start_policy
 from policies.spec import OffhoursPolicy
 
 log = structlog.get_logger("retentiond")
@@ -41,6 +42,11 @@ def list_deployments(providers: Mapping[str, Provider]) -> DeploymentView:
     for name, provider in providers.items():
         try:
             view.deployments.extend(provider.list())
+        except PartialListing as error:
+            # Decided as usual, but not "listed": a record is not dropped for what could not be seen.
+            view.deployments.extend(error.deployments)
+            view.warnings.append(f"provider {name}: listed only in part: {error}")
+            continue
         except ProviderError as error:
             view.warnings.append(f"provider {name}: cannot list deployments: {error}")
             continue
@@ -48,8 +54,17 @@ def list_deployments(providers: Mapping[str, Provider]) -> DeploymentView:
     return view
 
 
+def utc_now() -> datetime:
+    """Return the current instant, aware, in UTC: the clock a run reads unless it is given another."""
+    return datetime.now(timezone.utc)
+
+
 class DeploymentActor:
-    """Carries out terminate/restart/delete_deployment and keeps the ownership records in step."""
+    """Carries out terminate/restart/delete_deployment and keeps the ownership records in step.
+
+    ``clock`` gives the instant of each action: a run passes its own, so that a run and its
+    records agree on the time (and tests can move it).
+    """
 
     def __init__(
         self,
@@ -58,12 +73,12 @@ class DeploymentActor:
         state: OwnershipState,
         policies: Sequence[OffhoursPolicy],
         deployments: Sequence[Deployment],
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.providers = providers
         self.ownership_file = ownership_file
         self.state = state
-        self.policies = {policy.name: policy for policy in policies}
+        self.policies = list(policies)
         self.deployments = {(d.provider, d.name): d for d in deployments}
         self.clock = clock
 
@@ -73,19 +88,20 @@ class DeploymentActor:
         if provider is None:
             return "failed", f"no provider named {action.provider!r} is configured"
         key = (action.provider or "", action.name)
-        previous = self.state.records.get(key)
-        if action.action == "terminate":
-            # The record goes first: a crash right after terminating must not orphan the deployment.
-            self.state.records[key] = self._ownership(action, key)
-            if not self._save():
-                self._restore(key, previous)
-                return "failed", f"cannot write the ownership record {self.ownership_file.path}; not terminated"
+        previous = (self.state.records.get(key), self.state.hand_starts.get(key))
+        # The record goes first: a crash right after terminating must not orphan the deployment,
+        # nor one right after a start by hand leave it to be terminated again at once.
+        written = self._record_before(action, key)
+        if written is not None and not self._save():
+            self._restore(key, previous)
+            verb = "terminated" if action.action == "terminate" else "restarted"
+            return "failed", f"cannot write the ownership record {self.ownership_file.path}; not {verb}"
         try:
             {"terminate": provider.terminate, "restart": provider.restart, "delete_deployment": provider.delete}[
                 action.action
             ](action.name)
         except DeploymentNotFound:
-            self.state.records.pop(key, None)
+            self.state.forget(key)
             self.state.inactive_since.pop(key, None)
             self._save()
             return "skipped", "deployment not found (deleted by someone else)"
@@ -93,16 +109,31 @@ class DeploymentActor:
             self._restore(key, previous)
             self._save()
             return "failed", str(error)
-        if action.action != "terminate":
-            self.state.records.pop(key, None)
+        if written == "hand_start":
+            self._refresh_identity(provider, key)
+        elif action.action != "terminate":
+            self.state.forget(key)
             if action.action == "delete_deployment":
                 self.state.inactive_since.pop(key, None)
             self._save()
         return "ok", None
 
+    def _record_before(self, action: Action, key: tuple[str, str]) -> Literal["ownership", "hand_start"] | None:
+        """Put the record an action needs before it runs; return which one, or None if it needs none first."""
+        if action.action == "terminate":
+            self.state.forget(key)
+            self.state.records[key] = self._ownership(action, key)
+            return "ownership"
+        hand_start = self._hand_start(key) if action.action == "restart" and action.policy == MANUAL_POLICY else None
+        if hand_start is None:
+            return None
+        self.state.forget(key)
+        self.state.hand_starts[key] = hand_start
+        return "hand_start"
+
     def _ownership(self, action: Action, key: tuple[str, str]) -> Ownership:
         now = self.clock()
-        policy = self.policies.get(action.policy)
+        policy = next((policy for policy in self.policies if policy.name == action.policy), None)
         deployment = self.deployments.get(key)
         return Ownership(
             provider=key[0], name=key[1], policy=action.policy, terminated_at=now,
@@ -111,11 +142,36 @@ class DeploymentActor:
             manual=action.policy == MANUAL_POLICY,
         )
 
-    def _restore(self, key: tuple[str, str], previous: Ownership | None) -> None:
-        if previous is None:
-            self.state.records.pop(key, None)
-        else:
-            self.state.records[key] = previous
+    def _hand_start(self, key: tuple[str, str]) -> HandStart | None:
+        """Return the record of a start by hand now, if the policy deciding the deployment is in downtime."""
+        now = self.clock()
+        deployment = self.deployments.get(key)
+        if deployment is None or hand_start_policy(self.policies, deployment, now) is None:
+            return None
+        return HandStart(provider=key[0], name=key[1], started_at=now, identity=deployment.identity)
+
+    def _refresh_identity(self, provider: Provider, key: tuple[str, str]) -> None:
+        """Tie a start by hand to the deployment as it runs now: a local process has a new pid."""
+        hand_start = self.state.hand_starts[key]
+        try:
+            listed = next((d for d in provider.list() if d.name == key[1]), None)
+        except ProviderError as error:
+            listed = None
+            log.warning("deployment.identity_unknown", provider=key[0], name=key[1], error=str(error))
+        # Not listed: identity unknown, and an unknown identity matches whatever runs under the name
+        # until the window ends, so the start is respected rather than undone.
+        identity = listed.identity if listed else ""
+        if identity != hand_start.identity:
+            self.state.hand_starts[key] = dataclasses.replace(hand_start, identity=identity)
+            self._save()
+
+    def _restore(self, key: tuple[str, str], previous: tuple[Ownership | None, HandStart | None]) -> None:
+        self.state.forget(key)
+        record, hand_start = previous
+        if record is not None:
+            self.state.records[key] = record
+        if hand_start is not None:
+            self.state.hand_starts[key] = hand_start
 
     def _save(self) -> bool:
         try:
@@ -169,5 +225,6 @@ def with_deployments(inventory: Inventory, context: DeploymentContext | None) ->
         inventory,
         deployments=tuple(context.state.annotate(context.view.deployments)),
         ownership=tuple(context.state.records.values()),
+        hand_starts=tuple(context.state.hand_starts.values()),
         warnings=(*inventory.warnings, *context.view.warnings),
     )

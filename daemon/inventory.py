@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple, NoReturn
 
+from daemon.errors import RunInterrupted
 from daemon.metadata import read_metadata
 from daemon.scancache import ScanCache, VersionFacts, VersionKey, active_state_dir
 from daemon.tags import is_valid_tag_part
@@ -41,25 +42,28 @@ KIND_DIRS: dict[ArtifactKind, tuple[str, str]] = {
 STATE_DIR_NAME = ".retentiond"
 # A cold scan of at least this many versions is split with a forked child (about 60 µs a version each side).
 SPLIT_MIN_VERSIONS = 2000
+# A stop request is looked at every so many measured versions (a few milliseconds of a cold scan).
+STOP_CHECK_VERSIONS = 256
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 _NO_FILE = (-1, -1, -1, -1)
 _FILE_TYPE_BITS, _REGULAR, _DIRECTORY = 0o170000, stat.S_IFREG, stat.S_IFDIR  # mode & _FILE_TYPE_BITS is S_IFMT(mode)
 
 
-def scan_store(home: Path, cache_dir: Path | None = None) -> Inventory:
+def scan_store(home: Path, cache_dir: Path | None = None, stop: threading.Event | None = None) -> Inventory:
     """Given a BentoML home, return every model and bento version in it, with warnings.
 
     ``cache_dir`` (default: the one set by ``scancache.scan_cache_in``, else none) holds the
     scan cache. Raise OSError only if the ``models`` directory exists but cannot be listed
-    (an unlistable ``bentos`` is recorded in ``Inventory.unreadable_bentos``).
+    (an unlistable ``bentos`` is recorded in ``Inventory.unreadable_bentos``), RunInterrupted
+    (within a few hundred versions) once ``stop`` is set.
     """
     state_dir = cache_dir if cache_dir is not None else active_state_dir()
     cache = ScanCache.load(state_dir, home) if state_dir is not None else None
     # Taken before the listing: a bento saved while we scan then differs from it when the executor looks.
     fingerprint = bentos_fingerprint(home)
     with _no_cycle_collection():
-        artifacts, notes = _scan_kinds(home, cache, time.time(), KIND_DIRS)
+        artifacts, notes = _scan_kinds(home, cache, time.time(), KIND_DIRS, stop)
     if cache is not None:
         cache.save()
     return Inventory(
@@ -74,7 +78,7 @@ def scan_bentos(home: Path) -> Inventory:
     For the check before model deletions: bentos are few. Raise OSError only if ``home`` cannot be searched.
     """
     fingerprint = bentos_fingerprint(home)
-    artifacts, notes = _scan_kinds(home, None, time.time(), ("bento",))
+    artifacts, notes = _scan_kinds(home, None, time.time(), ("bento",), None)
     return Inventory(
         artifacts=tuple(artifacts), warnings=tuple(notes.warnings),
         unreadable_bentos=tuple(notes.unreadable), bentos_fingerprint=fingerprint,
@@ -126,7 +130,7 @@ class _Notes:
 
 
 def _scan_kinds(
-    home: Path, cache: ScanCache | None, now: float, kinds: Iterable[ArtifactKind]
+    home: Path, cache: ScanCache | None, now: float, kinds: Iterable[ArtifactKind], stop: threading.Event | None
 ) -> tuple[list[Artifact], _Notes]:
     found: list[_Found] = []
     notes = _Notes()
@@ -146,6 +150,7 @@ def _scan_kinds(
             notes.not_read(kind, f"cannot list {kind_root}: {error.strerror}", subdir, f"cannot list it: {error.strerror}")
             continue
         for name_entry in name_entries:
+            _check_stop(stop)
             if name_entry.is_symlink():
                 place = f"{subdir}/{name_entry.name}"
                 notes.not_read(kind, f"{place} is a symlink; not followed, never deleted", place, "a symlink, not followed")
@@ -158,7 +163,7 @@ def _scan_kinds(
             found.extend(_scan_name(kind, name_entry.name, name_entry.path, notes, cache, now))
     # Versions the cache did not answer for are measured in one batch, which a large cold scan splits in two.
     unknown = [(item.path, item.info, KIND_DIRS[item.kind][1], item.name, item.version) for item in found if item.facts is None]
-    measured = iter(_measure_versions(unknown))
+    measured = iter(_measure_versions(unknown, stop))
     artifacts = []
     for item in found:
         facts = item.facts
@@ -307,12 +312,28 @@ def _scan_versions(
     return found
 
 
-def _measure_versions(jobs: list[_Job]) -> list[_Measured]:
+def _check_stop(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise RunInterrupted("stopped while scanning the store; nothing was deleted", "scan")
+
+
+def _measure_versions(jobs: list[_Job], stop: threading.Event | None = None) -> list[_Measured]:
     """Given (path, directory lstat, metadata file name, name, version) per version directory, return
-    ``_measure`` of each, in order. A large batch is split with one forked child when there are 2 cores."""
+    ``_measure`` of each, in order. A large batch is split with one forked child when there are 2 cores.
+    Raise RunInterrupted once ``stop`` is set."""
     if len(jobs) < SPLIT_MIN_VERSIONS or not _may_fork():
+        return _measure_each(jobs, stop)
+    return _measure_split(jobs, stop)
+
+
+def _measure_each(jobs: list[_Job], stop: threading.Event | None) -> list[_Measured]:
+    if stop is None:
         return [_measure(*job) for job in jobs]
-    return _measure_split(jobs)
+    measured: list[_Measured] = []
+    for start in range(0, len(jobs), STOP_CHECK_VERSIONS):
+        _check_stop(stop)
+        measured.extend(_measure(*job) for job in jobs[start : start + STOP_CHECK_VERSIONS])
+    return measured
 
 
 def _may_fork() -> bool:
@@ -323,7 +344,7 @@ def _may_fork() -> bool:
     return len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) > 1
 
 
-def _measure_split(jobs: list[_Job]) -> list[_Measured]:
+def _measure_split(jobs: list[_Job], stop: threading.Event | None) -> list[_Measured]:
     """Measure the first half here and the second in a forked child, which sends plain values back
     through a pipe. If the child fails in any way, its half is measured here: the answer is the same."""
     half = len(jobs) // 2
@@ -333,7 +354,7 @@ def _measure_split(jobs: list[_Job]) -> list[_Measured]:
     except OSError:
         os.close(read_fd)
         os.close(write_fd)
-        return [_measure(*job) for job in jobs]
+        return _measure_each(jobs, stop)
     if pid == 0:
         os.close(read_fd)
         _measure_in_child(jobs[half:], write_fd)
@@ -341,7 +362,7 @@ def _measure_split(jobs: list[_Job]) -> list[_Measured]:
     status = -1
     with open(read_fd, "rb") as pipe:
         try:
-            first = [_measure(*job) for job in jobs[:half]]
+            first = _measure_each(jobs[:half], stop)
             payload = pipe.read()
         except BaseException:
             os.kill(pid, signal.SIGKILL)
@@ -351,7 +372,7 @@ def _measure_split(jobs: list[_Job]) -> list[_Measured]:
                 status = os.waitpid(pid, 0)[1]
     second = _from_rows(payload, len(jobs) - half) if status == 0 else None
     if second is None:
-        second = [_measure(*job) for job in jobs[half:]]
+        second = _measure_each(jobs[half:], stop)
     return first + second
 
 
@@ -359,6 +380,10 @@ def _measure_in_child(jobs: list[_Job], write_fd: int) -> NoReturn:
     # The child must never return into the parent's code (nor flush its buffers, nor run its atexit hooks).
     code = 1
     try:
+        # The parent decides when to stop (and kills this child then); a signal meant for it must not
+        # run the parent's handlers here too.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         rows = []
         for job in jobs:
             facts, key, cacheable = _measure(*job)
@@ -483,6 +508,20 @@ def _walk(root: str, root_info: os.stat_result, metadata_name: str) -> tuple[int
         except OSError as error:
             problem = problem or f"cannot read {directory}: {error.strerror}"
     return size_bytes, newest, metadata_info, problem
+
+
+def tree_size(path: Path) -> int:
+    """Given a file or a directory, return the apparent size of the regular files in it (0 if it is gone).
+
+    Never follows links; what cannot be listed is not counted.
+    """
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return 0
+    if not stat.S_ISDIR(info.st_mode):
+        return info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return _walk(str(path), info, "")[0]
 
 
 def stat_identity(info: os.stat_result) -> tuple[int, int, int]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from daemon.literal import visible
 
 if TYPE_CHECKING:
     from structlog.typing import Processor
@@ -36,21 +39,32 @@ def _import_structlog() -> ModuleType:
 def configure(level: int = logging.INFO) -> None:
     """Send structlog events to stderr; stdout stays free for command output."""
     structlog = _import_structlog()
-    renderer: Processor
+    renderers: list[Processor]
     if sys.stderr.isatty():
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        # The console renderer writes string values as they are; JSON escapes them by itself.
+        renderers = [_visible_strings, structlog.dev.ConsoleRenderer(colors=False)]
     else:
-        renderer = structlog.processors.JSONRenderer()
+        renderers = [structlog.processors.JSONRenderer()]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
             structlog.processors.format_exc_info,
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # Looked up per logger, so a replaced sys.stderr (tests, daemonisers) is honoured.
         logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def _visible_strings(logger: object, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Show control characters in string values as escapes: a path or a provider's error cannot steer the terminal.
+
+    A formatted traceback keeps its line breaks."""
+    shown = {key: visible(value) if isinstance(value, str) else value for key, value in event.items()}
+    if isinstance(event.get("exception"), str):
+        shown["exception"] = "\n".join(visible(line) for line in event["exception"].split("\n"))
+    return shown

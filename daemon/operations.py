@@ -1,15 +1,17 @@
 """Operations by hand, through the same lock and audit log as every run.
 
 ``deployments terminate|restart NAME`` (a manual terminate is never undone by
-off-hours), ``deployments list`` and ``restore NAME:VERSION``.
+off-hours; a manual restart in downtime is left up until the next window),
+``deployments list`` and ``restore NAME:VERSION``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime
 
 from daemon.config import Settings
-from daemon.deployments import MANUAL_POLICY, DeploymentContext, list_deployments, with_deployments
+from daemon.deployments import MANUAL_POLICY, DeploymentContext, list_deployments, utc_now, with_deployments
 from daemon.errors import ConfigError, RestoreError
 from daemon.executor import RunResult, execute
 from daemon.ownership import OwnershipFile
@@ -18,16 +20,25 @@ from daemon.runner import LockedRun, finish_run, locked_run, ready_deployments
 from daemon.store import SkipAction
 from daemon.trash import TrashedVersion
 from policies import Action, Inventory, Plan, evaluate
-from policies.model import ActionName, ArtifactKind, format_instant
+from policies.model import ActionName, ArtifactKind, Deployment, HandStart, Ownership, format_instant
+from policies.offhours import RUNNING, hand_start_policy, next_window
 
 
 def manual_deployment_action(
-    settings: Settings, action: ActionName, name: str, provider: str | None, *, wait_seconds: float = 0
+    settings: Settings,
+    action: ActionName,
+    name: str,
+    provider: str | None,
+    *,
+    wait_seconds: float = 0,
+    clock: Callable[[], datetime] = utc_now,
 ) -> RunResult:
     """Terminate or restart one deployment by hand, through the same lock and audit log.
 
-    A manual terminate is recorded as manual, so off-hours never restarts it. Raise
-    ConfigError if no provider, or more than one, has a deployment of that name.
+    A manual terminate is recorded as manual, so off-hours never restarts it. A manual restart
+    while the off-hours policy deciding the deployment is in downtime is recorded as a start by
+    hand, so off-hours leaves it up until that window ends. Raise ConfigError if no provider, or
+    more than one, has a deployment of that name.
     """
     with locked_run(settings, [MANUAL_POLICY], wait_seconds) as run:
         wanted = {provider} if provider else set(settings.providers)
@@ -35,21 +46,28 @@ def manual_deployment_action(
         ownership_file = OwnershipFile(settings.daemon.state_dir)
         context = DeploymentContext(providers, list_deployments(providers), ownership_file, ownership_file.load())
         try:
-            result = _manual(settings, run, context, action, name)
+            result = _manual(settings, run, context, action, name, clock)
         finally:
             context.close()
         finish_run(run, result, settings, [MANUAL_POLICY])
     return result
 
 
-def _manual(settings: Settings, run: LockedRun, context: DeploymentContext, action: ActionName, name: str) -> RunResult:
-    actor = ready_deployments(context, run, settings)
+def _manual(
+    settings: Settings, run: LockedRun, context: DeploymentContext, action: ActionName, name: str, clock: Callable[[], datetime]
+) -> RunResult:
+    now = clock()
+    actor = ready_deployments(context, run, settings, clock, now)
     matches = [d for d in context.view.deployments if d.name == name]
     if len(matches) != 1:
         where = ", ".join(sorted({d.provider for d in matches})) or "no provider"
         raise ConfigError(f"deployment {name!r} found in {where}; name one provider with --provider")
-    reasons = (f"{action} requested by hand",)
-    plan = Plan(at=datetime.now(timezone.utc), actions=(
+    reasons: tuple[str, ...] = (f"{action} requested by hand",)
+    policy = hand_start_policy(settings.offhours, matches[0], now) if action == "restart" else None
+    if policy is not None:
+        reasons = (*reasons, f"in {policy.describe_window(now)} (policy {policy.name}): "
+                   f"off-hours leaves it up until {next_window(policy, now)}")
+    plan = Plan(at=now, actions=(
         Action(action, "deployment", name, None, MANUAL_POLICY, reasons, provider=matches[0].provider),
     ))
     return execute(plan, with_deployments(Inventory(()), context), run.actors(actor))
@@ -72,18 +90,29 @@ def list_all_deployments(settings: Settings, now: datetime) -> list[dict[str, ob
     rows: list[dict[str, object]] = []
     for deployment in inventory.deployments:
         record = context.state.records.get((deployment.provider, deployment.name))
+        hand_start = context.state.hand_starts.get((deployment.provider, deployment.name))
         decision, policy_name, reasons = decisions.get((deployment.provider, deployment.name), ("-", None, ()))
         deciding = next((p for p in settings.offhours if p.name == policy_name), None)
         change = deciding.window.next_change(now) if deciding else None
         rows.append({
             "provider": deployment.provider, "name": deployment.name, "status": deployment.status,
-            "owner": None if record is None else ("manual" if record.manual else f"retentiond ({record.policy})"),
+            "owner": _owner(deployment, record, hand_start),
             "terminated_at": format_instant(record.terminated_at) if record else None,
+            "started_by_hand_at": format_instant(hand_start.started_at) if hand_start else None,
             "policy": policy_name, "now": decision, "reasons": list(reasons),
             "next_window_change": format_instant(change) if change else None,
         })
     rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.warnings)
     return rows
+
+
+def _owner(deployment: Deployment, record: Ownership | None, hand_start: HandStart | None) -> str | None:
+    """Return who has the deployment in the state it is in, as ``deployments list`` shows it."""
+    if hand_start is not None or (record is not None and deployment.status in RUNNING):
+        return "started by hand"
+    if record is None:
+        return None
+    return "manual" if record.manual else f"retentiond ({record.policy})"
 
 
 def restore_version(settings: Settings, tag: str, kind: ArtifactKind | None) -> TrashedVersion:

@@ -1,8 +1,10 @@
 """Durable ownership records: which deployments this daemon (or a person through it) terminated.
 
 ``<state_dir>/ownership.json`` outlives restarts and config changes. It also remembers
-when each deployment was first seen terminated or failed (for ``delete_after``). It is
-only written under the store lock, atomically (temp file, fsync, ``os.replace``).
+which deployments a person started through ``deployments restart`` during downtime
+(``started_by_hand``; files written before it existed simply have none) and when each
+deployment was first seen terminated or failed (for ``delete_after``). It is only
+written under the store lock, atomically (temp file, fsync, ``os.replace``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from daemon.store import write_file_atomically
-from policies.model import Deployment, Ownership
-from policies.offhours import INACTIVE, RUNNING
+from policies.model import Deployment, HandStart, Ownership
+from policies.offhours import INACTIVE, RUNNING, deciding_policy, hand_start_holds, same_deployment, stop_window_open
+from policies.spec import OffhoursPolicy
 
 Key = tuple[str, str]
 
@@ -28,25 +31,44 @@ def _instant(text: str | None) -> datetime | None:
 @dataclass
 class OwnershipState:
     records: dict[Key, Ownership] = field(default_factory=dict)
+    hand_starts: dict[Key, HandStart] = field(default_factory=dict)
     inactive_since: dict[Key, datetime] = field(default_factory=dict)
 
     def annotate(self, deployments: Iterable[Deployment]) -> list[Deployment]:
         """Return the deployments with ``inactive_since`` filled in from what we saw before."""
         return [replace(d, inactive_since=self.inactive_since.get((d.provider, d.name))) for d in deployments]
 
-    def observe(self, deployments: Sequence[Deployment], listed_providers: Iterable[str], now: datetime) -> list[str]:
-        """Update from a fresh listing; drop records that no longer apply. Return why each was dropped."""
+    def forget(self, key: Key) -> None:
+        """Drop every record of one deployment but when it was first seen inactive."""
+        self.records.pop(key, None)
+        self.hand_starts.pop(key, None)
+
+    def observe(
+        self,
+        deployments: Sequence[Deployment],
+        listed_providers: Iterable[str],
+        now: datetime,
+        policies: Sequence[OffhoursPolicy] = (),
+    ) -> list[str]:
+        """Update from a fresh listing; drop records that no longer apply. Return why each was dropped.
+
+        ``policies`` (in config order) tell whether a start by hand still holds at ``now``.
+        """
         listed = set(listed_providers)
         current = {(d.provider, d.name): d for d in deployments}
         dropped = []
-        for key, record in list(self.records.items()):
-            if key[0] not in listed:
-                continue  # that provider could not be listed this time: know nothing, change nothing
+        # A provider that could not be listed this time: know nothing, change nothing.
+        for key in sorted(key for key in {*self.records, *self.hand_starts} if key[0] in listed):
             deployment = current.get(key)
-            reason = _stale(record, deployment)
+            record, hand_start = self.records.get(key), self.hand_starts.get(key)
+            reason = None if record is None else _stale(record, deployment, policies, now)
             if reason:
                 del self.records[key]
                 dropped.append(f"{key[0]}/{key[1]}: {reason}")
+            reason = None if hand_start is None else _stale_hand_start(hand_start, deployment, policies, now)
+            if reason:
+                del self.hand_starts[key]
+                dropped.append(f"{key[0]}/{key[1]}: started by hand: {reason}")
         for key, deployment in current.items():
             if deployment.status in INACTIVE:
                 self.inactive_since.setdefault(key, now)
@@ -57,13 +79,36 @@ class OwnershipState:
         return dropped
 
 
-def _stale(record: Ownership, deployment: Deployment | None) -> str | None:
+def _gone(identity: str, deployment: Deployment | None) -> str | None:
     if deployment is None:
         return "deleted by someone else"
-    if record.identity and deployment.identity and record.identity != deployment.identity:
+    if not same_deployment(identity, deployment.identity):
         return "replaced by a new deployment of the same name"
-    if record.manual and deployment.status in RUNNING:
+    return None
+
+
+def _stale(record: Ownership, deployment: Deployment | None, policies: Sequence[OffhoursPolicy], now: datetime) -> str | None:
+    gone = _gone(record.identity, deployment)
+    if gone or deployment is None or deployment.status not in RUNNING:
+        return gone
+    # It runs again: someone started it. While the window of the stop is on, the record is what
+    # tells off-hours to leave it up; after that it would only undo a later stop by someone else.
+    if stop_window_open(deciding_policy(policies, deployment), record, now):
+        return None
+    if record.manual:
         return "started again by someone; the manual stop no longer applies"
+    return "started again by someone and its downtime window has ended; the stop by retentiond no longer applies"
+
+
+def _stale_hand_start(
+    hand_start: HandStart, deployment: Deployment | None, policies: Sequence[OffhoursPolicy], now: datetime
+) -> str | None:
+    gone = _gone(hand_start.identity, deployment)
+    if gone or deployment is None:
+        return gone
+    policy = deciding_policy(policies, deployment)
+    if policy is not None and not hand_start_holds(policy, hand_start.started_at, now):
+        return "the downtime window it was started by hand in has ended"
     return None
 
 
@@ -88,6 +133,12 @@ class OwnershipFile:
                 manual=bool(raw.get("manual", False)),
             )
             state.records[(record.provider, record.name)] = record
+        for raw in data.get("started_by_hand", []):
+            hand_start = HandStart(
+                provider=raw["provider"], name=raw["name"], started_at=datetime.fromisoformat(raw["started_at"]),
+                identity=raw.get("identity", ""),
+            )
+            state.hand_starts[(hand_start.provider, hand_start.name)] = hand_start
         for key, since in data.get("inactive_since", {}).items():
             provider, name = key.split("/", 1)
             state.inactive_since[(provider, name)] = datetime.fromisoformat(since)
@@ -104,6 +155,10 @@ class OwnershipFile:
                     "identity": r.identity, "manual": r.manual,
                 }
                 for r in sorted(state.records.values(), key=lambda r: (r.provider, r.name))
+            ],
+            "started_by_hand": [
+                {"provider": h.provider, "name": h.name, "started_at": h.started_at.isoformat(), "identity": h.identity}
+                for h in sorted(state.hand_starts.values(), key=lambda h: (h.provider, h.name))
             ],
             "inactive_since": {f"{p}/{n}": t.isoformat() for (p, n), t in sorted(state.inactive_since.items())},
         }

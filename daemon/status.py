@@ -1,15 +1,19 @@
-"""``retentiond status``: the store, the disk against each policy's limits, the trash, last and next runs."""
+"""``retentiond status``: the store, the disk against each policy's limits, the trash, last and next runs,
+each policy's figures over every run, and what off-hours saved."""
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings
 from daemon.errors import RetentiondError
-from daemon.inventory import scan_store
+from daemon.inventory import scan_store, tree_size
+from daemon.metrics import MetricsFile, offhours_savings
+from daemon.offhours_figures import PolicySavings
 from daemon.operations import list_all_deployments
 from daemon.runner import read_disk_usage
 from daemon.service import retention_trigger
@@ -34,6 +38,8 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
             entry["oldest"] = min(entry["oldest"] or stamp, stamp)
             entry["newest"] = max(entry["newest"] or stamp, stamp)
     state = StateFile(settings.daemon.state_dir).load()
+    totals = MetricsFile(settings.daemon.state_dir).load().get("policies", {})
+    savings = offhours_savings(settings, now)
     store_bytes = sum(entry["size_bytes"] for entry in names.values())
     deployments: list[dict[str, Any]] = []
     if settings.offhours:
@@ -57,17 +63,49 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
             "used_ratio": round(disk.used_ratio, 4),
             "policies": [_disk_limits(policy, disk.total_bytes, store_bytes, state) for policy in settings.disk],
         },
-        "trash": _trash(Store(home).trash_dir),
+        "trash": _trash(Store(home).trash_dir, state),
         "policies": [
             {
                 "name": policy.name,
-                "kind": "retention" if isinstance(policy, RetentionPolicy) else "disk",
+                "kind": _kind(policy),
                 "last_run": state.get("runs", {}).get(policy.name),
+                "totals": _totals(totals.get(policy.name)),
                 "next_run": _next_run(policy, settings, now),
                 "check_interval": str(policy.check_interval) if isinstance(policy, DiskPolicy) else None,
+                **({"savings": savings[policy.name].to_dict()} if policy.name in savings else {}),
             }
             for policy in settings.policies
         ],
+        "savings": _savings_total(savings),
+    }
+
+
+def _kind(policy: ConfigPolicy) -> str:
+    if isinstance(policy, RetentionPolicy):
+        return "retention"
+    return "disk" if isinstance(policy, DiskPolicy) else "offhours"
+
+
+def _totals(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Return a policy's figures over every run (daemon/metrics.py keeps them), or None before its first run."""
+    if not entry:
+        return None
+    last_success = entry.get("last_success_at")
+    return {
+        "bytes_freed": entry.get("bytes_freed", 0),
+        "actions": entry.get("actions", {}),
+        "runs": entry.get("runs", {}),
+        "last_success_at": format_instant(datetime.fromtimestamp(last_success, timezone.utc)) if last_success else None,
+        "last_duration_s": entry.get("last_duration_s"),
+    }
+
+
+def _savings_total(savings: dict[str, PolicySavings]) -> dict[str, Any]:
+    costs = [entry.cost for entry in savings.values() if entry.cost is not None]
+    return {
+        "deployment_hours_saved": round(sum(entry.deployment_hours for entry in savings.values()), 3),
+        "cost_saved": round(sum(costs), 2) if costs else None,
+        "deployments_down": sum(entry.down for entry in savings.values()),
     }
 
 
@@ -83,14 +121,29 @@ def _disk_limits(policy: DiskPolicy, total_bytes: int, store_bytes: int, state: 
     return limits
 
 
-def _trash(trash_dir: Path) -> dict[str, Any]:
-    entries, size = 0, 0
-    if trash_dir.is_dir():
-        for path in trash_dir.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                size += path.lstat().st_size
-        entries = sum(1 for _ in trash_dir.glob("*/*/*/*"))
-    return {"path": str(trash_dir), "versions": entries, "size_bytes": size}
+def _trash(trash_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
+    versions = sum(1 for _ in trash_dir.glob("*/*/*/*")) if trash_dir.is_dir() else 0
+    recorded = state.get("trash")
+    if not isinstance(recorded, dict):
+        recorded = {}
+    stuck = [
+        entry for entry in recorded.get("stuck") or []
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str)
+        and Path(entry["path"]).is_relative_to(trash_dir) and os.path.lexists(entry["path"])
+    ]
+    return {
+        "path": str(trash_dir),
+        "versions": versions,
+        "size_bytes": tree_size(trash_dir),
+        # What the last run could not purge and is still there: it takes disk space until someone frees it.
+        "stuck": {
+            "entries": len(stuck),
+            "size_bytes": sum(tree_size(Path(entry["path"])) for entry in stuck),
+            "first_error": str(stuck[0].get("error")) if stuck else None,
+            "paths": [entry["path"] for entry in stuck],
+            "checked_at": recorded.get("at") if stuck else None,
+        },
+    }
 
 
 def _next_run(policy: ConfigPolicy, settings: Settings, now: datetime) -> str | None:

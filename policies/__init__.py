@@ -13,6 +13,7 @@ from policies.model import (
     DiskReport,
     DiskSample,
     DiskUsage,
+    HandStart,
     Inventory,
     Kept,
     Ownership,
@@ -21,6 +22,6 @@ from policies.model import (
 from policies.spec import DiskPolicy, OffhoursPolicy, RetentionPolicy
 
 __all__ = [
-    "Action", "Artifact", "Deployment", "DiskPolicy", "DiskReport", "DiskSample", "DiskUsage",
+    "Action", "Artifact", "Deployment", "DiskPolicy", "DiskReport", "DiskSample", "DiskUsage", "HandStart",
     "Inventory", "Kept", "OffhoursPolicy", "Ownership", "Plan", "RetentionPolicy", "evaluate",
 ]

@@ -24,13 +24,14 @@ from policies.model import (
     Action,
     Artifact,
     BentoReferences,
+    Deployment,
     DiskReport,
     Inventory,
     Kept,
     Plan,
     format_instant,
 )
-from policies.offhours import decide_offhours, ownership_by_key
+from policies.offhours import decide_offhours, deciding_policy, ownership_by_key
 from policies.retention import apply_rules
 from policies.spec import ArtifactPolicy, ConfigPolicy, DiskPolicy, OffhoursPolicy, RetentionPolicy
 
@@ -196,15 +197,18 @@ def _decide_deployments(
     actions: list[Action],
     kept: list[Kept],
 ) -> None:
-    """Append off-hours decisions; a deployment claimed by an earlier policy is not decided again."""
+    """Append off-hours decisions; each deployment is decided by the first policy that selects it."""
     records = ownership_by_key(inventory.ownership)
-    decided: set[tuple[str, str]] = set()
-    for policy in config_policies:
-        if not isinstance(policy, OffhoursPolicy):
-            continue
-        candidates = [d for d in inventory.deployments if (d.provider, d.name) not in decided and policy.selects(d)]
-        decided.update((d.provider, d.name) for d in candidates)
-        policy_actions, policy_kept = decide_offhours(policy, candidates, records, now)
+    hand_starts = ownership_by_key(inventory.hand_starts)
+    offhours = [policy for policy in config_policies if isinstance(policy, OffhoursPolicy)]
+    # By identity, not name: the pure API does not insist on unique policy names.
+    candidates: dict[int, list[Deployment]] = defaultdict(list)
+    for deployment in inventory.deployments:
+        deciding = deciding_policy(offhours, deployment)
+        if deciding is not None:
+            candidates[id(deciding)].append(deployment)
+    for policy in offhours:
+        policy_actions, policy_kept = decide_offhours(policy, candidates[id(policy)], records, now, hand_starts)
         if acting is None or policy.name in acting:
             actions.extend(policy_actions)
         kept.extend(policy_kept)

@@ -74,7 +74,9 @@ class Deployment:
 
     ``identity`` tells a replaced deployment of the same name apart (BentoCloud's uid, a
     process's pid and start time); ``inactive_since`` is when this daemon first saw it
-    terminated or failed (None if it never did).
+    terminated or failed (None if it never did). ``left_alone`` is set by a provider for a
+    deployment that something else scales (a KEDA ScaledObject): off-hours never acts on it,
+    and keeps it with this text as the reason.
     """
 
     provider: str
@@ -85,6 +87,7 @@ class Deployment:
     updated_at: datetime | None = None
     identity: str = ""
     inactive_since: datetime | None = None
+    left_alone: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,20 @@ class Ownership:
     window_ends_at: datetime | None
     identity: str = ""
     manual: bool = False
+
+
+@dataclass(frozen=True)
+class HandStart:
+    """A person started this deployment through retentiond (``deployments restart``) while downtime was on.
+
+    It keeps the deployment up until the downtime window it was started in ends, so until
+    the next window begins; ``identity`` ties it to the very deployment, as for ``Ownership``.
+    """
+
+    provider: str
+    name: str
+    started_at: datetime
+    identity: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,6 +168,7 @@ class Inventory:
     disk_samples: tuple[DiskSample, ...] = ()
     deployments: tuple[Deployment, ...] = ()
     ownership: tuple[Ownership, ...] = ()
+    hand_starts: tuple[HandStart, ...] = ()
     unreadable_bentos: tuple[UnknownReferences, ...] = ()
     # Opaque to the policies: what ``bentos/`` looked like when the scan began (None: not taken). The
     # executor compares it before deleting models, since BentoML may save a bento at any time.
@@ -277,4 +295,5 @@ class Plan:
 
 def format_instant(at: datetime) -> str:
     """Return an aware instant as ISO 8601 UTC with a ``Z`` suffix, to the second."""
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime("%Y"): glibc writes year 1 as "1", which is not ISO 8601.
+    return at.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0).isoformat() + "Z"

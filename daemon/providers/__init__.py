@@ -2,7 +2,8 @@
 
     ProviderError                 an action or listing failed
      ├── TransientProviderError   timeouts, 5xx, connection errors: retried with bounded backoff
-     └── DeploymentNotFound       the deployment does not exist (404, "record not found")
+     ├── DeploymentNotFound       the deployment does not exist (404, "record not found")
+     └── PartialListing           list() saw only part of what it manages (a namespace it may not read)
 
 Every call is idempotent: terminating a terminated deployment, restarting a running
 one or deleting a deleted one succeeds without doing anything.
@@ -28,6 +29,18 @@ class TransientProviderError(ProviderError):
 
 class DeploymentNotFound(ProviderError):
     """The named deployment does not exist."""
+
+
+class PartialListing(ProviderError):
+    """list() could read only part of what it manages: ``deployments`` is that part, the message says what is missing.
+
+    Those deployments are decided as usual, but the listing is not complete, so nothing may be
+    concluded from a deployment's absence from it (an ownership record is not "deleted by someone").
+    """
+
+    def __init__(self, message: str, deployments: list[Deployment]) -> None:
+        super().__init__(message)
+        self.deployments = deployments
 
 
 class Provider(Protocol):

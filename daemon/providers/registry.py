@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from daemon.config import BentoCloudProviderConfig, CommandProviderConfig, ProcessProviderConfig, Settings
+from daemon.config import BentoCloudProviderConfig, CommandProviderConfig, KubernetesProviderConfig, ProcessProviderConfig, Settings
 from daemon.errors import ConfigError
 from daemon.providers import Provider, ProviderError
 from daemon.providers.command import CommandHooks, CommandProvider
@@ -28,8 +28,12 @@ def build_providers(settings: Settings, only: set[str] | None = None) -> dict[st
 
 
 def _build(
-    name: str, config: BentoCloudProviderConfig | ProcessProviderConfig | CommandProviderConfig, settings: Settings
+    name: str,
+    config: BentoCloudProviderConfig | ProcessProviderConfig | CommandProviderConfig | KubernetesProviderConfig,
+    settings: Settings,
 ) -> Provider:
+    if isinstance(config, KubernetesProviderConfig):
+        return _build_kubernetes(name, config)
     if isinstance(config, BentoCloudProviderConfig):
         from daemon.providers.bentocloud import BentoCloudProvider, resolve_cloud_credentials
 
@@ -47,3 +51,17 @@ def _build(
         return ProcessProvider(name=name, deployments=config.deployments, state_dir=settings.daemon.state_dir / "processes")
     hooks = CommandHooks(**config.model_dump(exclude={"type"}))
     return CommandProvider(name=name, hooks=hooks)
+
+
+def _build_kubernetes(name: str, config: KubernetesProviderConfig) -> Provider:
+    # lightkube is an optional extra, imported only when a kubernetes provider is used.
+    try:
+        from daemon.providers.kubernetes_credentials import connect
+    except ImportError as error:
+        if (error.name or "").split(".")[0] not in ("lightkube", "httpx2", "msgspec"):
+            raise
+        raise ProviderError(
+            f"type \"kubernetes\" needs the lightkube client, which is not installed ({error.name} is missing); "
+            "install it with: pip install 'retentiond[kubernetes]'"
+        ) from None
+    return connect(name, config, os.environ)

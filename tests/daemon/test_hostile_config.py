@@ -45,7 +45,7 @@ BAD_CONFIGS = [
      "exactly one of downtime and uptime"),
     ("unknown provider", '[[offhours]]\nname = "n"\nprovider = "cloud"\ndowntime = "always"\n',
      "offhours[0].provider: no provider named 'cloud'"),
-    ("unknown provider type", '[providers.cloud]\ntype = "kubernetes"\n', "providers.cloud:"),
+    ("unknown provider type", '[providers.cloud]\ntype = "nomad"\n', "providers.cloud:"),
     ("command hook without {name}", '[providers.h]\ntype = "command"\nlist = "ls"\nterminate = "stop-all"\nrestart = "start {name}"\n',
      "providers.h.command.terminate:"),
     ("bad holiday", CLOUD + '[[offhours]]\nname = "n"\nprovider = "cloud"\ndowntime = "always"\nholidays = ["2026-02-30"]\n',

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from policies import Deployment, Inventory, OffhoursPolicy, Ownership, evaluate
+from policies import Deployment, HandStart, Inventory, OffhoursPolicy, Ownership, evaluate
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NIGHTS = "Mon-Fri 20:00-07:00 Europe/Berlin, Sat-Sun 00:00-24:00 Europe/Berlin"
@@ -33,9 +33,20 @@ def ours(name: str = "staging-a", at: datetime = WED_NIGHT, ends: datetime = THU
                         "window_ends_at": ends, "identity": f"uid-{name}", **fields})
 
 
-def decide(now: datetime, deployments: list[Deployment], records: tuple[Ownership, ...] = (), **fields: Any) -> Any:
-    inventory = Inventory(artifacts=(), deployments=tuple(deployments), ownership=records)
+def by_hand(at: datetime, name: str = "staging-a", identity: str | None = None) -> HandStart:
+    return HandStart(provider="cloud", name=name, started_at=at, identity=f"uid-{name}" if identity is None else identity)
+
+
+def decide(
+    now: datetime, deployments: list[Deployment], records: tuple[Ownership, ...] = (),
+    hand_starts: tuple[HandStart, ...] = (), **fields: Any,
+) -> Any:
+    inventory = Inventory(artifacts=(), deployments=tuple(deployments), ownership=records, hand_starts=hand_starts)
     return evaluate(inventory, [policy(**fields)], now)
+
+
+def utc(at: datetime) -> str:
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def actions(plan: Any) -> list[tuple[str, str]]:
@@ -81,6 +92,110 @@ def test_started_by_hand_during_downtime_stays_up_until_the_next_window() -> Non
     # The next window: the old record has expired, so it is terminated again.
     next_night = datetime(2026, 11, 26, 21, 0, tzinfo=BERLIN)
     assert actions(decide(next_night, [deployment(status="running")], (record,))) == [("terminate", "staging-a")]
+
+
+def test_started_by_hand_outside_our_cli_reason_names_the_next_window() -> None:
+    plan = decide(WED_NIGHT + timedelta(hours=2), [deployment()], (ours(),))
+    next_night = datetime(2026, 11, 26, 20, 0, tzinfo=BERLIN)
+    assert reasons(plan, "staging-a") == (
+        f"started by hand during this downtime (retentiond terminated it at {utc(WED_NIGHT)}); "
+        f"stays up until the next window (begins {utc(next_night)})"
+    )
+
+
+def test_restart_by_cli_in_downtime_of_a_never_touched_deployment_stays_up_until_the_next_window() -> None:
+    started = WED_NIGHT + timedelta(minutes=30)
+    hand_start = (by_hand(started),)
+    plan = decide(WED_NIGHT + timedelta(hours=3), [deployment(), deployment("staging-b")], hand_starts=hand_start)
+    assert actions(plan) == [("terminate", "staging-b")]
+    next_night = datetime(2026, 11, 26, 20, 0, tzinfo=BERLIN)
+    assert reasons(plan, "staging-a") == (
+        f"started by hand at {utc(started)} during this downtime; stays up until the next window (begins {utc(next_night)})"
+    )
+    # Just before the window ends it still holds; the next window terminates it as usual.
+    assert actions(decide(THU_MORNING - timedelta(minutes=1), [deployment()], hand_starts=hand_start)) == []
+    assert actions(decide(THU_MORNING, [deployment()], hand_starts=hand_start)) == []
+    assert actions(decide(next_night, [deployment()], hand_starts=hand_start)) == [("terminate", "staging-a")]
+
+
+def test_start_by_hand_outside_downtime_holds_nothing_in_the_next_window() -> None:
+    plan = decide(WED_NIGHT, [deployment()], hand_starts=(by_hand(WED_DAY),))
+    assert actions(plan) == [("terminate", "staging-a")]
+
+
+def test_start_by_hand_of_a_replaced_deployment_does_not_cover_the_new_one() -> None:
+    replacement = deployment(identity="uid-new")
+    plan = decide(WED_NIGHT + timedelta(hours=1), [replacement], hand_starts=(by_hand(WED_NIGHT),))
+    assert actions(plan) == [("terminate", "staging-a")]
+    # An identity the provider could not tell (empty) still counts as the same deployment.
+    unknown = decide(WED_NIGHT + timedelta(hours=1), [replacement], hand_starts=(by_hand(WED_NIGHT, identity=""),))
+    assert actions(unknown) == []
+
+
+def test_enforce_overrides_a_start_by_hand_and_says_so() -> None:
+    plan = decide(WED_NIGHT + timedelta(hours=1), [deployment()], hand_starts=(by_hand(WED_NIGHT),), enforce=True)
+    assert actions(plan) == [("terminate", "staging-a")]
+    assert plan.actions[0].reasons == (
+        f"downtime {NIGHTS}", f"started by hand at {utc(WED_NIGHT)} during this downtime; enforce = true terminates it anyway"
+    )
+
+
+def test_daemon_down_across_both_edges_terminates_a_hand_start_of_the_previous_night() -> None:
+    # Started by hand Wednesday night; nothing ran until Thursday 23:00, inside the next window.
+    plan = decide(datetime(2026, 11, 26, 23, 0, tzinfo=BERLIN), [deployment()], (ours(),), (by_hand(WED_NIGHT + timedelta(hours=1)),))
+    assert actions(plan) == [("terminate", "staging-a")]
+
+
+def test_stop_by_hand_then_a_start_elsewhere_in_the_same_window_stays_up_until_the_next_window() -> None:
+    stopped = ours(at=WED_NIGHT, manual=True, ends=None, policy="manual")
+    plan = decide(WED_NIGHT + timedelta(hours=1), [deployment()], (stopped,))
+    assert actions(plan) == []
+    assert reasons(plan, "staging-a").startswith("started by hand during this downtime (it was terminated by hand at")
+    assert actions(decide(datetime(2026, 11, 26, 21, 0, tzinfo=BERLIN), [deployment()], (stopped,))) == [("terminate", "staging-a")]
+    # A stop by hand in the afternoon says nothing about when the deployment was started again.
+    afternoon = ours(at=WED_DAY, manual=True, ends=None, policy="manual")
+    assert actions(decide(WED_NIGHT + timedelta(hours=1), [deployment()], (afternoon,))) == [("terminate", "staging-a")]
+
+
+def deployment_2025() -> Deployment:
+    return deployment(created_at=datetime(2025, 1, 1, tzinfo=timezone.utc), updated_at=datetime(2025, 1, 1, tzinfo=timezone.utc))
+
+
+def test_start_by_hand_across_the_dst_change_holds_for_the_whole_25_hour_night() -> None:
+    # Europe/Berlin falls back from CEST to CET at 03:00 on 2025-10-26: that night lasts an hour longer.
+    every_night = "Mon-Sun 20:00-07:00 Europe/Berlin"
+    started = datetime(2025, 10, 25, 23, 0, tzinfo=BERLIN)  # 21:00Z, CEST
+    hand_start = (by_hand(started),)
+    late = datetime(2025, 10, 26, 5, 30, tzinfo=timezone.utc)  # 06:30 CET, a fixed +10h from the start would have ended it
+    plan = decide(late, [deployment_2025()], hand_starts=hand_start, downtime=every_night)
+    assert actions(plan) == []
+    assert reasons(plan, "staging-a").endswith("stays up until the next window (begins 2025-10-26T19:00:00Z)")
+    seven = datetime(2025, 10, 26, 6, 0, tzinfo=timezone.utc)  # 07:00 CET
+    assert actions(decide(seven, [deployment_2025()], hand_starts=hand_start, downtime=every_night)) == []
+    eight_pm = datetime(2025, 10, 26, 19, 0, tzinfo=timezone.utc)  # 20:00 CET
+    assert actions(decide(eight_pm, [deployment_2025()], hand_starts=hand_start, downtime=every_night)) == [("terminate", "staging-a")]
+
+
+def test_repeated_hour_at_the_dst_change_begins_a_new_window() -> None:
+    # "00:00-02:30" on 2025-10-26 matches 02:00-02:30 twice (CEST, then CET): two windows, wall clock rules.
+    early = "Sun-Sun 00:00-02:30 Europe/Berlin"
+    started = datetime(2025, 10, 26, 0, 15, tzinfo=timezone.utc)  # 02:15 CEST
+    hand_start = (by_hand(started),)
+    plan = decide(datetime(2025, 10, 26, 0, 20, tzinfo=timezone.utc), [deployment_2025()], hand_starts=hand_start, downtime=early)
+    assert reasons(plan, "staging-a").endswith("(begins 2025-10-26T01:00:00Z)")
+    again = datetime(2025, 10, 26, 1, 15, tzinfo=timezone.utc)  # 02:15 CET
+    assert actions(decide(again, [deployment_2025()], hand_starts=hand_start, downtime=early)) == [("terminate", "staging-a")]
+
+
+def test_two_policies_the_one_deciding_the_deployment_judges_its_start_by_hand() -> None:
+    nights = policy()
+    everything_always = OffhoursPolicy(name="always", provider="cloud", match=("*",), downtime="always")
+    inventory = Inventory(artifacts=(), deployments=(deployment(), deployment("prod-a")), hand_starts=(by_hand(WED_NIGHT),))
+    plan = evaluate(inventory, [nights, everything_always], WED_NIGHT + timedelta(hours=1))
+    assert actions(plan) == [("terminate", "prod-a")]
+    assert [(kept.name, kept.policy) for kept in plan.kept] == [("staging-a", "nights")]
+    next_night = evaluate(inventory, [nights, everything_always], datetime(2026, 11, 26, 21, 0, tzinfo=BERLIN))
+    assert actions(next_night) == [("terminate", "staging-a"), ("terminate", "prod-a")]
 
 
 def test_enforce_re_terminates_a_hand_started_deployment() -> None:

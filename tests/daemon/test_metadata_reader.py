@@ -95,13 +95,15 @@ def model_documents(draw: st.DrawFn) -> dict[str, Any]:
 def bento_documents(draw: st.DrawFn) -> dict[str, Any]:
     reference = st.one_of(
         st.fixed_dictionaries({"tag": st.one_of(TEXT, NESTED), "module": TEXT, "creation_time": CREATION_TIME, "alias": st.none()}),
+        st.fixed_dictionaries({"tag": st.sampled_from(["iris:v1", "iris:V1", "iris", "iris:v1:v2"])}),
+        st.fixed_dictionaries({}, optional={"module": TEXT}),
         TEXT, NESTED,
     )
     return {
         "service": "service:Svc", "name": draw(NAME), "version": draw(NAME), "bentoml_version": "1.4.39",
         "creation_time": draw(CREATION_TIME), "labels": draw(st.dictionaries(TEXT, TEXT, max_size=4)),
         "models": draw(st.one_of(st.lists(reference, max_size=3), NESTED)),
-        "services": draw(st.one_of(st.lists(st.fixed_dictionaries({"name": TEXT, "models": st.lists(reference, max_size=3)}),
+        "services": draw(st.one_of(st.lists(st.fixed_dictionaries({"name": TEXT}, optional={"models": st.lists(reference, max_size=3)}),
                                             max_size=2), NESTED)),
         "envs": [], "schema": {}, "apis": [], "docker": {}, "python": {}, "conda": {},
     }

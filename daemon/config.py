@@ -38,6 +38,7 @@ from daemon.errors import ConfigError
 from daemon.providers.command import CommandHooks
 from daemon.providers.process import ProcessDeploymentSpec
 from daemon.redact import check_http_url, describe_url
+from daemon.tags import is_valid_tag_part
 from policies.durations import Duration, Size
 from policies.spec import ConfigPolicy, DiskPolicy, DurationField, OffhoursPolicy, RetentionPolicy, SizeField, refuse_zero
 
@@ -379,9 +380,6 @@ class Settings(BaseSettings):
 
 
 def _is_valid_provider_name(name: str) -> bool:
-    # Imported here so that `check-config` without providers does not import the scanner (and PyYAML).
-    from daemon.inventory import is_valid_tag_part
-
     return is_valid_tag_part(name.lower()) and "/" not in name
 
 

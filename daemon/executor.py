@@ -3,6 +3,11 @@
 Actions go in batches: the intents of a batch are written and fsynced before the
 first action of the batch starts; outcomes follow each action and are fsynced at
 the end of the batch. One failing action is recorded and the run goes on.
+
+BentoML saves bentos without any lock, so before each batch that deletes model
+versions the bentos are compared with what the scan saw (``_BentoGuard``); if they
+changed, their references are read again and a model version that is now
+referenced, or whose safety can no longer be decided, is skipped.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from daemon.archive import archive_version
 from daemon.audit import AuditLog
 from daemon.deployments import DeploymentActor
 from daemon.inuse import InUseCheck
+from daemon.inventory import bentos_fingerprint, scan_bentos
 from daemon.purge import StuckEntry
 from daemon.store import SkipAction, Store
 from daemon.trash import Trash
-from policies.model import Action, Artifact, ArtifactKind, Inventory, Plan
+from policies.model import Action, Artifact, ArtifactKind, BentoReferences, Inventory, Plan, UnknownReferences
 
 Outcome = Literal["ok", "failed", "skipped"]
 BATCH_SIZE = 64
@@ -153,6 +159,51 @@ class _NameDirs:
         return failures
 
 
+class _BentoGuard:
+    """Whether a planned model deletion is still safe, given the bentos as they are now, not as scanned.
+
+    Comparing ``bentos/`` with the scan's fingerprint costs a few stats per bento version; only when it
+    differs (a bento saved, removed or changed since; or no fingerprint) are the bentos read again.
+    """
+
+    def __init__(self, home: Path, inventory: Inventory) -> None:
+        self._home = home
+        self._fingerprint = inventory.bentos_fingerprint
+        self._current: BentoReferences | None = None  # None: as the plan saw them
+
+    def refresh(self) -> None:
+        """Read the bentos again if they changed since the scan (or since the last read)."""
+        try:
+            if self._fingerprint is not None and bentos_fingerprint(self._home) == self._fingerprint:
+                return
+            bentos = scan_bentos(self._home)
+            # A bento.yaml read while BentoML was still writing it can be valid YAML cut short at a tag.
+            steady = bentos_fingerprint(self._home) == bentos.bentos_fingerprint
+        except OSError as error:
+            self._undecidable(f"cannot read them again: {error.strerror or error}")
+            return
+        if not steady:
+            self._undecidable("they changed while they were read again")
+            return
+        self._fingerprint = bentos.bentos_fingerprint
+        self._current = bentos.bento_references()
+
+    def _undecidable(self, reason: str) -> None:
+        self._fingerprint = None  # read again before the next batch
+        self._current = BentoReferences({}, (UnknownReferences("bentos", reason),))
+
+    def veto(self, action: Action) -> str | None:
+        """Return why a planned deletion must now be skipped, or None."""
+        if action.kind != "model" or self._current is None:
+            return None
+        if self._current.blocked is not None:
+            return f"bentos changed since the plan; {self._current.blocked}"
+        holders = self._current.by_model.get(f"{action.name}:{action.version}")
+        if holders:
+            return f"bentos changed since the plan; now referenced by bento {', '.join(holders)}"
+        return None
+
+
 @dataclass(frozen=True)
 class Actors:
     """Everything that acts in a locked run: the store and its trash, the audit log, the deployment actor."""
@@ -184,6 +235,7 @@ def execute(
     audit = actors.audit
     name_dirs = _NameDirs(inventory)
     in_use = InUseCheck(actors.store.home, inventory)
+    bento_guard = _BentoGuard(actors.store.home, inventory)
     result = RunResult(run_id=actors.run_id, plan=plan, inventory=inventory)
     trashed_by: dict[Path, int] = {}  # which result a version handed to the purger belongs to
     actions = list(plan.actions)
@@ -197,6 +249,8 @@ def execute(
         for action in batch:
             audit.record(f"{_subject(action)}.{action.action}_intended", **_audit_fields(action))
         audit.sync()
+        if any(action.kind == "model" and action.action == "delete" for action in batch):
+            bento_guard.refresh()
         for action in batch:
             if stop is not None and stop.is_set():
                 result.interrupted_during = "actions"
@@ -204,7 +258,11 @@ def execute(
                 result.results.append(outcome)
                 audit.record(_outcome_event(action, "skipped"), **_audit_fields(action), outcome="skipped", error=outcome.error)
                 continue
-            outcome, trashed = _carry_out(action, by_key, actors, name_dirs, in_use)
+            vetoed = bento_guard.veto(action)
+            if vetoed is not None:
+                outcome, trashed = ActionResult(action, "skipped", vetoed), None
+            else:
+                outcome, trashed = _carry_out(action, by_key, actors, name_dirs, in_use)
             if trashed is not None:
                 trashed_by[trashed] = len(result.results)
             result.results.append(outcome)

@@ -30,8 +30,9 @@ import structlog
 from filelock import FileLock, Timeout
 
 from daemon.errors import ConfigError, RunInterrupted, StoreBusyError
-from daemon.inventory import KIND_DIRS, STATE_DIR_NAME, is_valid_tag_part, read_latest, read_version, stat_identity
+from daemon.inventory import KIND_DIRS, STATE_DIR_NAME, read_latest, read_version, stat_identity
 from daemon.metadata import read_metadata
+from daemon.tags import is_valid_tag_part
 from policies.model import Artifact, ArtifactKind
 
 if not shutil.rmtree.avoids_symlink_attacks:  # pragma: no cover - every supported Linux has it

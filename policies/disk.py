@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from policies.durations import format_bytes
-from policies.model import IN_USE_BY, Action, Artifact, DiskReport, DiskSample, DiskUsage, Inventory, format_instant
+from policies.model import (
+    IN_USE_BY,
+    MODEL_DELETIONS_BLOCKED,
+    Action,
+    Artifact,
+    DiskReport,
+    DiskSample,
+    DiskUsage,
+    Inventory,
+    format_instant,
+)
 from policies.predict import predict_crossing
 from policies.spec import READ_RECENTLY, DiskPolicy
 
@@ -122,6 +132,7 @@ def _protection_kind(reason: str) -> str:
         ("younger than min_age", "younger than min_age"),
         ("directory modified within min_age", "younger than min_age"),
         ("invalid store entry", "invalid store entry"),
+        (MODEL_DELETIONS_BLOCKED, "bento references unknown"),
         ("last version of its name", "last version of its name"),
     ):
         if reason.startswith(prefix):

@@ -3,8 +3,10 @@
 Every retention policy decides for the artifacts it selects; an artifact is deleted
 only when no policy keeps it and no protection holds it. Protections (latest, in
 use by a running process, referenced by a bento, pinned by label, younger than
-``min_age``, invalid entry) always win; ``keep_used_within`` keeps what was read
-recently, for the policy that sets it. ``acting`` limits which policies may produce actions; the keeps of all
+``min_age``, invalid entry) always win; while any bento's model references cannot
+be read, every model version is protected (fail closed), for retention and disk
+policies alike; ``keep_used_within`` keeps what was read recently, for the policy
+that sets it. ``acting`` limits which policies may produce actions; the keeps of all
 policies still protect, so running one policy never deletes what another keeps.
 """
 
@@ -18,7 +20,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 
 from policies.disk import plan_eviction
-from policies.model import IN_USE_BY, Action, Artifact, Deployment, DiskReport, Inventory, Kept, Plan, VersionKey, format_instant
+from policies.model import (
+    IN_USE_BY,
+    MODEL_DELETIONS_BLOCKED,
+    Action,
+    Artifact,
+    BentoReferences,
+    Deployment,
+    DiskReport,
+    Inventory,
+    Kept,
+    Plan,
+    VersionKey,
+    format_instant,
+)
 from policies.offhours import decide_offhours, deciding_policy, ownership_by_key
 from policies.retention import apply_rules
 from policies.spec import ArtifactPolicy, ConfigPolicy, DiskPolicy, OffhoursPolicy, RetentionPolicy
@@ -74,7 +89,7 @@ def _evaluate(
     zone: tzinfo,
     acting: Collection[str] | None,
 ) -> Plan:
-    referencing = inventory.referencing_bentos()
+    referencing = inventory.bento_references()
     by_name = _group_by_name(inventory.artifacts)
     verdicts: dict[tuple[str, str, str], _Verdict] = {}
     for policy in config_policies:
@@ -86,8 +101,11 @@ def _evaluate(
         for artifact in inventory.artifacts
         if artifact.problem is not None
     )
+    warnings.extend(
+        f"{MODEL_DELETIONS_BLOCKED}: {unknown.describe()}; no model version is deleted" for unknown in referencing.unknown
+    )
     actions, kept = _merge(verdicts, by_name, acting, warnings)
-    reports = _evict_for_disk(config_policies, inventory, referencing, actions, now, zone, acting, warnings)
+    reports = _evict_for_disk(config_policies, inventory, referencing, actions, kept, now, zone, acting, warnings)
     _decide_deployments(config_policies, inventory, now, acting, actions, kept)
     refusals: list[str] = []
     actions = _within_limits(config_policies, actions, kept, refusals)
@@ -105,14 +123,19 @@ def _evaluate(
 def _evict_for_disk(
     config_policies: Sequence[ConfigPolicy],
     inventory: Inventory,
-    referencing: dict[str, list[str]],
+    referencing: BentoReferences,
     actions: list[Action],
+    kept: list[Kept],
     now: datetime,
     zone: tzinfo,
     acting: Collection[str] | None,
     warnings: list[str],
 ) -> list[DiskReport]:
-    """Append disk-policy evictions to ``actions``; every policy's keep_labels still pin."""
+    """Append disk-policy evictions to ``actions``; every policy's keep_labels still pin.
+
+    While model deletions are blocked, a triggered policy lists each model version it selects in ``kept``,
+    so that the block shows up on every version it holds back.
+    """
     pinning = [policy for policy in config_policies if isinstance(policy, ArtifactPolicy) and policy.keep_labels]
     reports = []
     for policy in config_policies:
@@ -136,6 +159,10 @@ def _evict_for_disk(
         evictions, report = plan_eviction(policy, inventory, inventory.disk, deleted, held, now)
         actions.extend(evictions)
         reports.append(report)
+        if referencing.blocked is not None and report.triggers:
+            held_models = [artifact for artifact in inventory.artifacts if artifact.kind == "model" and policy.selects(artifact)]
+            held_models.sort(key=lambda artifact: (artifact.name, artifact.version))
+            kept.extend(Kept("model", a.name, a.version, policy.name, tuple(held(a))) for a in held_models)
         if report.triggers and not report.reached:
             warnings.append(report.describe())
     return reports
@@ -222,7 +249,7 @@ def _decide_retention(
     policy: RetentionPolicy,
     inventory: Inventory,
     by_name: dict[tuple[str, str], list[Artifact]],
-    referencing: dict[str, list[str]],
+    referencing: BentoReferences,
     now: datetime,
     zone: tzinfo,
     verdicts: dict[tuple[str, str, str], _Verdict],
@@ -234,6 +261,8 @@ def _decide_retention(
     read_cutoff = policy.keep_used_within.before(now, zone) if policy.keep_used_within else None
     pinning = bool(policy.keep_labels)
     in_use = inventory.in_use
+    by_model = referencing.by_model
+    models_blocked = referencing.blocked is not None
     for members in _selected_groups(policy, inventory, by_name):
         valid = [artifact for artifact in members if artifact.problem is None]
         rule_reasons = apply_rules([artifact.created_at for artifact in valid], rules, zone, now)  # type: ignore[misc]
@@ -251,7 +280,7 @@ def _decide_retention(
                 and not (pinning and artifact.labels)
                 and (created_at is None or not created_at > min_age_cutoff)
                 and not artifact.modified_at > min_age_cutoff
-                and not (referencing and artifact.kind == "model" and artifact.tag in referencing)
+                and not (artifact.kind == "model" and (models_blocked or (by_model and artifact.tag in by_model)))
                 and not (in_use and key in in_use)
             ):
                 reasons = []  # the common case: nothing protects it (what protections() would say)
@@ -272,7 +301,7 @@ def _decide_retention(
 
 def protections(
     artifact: Artifact,
-    referencing: dict[str, list[str]],
+    referencing: BentoReferences,
     policy: ArtifactPolicy,
     min_age_cutoff: datetime,
     in_use: Mapping[VersionKey, str] | None = None,
@@ -287,7 +316,9 @@ def protections(
     if holder is not None:
         reasons.append(f"{IN_USE_BY} {holder}")
     if artifact.kind == "model":
-        reasons.extend(f"referenced by bento {bento}" for bento in referencing.get(artifact.tag, ()))
+        reasons.extend(f"referenced by bento {bento}" for bento in referencing.by_model.get(artifact.tag, ()))
+        if referencing.blocked is not None:
+            reasons.append(referencing.blocked)
     reasons.extend(policy.pinning_labels(artifact))
     if artifact.created_at is not None and artifact.created_at > min_age_cutoff:
         reasons.append(f"younger than min_age {policy.min_age} (created {format_instant(artifact.created_at)})")

@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from daemon.archive import archive_version
 from daemon.audit import AuditLog
@@ -19,6 +19,9 @@ from daemon.deployments import DeploymentActor
 from daemon.store import SkipAction, Store
 from daemon.trash import Trash
 from policies.model import Action, Artifact, ArtifactKind, Inventory, Plan
+
+if TYPE_CHECKING:
+    from daemon.guards import RunGuards
 
 Outcome = Literal["ok", "failed", "skipped"]
 BATCH_SIZE = 64
@@ -122,6 +125,8 @@ class Actors:
     run_id: str
     deployments: DeploymentActor | None = None
     archive_dir: Path | None = None
+    # Leftover collection and push-before-delete (daemon/guards.py).
+    guards: RunGuards | None = None
 
 
 def execute(
@@ -183,6 +188,8 @@ def _carry_out(
             return ActionResult(action, "skipped", "no deployment providers in this run")
         outcome, error = actors.deployments.carry_out(action)
         return ActionResult(action, outcome, error)
+    if actors.guards is not None and (collected := actors.guards.collect(action, store, actors.trash, actors.run_id)):
+        return ActionResult(action, *collected)
     artifact = by_key.get((action.kind, action.name, action.version or ""))
     if artifact is None:
         return ActionResult(action, "skipped", "not in the inventory this plan was made from")
@@ -190,6 +197,8 @@ def _carry_out(
         path = store.recheck(artifact)
     except SkipAction as reason:
         return ActionResult(action, "skipped", str(reason))
+    if actors.guards is not None and (kept := actors.guards.before_delete(artifact, actors.audit)):
+        return ActionResult(action, *kept)
     if actors.archive_dir is not None:
         try:
             archive_version(path, actors.archive_dir, artifact.kind, artifact.name, artifact.version)

@@ -200,6 +200,9 @@ def print_status(report: dict[str, Any]) -> None:
         out.print(f"  {limits['name']}: {settings}{blocked}")
     trash = report["trash"]
     out.print(f"trash: {trash['versions']} version(s), {format_bytes(trash['size_bytes'])}")
+    backup = report.get("backup")
+    if backup is not None:
+        out.print(_describe_backup(backup))
     out.print("policies")
     policies = _table("policy", "kind", "last run", "outcome", "deleted", "freed", "next run")
     for policy in report["policies"]:
@@ -212,6 +215,16 @@ def print_status(report: dict[str, Any]) -> None:
         out.print()
         out.print("deployments")
         print_deployments(report["deployments"])
+
+
+def _describe_backup(backup: dict[str, Any]) -> str:
+    head = f"backup: require_pushed {backup['provider']}"
+    if backup["source"] != "last run":
+        return f"{head}: {backup['source']}"
+    reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(backup["by_reason"].items()))
+    held = f"{backup['held_back_versions']} version(s), {format_bytes(backup['held_back_bytes'])} held back"
+    error = f"; registry error: {backup['registry_error']}" if backup.get("registry_error") else ""
+    return f"{head} (last run {backup['at']}): {held}{' (' + reasons + ')' if reasons else ''}{error}"
 
 
 def print_deployments(rows: list[dict[str, Any]]) -> None:

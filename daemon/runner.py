@@ -26,12 +26,13 @@ from daemon.deployments import (
 )
 from daemon.errors import ConfigError, StoreShrunkError
 from daemon.executor import Actors, RunProgress, RunResult, execute
+from daemon.guards import RunGuards
 from daemon.inventory import scan_store
 from daemon.scancache import scan_cache_in
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root
 from daemon.trash import Trash
-from policies import DiskSample, DiskUsage, Inventory, Plan, evaluate
+from policies import DiskSample, DiskUsage, Inventory, Plan
 from policies.disk import disk_target
 
 log = structlog.get_logger("retentiond")
@@ -80,7 +81,8 @@ def make_plan(settings: Settings, now: datetime, acting: Collection[str] | None 
         inventory = with_deployments(take_inventory(home, state_dir=settings.daemon.state_dir), context)
     finally:
         close_context(context)
-    plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
+    with RunGuards.open(settings, home, now) as guards:
+        plan = guards.decide(inventory, now, acting)
     return PlannedRun(plan=plan, inventory=inventory)
 
 
@@ -96,8 +98,8 @@ class LockedRun:
 
     archive_dir: Path | None = None
 
-    def actors(self, deployments: DeploymentActor | None = None) -> Actors:
-        return Actors(self.store, self.trash, self.audit, self.run_id, deployments, self.archive_dir)
+    def actors(self, deployments: DeploymentActor | None = None, guards: RunGuards | None = None) -> Actors:
+        return Actors(self.store, self.trash, self.audit, self.run_id, deployments, self.archive_dir, guards)
 
 
 @contextmanager
@@ -222,8 +224,10 @@ def apply_once(
                 check_shrink(settings, run.home, artifacts, accept_shrink)
                 artifacts = _purge_trash_under_pressure(settings, acting, run, artifacts, now)
             inventory = with_deployments(artifacts, context)
-            plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
-            result = execute(plan, inventory, run.actors(actor), progress, stop)
+            with RunGuards.open(settings, run.home, now, store_run=not offhours_only) as guards:
+                plan = guards.decide(inventory, now, acting)
+                result = execute(plan, inventory, run.actors(actor, guards), progress, stop)
+            guards.record(settings.daemon.state_dir, run.run_id)
         finally:
             close_context(context)
         finish_run(run, result, settings, policies)

@@ -221,3 +221,11 @@ def test_backup_settings_that_cannot_work_are_config_errors(
 
     assert code == EXIT_CONFIG
     assert message in stderr and "Traceback" not in stderr
+
+
+def test_example_config_documents_the_backup_and_collection_keys() -> None:
+    from daemon.config import load_config
+
+    store = load_config(str(Path(__file__).resolve().parents[2] / "config.example.toml")).settings.store
+    assert (store.require_pushed, str(store.require_pushed_cache), store.push_before_delete) == ("cloud", "10m", False)
+    assert (str(store.push_timeout), str(store.collect_incomplete_after)) == ("1h", "7d")

@@ -75,8 +75,10 @@ def test_old_tmp_leftovers_are_collected_and_nothing_else_in_the_home(
     (tmp / "link").symlink_to(outside, target_is_directory=True)
     (home / "envs" / "old").mkdir(parents=True)
     (home / ".yatai.yaml").write_text("contexts: []\n")
-    for path in (tmp / "bentoml-model-abc.tar", tmp / "build", tmp / "busy", tmp / "link", outside, home / "envs", home / ".yatai.yaml"):
+    for path in (tmp / "bentoml-model-abc.tar", tmp / "build", tmp / "busy", outside, home / "envs", home / ".yatai.yaml"):
         age(path, 10)
+    stamp = (NOW - timedelta(days=10)).timestamp()
+    os.utime(tmp / "link", (stamp, stamp), follow_symlinks=False)  # the link itself is old too
     os.utime(tmp / "busy" / "deep" / "part.bin")  # written just now, deep inside an old directory
 
     code, planned = run("plan", config(tmp_path, home), capsys)
@@ -92,6 +94,7 @@ def test_old_tmp_leftovers_are_collected_and_nothing_else_in_the_home(
     assert code == EXIT_OK
     assert [(a["name"], a["outcome"]) for a in applied["actions"]] == [("bentoml-model-abc.tar", "ok"), ("build", "ok")]
     assert sorted(path.name for path in tmp.iterdir()) == ["busy", "fresh.tar", "link"]
+    assert (tmp / "link").is_symlink()
     assert (outside / "precious.bin").read_bytes() == b"keep me"
     assert (home / "envs" / "old").is_dir() and (home / ".yatai.yaml").exists()
     assert not any((home / ".retentiond" / "trash").iterdir())
@@ -136,6 +139,19 @@ def race_after_planning(monkeypatch: pytest.MonkeyPatch, home: Path, interfere: 
         return real_execute(*arguments, **options)
 
     monkeypatch.setattr(runner, "execute", interfere_then_execute)
+
+
+def test_an_old_version_with_a_broken_metadata_file_is_reported_never_collected(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = killed_save(home, "broken", days=30)
+    (broken / "model.yaml").write_text("")
+    age(broken, 30)
+
+    code, applied = run("apply", config(tmp_path, home), capsys)
+    assert code == EXIT_OK and applied["actions"] == []
+    assert any(w.startswith("model iris:broken: ") and "never deleted" in w for w in applied["warnings"])
+    assert (broken / "model.yaml").exists()
 
 
 def _write_model_yaml(home: Path) -> None:

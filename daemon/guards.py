@@ -24,12 +24,11 @@ from collections.abc import Collection
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
 from daemon.audit import AuditLog
-from daemon.cloud_registry import CloudRegistry, HeldCache, VersionKey, ask_registry, open_registry
 from daemon.config import Settings
 from daemon.incomplete import FoundLeftover, collect_leftover, find_leftovers
 from daemon.providers import ProviderError
@@ -41,10 +40,14 @@ from policies.backup import NOT_CONFIRMED, BackupAnswer, BackupRequirement, back
 from policies.incomplete import collect_leftovers
 from policies.model import Action, format_instant
 
+if TYPE_CHECKING:
+    from daemon.cloud_registry import CloudRegistry, HeldCache
+
 log = structlog.get_logger("retentiond")
 MAX_ROUNDS = 6
 STATE_FILE = "backup.json"
 Outcome = Literal["ok", "failed", "skipped"]
+VersionKey = tuple[str, str, str]
 
 
 class RunGuards:
@@ -75,9 +78,12 @@ class RunGuards:
         store = settings.store
         if not store_run:
             return cls(settings, home)
-        registry = open_registry(settings) if store.require_pushed else None
-        cache = pusher = None
-        if registry is not None:
+        registry = cache = pusher = None
+        if store.require_pushed:
+            # httpx (and what it pulls in) only for a run that asks the registry: start-up is most of a small run.
+            from daemon.cloud_registry import HeldCache, open_registry
+
+            registry = open_registry(settings)
             ttl = timedelta(seconds=store.require_pushed_cache.approx_seconds())
             cache = HeldCache.load(settings.daemon.state_dir, registry.endpoint, ttl, now)
             bentoml = find_bentoml() if store.push_before_delete else None
@@ -132,6 +138,8 @@ class RunGuards:
         return actions, replaced, warnings, dataclasses.replace(inventory, artifacts=remaining, disk=disk)
 
     def _decide_with_registry(self, inventory: Inventory, now: datetime, acting: Collection[str] | None) -> Plan:
+        from daemon.cloud_registry import ask_registry
+
         assert self.registry is not None and self.cache is not None
         settings = self.settings
         self._sizes = {(a.kind, a.name, a.version): a.size_bytes for a in inventory.artifacts}

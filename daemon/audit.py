@@ -8,7 +8,8 @@ the first action of that batch. A record that cannot be written raises
 Tamper evidence: every record carries ``prev``, the SHA-256 of the previous
 record's line, so an edited, removed or reordered record breaks the chain at the
 next one. ``<log>.head`` remembers the last record written, which catches records
-cut off the end. Rotation (``rotate_bytes``) renames the full file to
+cut off the end; every run writes it when it closes the log, so a log with records
+and no head is reported too (truncation cannot be ruled out). Rotation (``rotate_bytes``) renames the full file to
 ``<log>.<UTC stamp>`` and the new file's first record continues the chain. The
 chain is evidence against edits, not a signature: whoever can rewrite the log and
 its head can rewrite the chain too.
@@ -175,8 +176,23 @@ def _describe(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
+def read_chain(path: Path) -> Iterator[dict[str, Any]]:
+    """Given an audit log, yield the records of its rotated files, oldest first, then of the log itself.
+
+    A file removed between listing and reading (old files pruned meanwhile) is skipped. Raise
+    AuditError naming the file if one cannot be read.
+    """
+    for file in chain_files(path):
+        try:
+            yield from read_records(file)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise AuditError(f"cannot read the audit log {file}: {_describe(error)}") from None
+
+
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield the records of an audit log in order. A torn last line (a crash mid-write) is skipped."""
+    """Yield the records of one audit file in order. A torn last line (a crash mid-write) is skipped."""
     with path.open("rb") as handle:
         for line in handle:
             if not line.strip():
@@ -217,18 +233,27 @@ def chain_files(path: Path) -> list[Path]:
 
 
 def verify_chain(path: Path) -> ChainReport:
-    """Walk the hash chain through the rotated files and the log; report the first break."""
+    """Walk the hash chain through the rotated files and the log; report the first break.
+
+    Raise AuditError naming the file if one cannot be read.
+    """
     files = tuple(chain_files(path))
     head, head_problem = _read_head(path)
-    prev, count, note, head_seen = None, 0, None, head is None
+    prev, count, note, head_seen = None, 0, None, False
     for file in files:
-        for number, raw in enumerate(file.read_bytes().split(b"\n"), 1):
+        try:
+            content = file.read_bytes()
+        except OSError as error:
+            raise AuditError(f"cannot read the audit log {file}: {_describe(error)}") from None
+        for number, raw in enumerate(content.split(b"\n"), 1):
             if not raw.strip():
                 continue
             where = f"{file.name} line {number}"
             try:
                 record = json.loads(raw)
             except ValueError:
+                record = None
+            if not isinstance(record, dict):
                 return ChainReport(files, count, f"{where} is not a JSON record (edited, or cut short by a crash)")
             if prev is None and record.get("prev") != GENESIS:
                 if record.get("event") != "audit.rotated":
@@ -241,17 +266,28 @@ def verify_chain(path: Path) -> ChainReport:
                 ))
             prev, count = line_hash(raw), count + 1
             head_seen = head_seen or prev == head
-    if head_problem is None and not head_seen:
+    if head_problem is None and head is None and count:
+        # Every run writes the head when it closes the log; without it, a log cut short looks whole.
+        head_problem = (
+            f"{head_path(path).name} (the last record retentiond wrote) is missing although the log holds "
+            f"{count} records: records cut off the end cannot be ruled out"
+        )
+    elif head_problem is None and head is not None and not head_seen:
         head_problem = f"the last record retentiond wrote ({head_path(path).name}) is missing: records were removed from the end"
     return ChainReport(files, count, head_problem, note)
 
 
 def _read_head(path: Path) -> tuple[str | None, str | None]:
-    """Return (hash of the last record written, problem reading it)."""
+    """Return (hash of the last record written or None when there is no head file, problem reading it)."""
     try:
-        head = json.loads(head_path(path).read_text())
+        head = json.loads(head_path(path).read_bytes())
     except FileNotFoundError:
         return None, None
+    except OSError as error:
+        return None, f"{head_path(path).name} cannot be read: {_describe(error)}"
     except ValueError:
         return None, f"{head_path(path).name} is unreadable"
-    return str(head.get("last_hash")), None
+    last_hash = head.get("last_hash") if isinstance(head, dict) else None
+    if not isinstance(last_hash, str):
+        return None, f"{head_path(path).name} is unreadable: no last_hash"
+    return last_hash, None

@@ -9,8 +9,8 @@ import argparse
 import io
 import sys
 from collections.abc import Sequence
-from datetime import datetime
-from typing import NoReturn
+from datetime import datetime, timezone
+from typing import Any, NoReturn
 
 from daemon import logs
 from daemon.errors import EXIT_OK, EXIT_USAGE, RetentiondError
@@ -35,13 +35,21 @@ class UsageError(Exception):
 
 
 def parse_instant(text: str, option: str = "--at") -> datetime:
-    """Given an ISO 8601 instant with an offset or ``Z``, return it aware. Raise UsageError naming ``option``."""
+    """Given an ISO 8601 instant with an offset or ``Z``, return it aware. Raise UsageError naming ``option``.
+
+    Raise it too for an instant that has no UTC equivalent (``0001-01-01T00:00:00+01:00``): every
+    instant is computed with in UTC.
+    """
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise UsageError(f"{option}: invalid instant {text!r}; expected ISO 8601 such as 2026-11-22T10:00:00Z") from None
     if parsed.tzinfo is None:
         raise UsageError(f"{option}: instant {text!r} has no timezone; add Z or an offset such as +01:00")
+    try:
+        parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise UsageError(f"{option}: instant {text!r} is outside the years 1 to 9999 in UTC") from None
     return parsed
 
 
@@ -52,10 +60,39 @@ class _Parser(argparse.ArgumentParser):
         super().error(visible(message))
 
 
+def installed_version() -> str:
+    """Return the version of the installed ``retentiond`` distribution, or a note when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("retentiond")
+    except PackageNotFoundError:
+        return "(not installed: running from a source tree)"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``retentiond X.Y.Z`` and exit 0. Reads the metadata only when asked (start-up time)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **_: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
+                         help="print the installed version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"retentiond {installed_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Subparsers are made with the parser's own class, so every subcommand's errors go through _Parser too.
     parser = _Parser(
         prog="retentiond", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    # A global option has its own dest: argparse lets a subcommand's default overwrite a value of the same
+    # dest parsed before the command, so `--config X plan` would silently lose X. main() merges the two.
+    parser.add_argument(
+        "--config", dest="global_config", metavar="FILE",
+        help="config file for any command; may also follow the command (that one wins if both are given)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -147,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _never_fail_to_encode()
     parser = build_parser()
     arguments = parser.parse_args(argv)
+    if getattr(arguments, "config", None) is None:
+        arguments.config = arguments.global_config
     logs.configure()
     try:
         return _dispatch(arguments)

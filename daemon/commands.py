@@ -118,7 +118,7 @@ def window(arguments: argparse.Namespace) -> int:
         rows.append({
             "at": instant.isoformat(),
             "active": spec.matches(instant),
-            "next_change": change.astimezone(instant.tzinfo).isoformat() if change else None,
+            "next_change": _in_zone_of(change, instant).isoformat() if change else None,
         })
     if arguments.json:
         print_json({"spec": arguments.spec, "instants": rows})
@@ -128,6 +128,14 @@ def window(arguments: argparse.Namespace) -> int:
             after = f"; changes at {row['next_change']}" if row["next_change"] else "; never changes"
             print_line(f"{row['at']}: {state}{after}")
     return EXIT_OK
+
+
+def _in_zone_of(change: datetime, instant: datetime) -> datetime:
+    """Given a UTC instant, return it in the zone of ``instant``; in UTC when that local time is past year 9999."""
+    try:
+        return change.astimezone(instant.tzinfo)
+    except OverflowError:
+        return change
 
 
 def deployments(arguments: argparse.Namespace) -> int:
@@ -174,18 +182,18 @@ def check_config(arguments: argparse.Namespace) -> int:
 
 
 def audit(arguments: argparse.Namespace) -> int:
-    from daemon.audit import read_records, record_time
+    from daemon.audit import chain_files, read_chain, record_time
 
     settings = load_config(arguments.config).settings
     if arguments.audit_command == "verify":
         return _verify_audit(settings.daemon.audit_log, arguments.json)
     since = _parse_since(arguments.since) if arguments.since else None
     path = settings.daemon.audit_log
-    if not path.exists():
+    if not chain_files(path):
         print_line(f"retentiond: no audit log at {path} yet", sys.stderr)
         return EXIT_OK
     records = [
-        record for record in read_records(path)
+        record for record in read_chain(path)
         if (arguments.policy is None or record.get("policy") == arguments.policy)
         and (since is None or (record_time(record) or since) >= since)
     ]

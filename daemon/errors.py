@@ -3,7 +3,7 @@
     RetentiondError
      ├── ConfigError        invalid configuration or store root    → exit 78
      ├── StoreBusyError     another run holds the store lock       → exit 75
-     ├── AuditError         the audit log cannot be written        → exit 1, nothing acted on
+     ├── AuditError         the audit log cannot be written (or read) → exit 1, nothing acted on
      ├── RestoreError       a version cannot be taken out of the trash → exit 1
      └── StoreShrunkError   the store looks much smaller than last time → exit 1, nothing acted on
 """
@@ -36,7 +36,7 @@ class StoreBusyError(RetentiondError):
 
 
 class AuditError(RetentiondError):
-    """An audit record could not be written, so the action it describes was not taken."""
+    """An audit record could not be written, so the action it describes was not taken (or the log cannot be read)."""
 
     exit_code = EXIT_ACTIONS_FAILED
 

@@ -7,6 +7,7 @@ the end of the batch. One failing action is recorded and the run goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from daemon.archive import archive_version
 from daemon.audit import AuditLog
 from daemon.deployments import DeploymentActor
+from daemon.purge import StuckEntry
 from daemon.store import SkipAction, Store
 from daemon.trash import Trash
 from policies.model import Action, Artifact, ArtifactKind, Inventory, Plan
@@ -37,9 +39,23 @@ class RunProgress(Protocol):
 
 @dataclass(frozen=True)
 class ActionResult:
+    """What became of one action. A deletion whose trashed copy could not be purged completely is still ``ok``
+    (the version is out of the store), with ``bytes_left`` in the trash and an ``error`` that says why."""
+
     action: Action
     outcome: Outcome
     error: str | None = None
+    bytes_left: int = 0
+
+    @property
+    def bytes_deleted(self) -> int:
+        """The size of the version this action took out of the store."""
+        return self.action.size_bytes or 0 if self.outcome == "ok" and self.action.action == "delete" else 0
+
+    @property
+    def bytes_freed(self) -> int:
+        """The bytes this action actually removed from the disk."""
+        return max(self.bytes_deleted - self.bytes_left, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.action.to_dict(), "outcome": self.outcome, "error": self.error}
@@ -52,13 +68,20 @@ class RunResult:
     inventory: Inventory
     results: list[ActionResult] = field(default_factory=list)
     interrupted: bool = False
+    trash_stuck: list[StuckEntry] = field(default_factory=list)
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for result in self.results if result.outcome == outcome)
 
     @property
     def bytes_freed(self) -> int:
-        return sum(r.action.size_bytes or 0 for r in self.results if r.outcome == "ok" and r.action.action == "delete")
+        """Bytes removed from the disk: a deleted version whose trash copy is stuck frees only what did go."""
+        return sum(result.bytes_freed for result in self.results)
+
+    @property
+    def bytes_deleted(self) -> int:
+        """Bytes of the versions taken out of the store, whether or not their trash copy could be purged."""
+        return sum(result.bytes_deleted for result in self.results)
 
     @property
     def failed(self) -> bool:
@@ -78,6 +101,7 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         data = self.plan.to_dict()
         data["actions"] = [result.to_dict() for result in self.results]
+        data["warnings"] = [*data["warnings"], *(entry.describe() for entry in self.trash_stuck)]
         return data
 
 
@@ -147,6 +171,7 @@ def execute(
     audit = actors.audit
     name_dirs = _NameDirs(inventory)
     result = RunResult(run_id=actors.run_id, plan=plan, inventory=inventory)
+    trashed_by: dict[Path, int] = {}  # which result a version handed to the purger belongs to
     actions = list(plan.actions)
     if progress is not None:
         progress.begin(plan)
@@ -165,7 +190,9 @@ def execute(
                 result.results.append(outcome)
                 audit.record(_outcome_event(action, "skipped"), **_audit_fields(action), outcome="skipped", error=outcome.error)
                 continue
-            outcome = _carry_out(action, by_key, actors, name_dirs)
+            outcome, trashed = _carry_out(action, by_key, actors, name_dirs)
+            if trashed is not None:
+                trashed_by[trashed] = len(result.results)
             result.results.append(outcome)
             audit.record(_outcome_event(action, outcome.outcome), **_audit_fields(action), outcome=outcome.outcome, error=outcome.error)
             if progress is not None:
@@ -173,52 +200,60 @@ def execute(
         audit.sync()
     for detail in name_dirs.sweep(actors.store):
         audit.record("store.cleanup_failed", detail=detail)
-    for detail in actors.trash.drain():
-        audit.record("trash.purge_failed", detail=detail)
+    # The trash reports each stuck entry to the audit log itself; here the bytes go back to their deletion.
+    for entry in actors.trash.drain():
+        index = trashed_by.get(entry.path)
+        if index is not None:
+            done = result.results[index]
+            note = f"{done.error}; {entry.note()}" if done.error else entry.note()
+            result.results[index] = dataclasses.replace(done, error=note, bytes_left=entry.size_bytes)
     audit.sync()
     return result
 
 
 def _carry_out(
     action: Action, by_key: dict[tuple[str, str, str], Artifact], actors: Actors, name_dirs: _NameDirs
-) -> ActionResult:
+) -> tuple[ActionResult, Path | None]:
+    """Carry out one action; return its result and, for a deletion, where the version went in the trash."""
     store = actors.store
     if action.kind == "deployment":
         if actors.deployments is None:
-            return ActionResult(action, "skipped", "no deployment providers in this run")
+            return ActionResult(action, "skipped", "no deployment providers in this run"), None
         outcome, error = actors.deployments.carry_out(action)
-        return ActionResult(action, outcome, error)
+        return ActionResult(action, outcome, error), None
     if actors.guards is not None and (collected := actors.guards.collect(action, store, actors.trash, actors.run_id)):
-        return ActionResult(action, *collected)
+        outcome, error, trashed = collected
+        return ActionResult(action, outcome, error), trashed
     artifact = by_key.get((action.kind, action.name, action.version or ""))
     if artifact is None:
-        return ActionResult(action, "skipped", "not in the inventory this plan was made from")
+        return ActionResult(action, "skipped", "not in the inventory this plan was made from"), None
     try:
         path = store.recheck(artifact)
     except SkipAction as reason:
-        return ActionResult(action, "skipped", str(reason))
+        return ActionResult(action, "skipped", str(reason)), None
     if actors.guards is not None and (kept := actors.guards.before_delete(artifact, actors.audit)):
-        return ActionResult(action, *kept)
+        return ActionResult(action, *kept), None
     if actors.archive_dir is not None:
         try:
             archive_version(path, actors.archive_dir, artifact.kind, artifact.name, artifact.version)
         except OSError as error:
-            return ActionResult(action, "failed", f"cannot archive to {actors.archive_dir}: {error.strerror or error}")
+            return ActionResult(action, "failed", f"cannot archive to {actors.archive_dir}: {error.strerror or error}"), None
     try:
         trashed = store.move_to_trash(path, actors.run_id)
     except FileNotFoundError:
-        return ActionResult(action, "skipped", "already deleted by someone else")
+        return ActionResult(action, "skipped", "already deleted by someone else"), None
     except OSError as error:
-        return ActionResult(action, "failed", f"cannot move to trash: {error.strerror or error}")
+        return ActionResult(action, "failed", f"cannot move to trash: {error.strerror or error}"), None
     try:
         store.repair_latest(
             artifact.kind, artifact.name, artifact.version, maybe_emptied=name_dirs.deleted_last_one(artifact)
         )
-        actors.trash.finish(trashed, action.policy)
     except OSError as error:
-        # The version is out of the store already; what is left is trash for the next run.
-        return ActionResult(action, "ok", f"deleted, but clean-up failed: {error.strerror or error}")
-    return ActionResult(action, "ok")
+        # The version is out of the store already; its trash copy is purged all the same.
+        actors.trash.finish(trashed, action.policy)
+        return ActionResult(action, "ok", f"deleted, but clean-up failed: {error.strerror or error}"), trashed
+    actors.trash.finish(trashed, action.policy)
+    return ActionResult(action, "ok"), trashed
 
 
 def _subject(action: Action) -> str:

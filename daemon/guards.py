@@ -207,27 +207,29 @@ class RunGuards:
 
     # --- acting (under the store lock) ---------------------------------------------------
 
-    def collect(self, action: Action, store: Store, trash: Trash, run_id: str) -> tuple[Outcome, str | None] | None:
-        """If ``action`` collects a planned leftover, do it and return (outcome, error); else return None."""
+    def collect(self, action: Action, store: Store, trash: Trash, run_id: str) -> tuple[Outcome, str | None, Path | None] | None:
+        """If ``action`` collects a planned leftover, do it and return (outcome, error, where it went in the trash);
+        else return None."""
         found = self._leftovers.get((action.kind, action.name, action.version or ""))
         if found is None:
             return None
         try:
             trashed = collect_leftover(found, self._cutoff, store, run_id)
         except SkipAction as reason:
-            return "skipped", str(reason)
+            return "skipped", str(reason), None
         except FileNotFoundError:
-            return "skipped", "already removed by someone else"
+            return "skipped", "already removed by someone else", None
         except OSError as error:
-            return "failed", f"cannot move to trash: {error.strerror or error}"
-        try:
-            if found.leftover.kind != "tmp":
+            return "failed", f"cannot move to trash: {error.strerror or error}", None
+        error_text = None
+        if found.leftover.kind != "tmp":
+            try:
                 # A killed first save of a name leaves its name directory empty; BentoML removes emptied ones too.
                 store.repair_latest(found.leftover.kind, found.leftover.name, found.leftover.version or "")
-            trash.finish(trashed, action.policy)
-        except OSError as error:
-            return "ok", f"collected, but clean-up failed: {error.strerror or error}"
-        return "ok", None
+            except OSError as error:
+                error_text = f"collected, but clean-up failed: {error.strerror or error}"
+        trash.finish(trashed, action.policy)
+        return "ok", error_text, trashed
 
     def before_delete(self, artifact: Artifact, audit: AuditLog) -> tuple[Outcome, str] | None:
         """Just before a version is deleted: push it if the plan said so, and confirm BentoCloud holds it.

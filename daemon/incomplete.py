@@ -150,14 +150,15 @@ def _require_plain_dirs(*directories: Path) -> None:
 
 
 def _move_tmp_to_trash(store: Store, path: Path, run_id: str) -> Path:
-    """Rename an entry of BentoML's tmp directory into ``<trash>/<run_id>/tmp/`` (apart from the
-    models/ and bentos/ parts of the trash, so that ``restore`` never takes it for a version)."""
+    """Rename an entry of BentoML's tmp directory into ``<trash>/<run_id>/tmp/leftovers/``: apart from the
+    models/ and bentos/ parts of the trash, so that ``restore`` never takes it for a version, and as deep as
+    a version, so that the trash's own bookkeeping (one entry per ``<run>/<x>/<y>/<z>``) counts it as one."""
     run_dir = store.trash_dir / run_id
     if not run_dir.is_dir():
         run_dir.mkdir(parents=True, mode=0o700)
         write_file_atomically(run_dir / TRASHED_AT_FILE, datetime.now(timezone.utc).isoformat(timespec="seconds").encode())
-    parent = run_dir / TMP_DIR_NAME
-    parent.mkdir(mode=0o700, exist_ok=True)
+    parent = run_dir / TMP_DIR_NAME / "leftovers"
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     destination = parent / path.name
     os.rename(path, destination)
     return destination

@@ -416,6 +416,20 @@ def _walk(root: str, root_info: os.stat_result, metadata_name: str) -> tuple[int
     return size_bytes, newest, metadata_info, problem
 
 
+def tree_size(path: Path) -> int:
+    """Given a file or a directory, return the apparent size of the regular files in it (0 if it is gone).
+
+    Never follows links; what cannot be listed is not counted.
+    """
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return 0
+    if not stat.S_ISDIR(info.st_mode):
+        return info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return _walk(str(path), info, "")[0]
+
+
 def stat_identity(info: os.stat_result) -> tuple[int, int, int]:
     """Return (device, inode, mtime_ns): a version directory is this very one, unchanged."""
     return (info.st_dev, info.st_ino, info.st_mtime_ns)

@@ -106,7 +106,10 @@ def _creation_time(raw: Any, file_name: str) -> tuple[datetime | None, str | Non
         return None, f"{file_name} has no creation_time"
     if parsed.tzinfo is None:
         return None, f"{file_name} has a creation_time without timezone ({raw})"
-    return parsed.astimezone(timezone.utc), None
+    try:
+        return parsed.astimezone(timezone.utc), None
+    except OverflowError:
+        return None, f"{file_name} has a creation_time outside the years 1 to 9999 in UTC ({raw})"
 
 
 def _model_references(document: dict[str, Any]) -> tuple[str, ...]:

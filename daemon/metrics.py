@@ -44,7 +44,7 @@ class Metrics:
         for action_result in result.results:
             self.actions.labels(action_result.action.policy, action_result.outcome).inc()
             if action_result.outcome == "ok":
-                self.bytes_freed.labels(action_result.action.policy).inc(action_result.action.size_bytes or 0)
+                self.bytes_freed.labels(action_result.action.policy).inc(action_result.bytes_freed)
         for policy in policies:
             self.last_run.labels(policy).set(result.plan.at.timestamp())
             self.last_success.labels(policy).set(0 if result.failed else 1)

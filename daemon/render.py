@@ -156,6 +156,8 @@ def print_run(result: RunResult) -> None:
         f"done: {counters['actions_ok']} ok, {counters['actions_failed']} failed, "
         f"{counters['actions_skipped']} skipped; {format_bytes(result.bytes_freed)} freed."
     )
+    for entry in result.trash_stuck:
+        console().print(f"warning: {entry.describe()}", style="yellow", markup=False)
 
 
 def print_audit(records: Iterable[dict[str, Any]]) -> None:
@@ -200,6 +202,13 @@ def print_status(report: dict[str, Any]) -> None:
         out.print(f"  {limits['name']}: {settings}{blocked}")
     trash = report["trash"]
     out.print(f"trash: {trash['versions']} version(s), {format_bytes(trash['size_bytes'])}")
+    stuck = trash["stuck"]
+    if stuck["entries"]:
+        out.print(
+            f"  {stuck['entries']} entr{'y' if stuck['entries'] == 1 else 'ies'} cannot be purged "
+            f"({format_bytes(stuck['size_bytes'])} still on disk), retried every run; first: {stuck['first_error']}",
+            style="yellow",
+        )
     backup = report.get("backup")
     if backup is not None:
         out.print(_describe_backup(backup))

@@ -24,7 +24,7 @@ from daemon.deployments import (
     utc_now,
     with_deployments,
 )
-from daemon.errors import ConfigError, StoreShrunkError
+from daemon.errors import AuditError, ConfigError, StoreShrunkError
 from daemon.executor import Actors, RunProgress, RunResult, execute
 from daemon.guards import RunGuards
 from daemon.inventory import scan_store
@@ -116,7 +116,11 @@ def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> 
     with store.locked(wait_seconds), AuditLog(settings.daemon.audit_log, run_id, rotate.bytes if rotate else None) as audit:
         audit.record("run.started", store=str(home), policies=policies)
         audit.sync()
-        trash = Trash(store, settings.store.trash_retention_span, frozenset(p.name for p in settings.disk))
+        state = StateFile(settings.daemon.state_dir)
+        trash = Trash(
+            store, settings.store.trash_retention_span, frozenset(p.name for p in settings.disk),
+            retry=state.stuck_trash(), report=lambda entry: audit.record("trash.purge_failed", **entry.audit_fields()),
+        )
         for detail in trash.recover():
             audit.record("store.recovered", detail=detail)
         purged = trash.purge(datetime.now(timezone.utc))
@@ -125,8 +129,20 @@ def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> 
         try:
             yield LockedRun(home, store, trash, audit, run_id, settings.store.archive_dir)
         finally:
-            with suppress(OSError):
+            with suppress(OSError, AuditError):
                 trash.close(run_id)
+            _report_stuck(trash, state, run_id)
+
+
+def _report_stuck(trash: Trash, state: StateFile, run_id: str) -> None:
+    """Log the trash entries this run could not purge (one line, however many) and remember them for the next run."""
+    stuck = trash.stuck
+    if stuck:
+        log.warning(
+            "trash.purge_failed", run_id=run_id, entries=len(stuck), size_bytes=sum(entry.size_bytes for entry in stuck),
+            first_error=stuck[0].error, retry="next run",
+        )
+    state.record_trash(stuck, datetime.now(timezone.utc))
 
 
 def ready_deployments(
@@ -151,6 +167,7 @@ def ready_deployments(
 
 
 def finish_run(run: LockedRun, result: RunResult, settings: Settings, policies: list[str]) -> None:
+    result.trash_stuck = run.trash.stuck
     event = "run.interrupted" if result.interrupted else "run.finished"
     run.audit.record(event, **result.counters())
     for report in result.plan.disk_reports:
@@ -189,8 +206,10 @@ def _purge_trash_under_pressure(
     if not any(disk_target(p, inventory.disk, store_bytes, inventory.disk_samples, now).triggers for p in acting_disk):
         return inventory
     purged = run.trash.purge(now, everything=True)
-    if purged:
-        run.audit.record("trash.purged", reason="disk pressure", runs=purged)
+    stuck = run.trash.stuck
+    if purged or stuck:
+        run.audit.record("trash.purged", reason="disk pressure", runs=purged, stuck=len(stuck))
+    # Read again, not computed: what is stuck in the trash still takes space, and evictions must make up for it.
     return dataclasses.replace(inventory, disk=read_disk_usage(run.home))
 
 

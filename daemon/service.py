@@ -209,7 +209,8 @@ class Service:
     def _after_run(self, result: RunResult, policy_name: str) -> None:
         used_now = read_disk_usage(self.settings.store.home).used_bytes
         if result.inventory.artifacts:  # off-hours runs do not walk the store
-            remaining = sum(a.size_bytes for a in result.inventory.artifacts) - result.bytes_freed
+            # Out of the store is out of the budget, even when its trash copy could not be purged.
+            remaining = sum(a.size_bytes for a in result.inventory.artifacts) - result.bytes_deleted
             self.baseline = _Baseline(remaining, store_fingerprint(self.settings.store.home), datetime.now(timezone.utc))
         self.metrics.observe_run(result, [policy_name])
         self.metrics.write_textfile(self.settings.metrics.textfile)

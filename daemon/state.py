@@ -7,12 +7,14 @@ directory that cannot be written is logged and the run goes on.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from daemon.executor import RunResult
+from daemon.purge import StuckEntry
 from daemon.store import write_file_atomically
 from policies.model import format_instant
 
@@ -32,6 +34,25 @@ class StateFile:
         except (OSError, ValueError):
             return {"runs": {}, "disk": {}}
         return data if isinstance(data, dict) else {"runs": {}, "disk": {}}
+
+    def stuck_trash(self) -> list[Path]:
+        """Return the trash entries the last run could not purge (none if the state says nothing usable)."""
+        trash = self.load().get("trash")
+        stuck = trash.get("stuck") if isinstance(trash, dict) else None
+        if not isinstance(stuck, list):
+            return []
+        return [Path(entry["path"]) for entry in stuck if isinstance(entry, dict) and isinstance(entry.get("path"), str)]
+
+    def record_trash(self, stuck: list[StuckEntry], at: datetime) -> None:
+        """Remember the trash entries a run could not purge, for the next run and for ``status`` (best effort)."""
+        state = self.load()
+        if not stuck and not (state.get("trash") or {}).get("stuck"):
+            return  # nothing was stuck and nothing is: no write at all
+        state["trash"] = {
+            "at": format_instant(at),
+            "stuck": [{"path": str(entry.path), "error": entry.error, "size_bytes": entry.size_bytes} for entry in stuck],
+        }
+        self._write(state)
 
     def record_run(self, result: RunResult, policies: list[str], store_home: str) -> None:
         """Remember the run as the last one of each of its policies (best effort)."""
@@ -58,6 +79,9 @@ class StateFile:
                 "blocked_by": report.blocked_by,
                 "reached": report.reached,
             }
+        self._write(state)
+
+    def _write(self, state: dict[str, Any]) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
             write_file_atomically(self.path, json.dumps(state, indent=1).encode())

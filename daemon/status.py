@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from daemon.config import Settings
 from daemon.errors import RetentiondError
 from daemon.guards import backup_status
-from daemon.inventory import scan_store
+from daemon.inventory import scan_store, tree_size
 from daemon.operations import list_all_deployments
 from daemon.runner import read_disk_usage
 from daemon.service import retention_trigger
@@ -58,7 +59,7 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
             "used_ratio": round(disk.used_ratio, 4),
             "policies": [_disk_limits(policy, disk.total_bytes, store_bytes, state) for policy in settings.disk],
         },
-        "trash": _trash(Store(home).trash_dir),
+        "trash": _trash(Store(home).trash_dir, state),
         # From the last run's state, not asked live: status never talks to the registry.
         "backup": backup_status(settings),
         "policies": [
@@ -86,14 +87,29 @@ def _disk_limits(policy: DiskPolicy, total_bytes: int, store_bytes: int, state: 
     return limits
 
 
-def _trash(trash_dir: Path) -> dict[str, Any]:
-    entries, size = 0, 0
-    if trash_dir.is_dir():
-        for path in trash_dir.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                size += path.lstat().st_size
-        entries = sum(1 for _ in trash_dir.glob("*/*/*/*"))
-    return {"path": str(trash_dir), "versions": entries, "size_bytes": size}
+def _trash(trash_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
+    versions = sum(1 for _ in trash_dir.glob("*/*/*/*")) if trash_dir.is_dir() else 0
+    recorded = state.get("trash")
+    if not isinstance(recorded, dict):
+        recorded = {}
+    stuck = [
+        entry for entry in recorded.get("stuck") or []
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str)
+        and Path(entry["path"]).is_relative_to(trash_dir) and os.path.lexists(entry["path"])
+    ]
+    return {
+        "path": str(trash_dir),
+        "versions": versions,
+        "size_bytes": tree_size(trash_dir),
+        # What the last run could not purge and is still there: it takes disk space until someone frees it.
+        "stuck": {
+            "entries": len(stuck),
+            "size_bytes": sum(tree_size(Path(entry["path"])) for entry in stuck),
+            "first_error": str(stuck[0].get("error")) if stuck else None,
+            "paths": [entry["path"] for entry in stuck],
+            "checked_at": recorded.get("at") if stuck else None,
+        },
+    }
 
 
 def _next_run(policy: ConfigPolicy, settings: Settings, now: datetime) -> str | None:

@@ -4,19 +4,32 @@ Without ``store.trash_retention`` a deleted version is purged at once and an
 interrupted run's leftovers go at the start of the next run. With it, deleted
 versions stay restorable for that long (``retentiond restore NAME:VERSION``); a
 disk policy that has to act purges the trash first.
+
+A purge never stops a run: what cannot be removed (an immutable file, an NFS
+``.nfsXXXX`` file still open elsewhere, a directory of another owner) stays as a
+*stuck* entry, is reported once per run, and is tried again by every later run,
+whatever the retention says (a half-purged version is not restorable anyway).
 """
 
 from __future__ import annotations
 
 import os
-import queue
-import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from daemon.inventory import KIND_DIRS, read_latest, read_version
-from daemon.store import TRASHED_AT_FILE, SkipAction, Store, remove_name_dir_if_emptied, remove_tree, write_file_atomically
+from daemon.purge import Purger, StuckEntries, StuckEntry
+from daemon.store import (
+    TRASHED_AT_FILE,
+    RemovalFailure,
+    SkipAction,
+    Store,
+    remove_name_dir_if_emptied,
+    remove_tree,
+    write_file_atomically,
+)
 from policies.model import ArtifactKind
 
 
@@ -31,14 +44,33 @@ class TrashedVersion:
 
 
 class Trash:
-    """The trash of one store, with an optional retention period."""
+    """The trash of one store, with an optional retention period.
 
-    def __init__(self, store: Store, retention: timedelta | None = None, purging_policies: frozenset[str] = frozenset()) -> None:
+    ``retry`` names entries that an earlier run could not purge: they are purged again at once.
+    ``report`` is called once per run for each stuck entry, on the thread that purges or drains.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        retention: timedelta | None = None,
+        purging_policies: frozenset[str] = frozenset(),
+        *,
+        retry: Iterable[Path] = (),
+        report: Callable[[StuckEntry], None] | None = None,
+    ) -> None:
         self.store = store
         self.retention = retention
         # Disk policies delete to free space now; keeping their versions in the trash would free nothing.
         self.purging_policies = purging_policies
-        self._purger: _Purger | None = None
+        self._purger: Purger | None = None
+        self._stuck = StuckEntries(store.trash_dir, report)
+        self._retry = {path for path in retry if self._stuck.is_entry(path)}
+
+    @property
+    def stuck(self) -> list[StuckEntry]:
+        """Every entry this run could not purge (and did not purge later in the run), in the order met."""
+        return list(self._stuck)
 
     def finish(self, trashed: Path, policy: str = "") -> None:
         """After a deletion: purge the trashed version (on a worker thread), unless the undo window keeps it."""
@@ -46,13 +78,14 @@ class Trash:
             # The version is out of the store already; unlink and rmdir release the GIL, so removing it
             # overlaps with the next deletions. Its emptied parents stay until close().
             if self._purger is None:
-                self._purger = _Purger()
+                self._purger = Purger()
             self._purger.put(trashed)
 
-    def drain(self) -> list[str]:
-        """Wait until every version handed to finish() is removed; return what could not be (it stays trash)."""
+    def drain(self) -> list[StuckEntry]:
+        """Wait until every version handed to finish() is removed; return those that could not be (they stay trash)."""
         purger, self._purger = self._purger, None
-        return purger.join() if purger is not None else []
+        failures = purger.join() if purger is not None else []
+        return self._stuck.note(failures)
 
     def close(self, run_id: str) -> None:
         """At the end of a run: finish purging, then remove the run's trash directory once no version is in it."""
@@ -64,21 +97,49 @@ class Trash:
                 if _children(name_dir):
                     return
         if kind_dirs or run_dir.is_dir():
-            remove_tree(run_dir)
+            self._stuck.note(remove_tree(run_dir))
 
     def purge(self, now: datetime, everything: bool = False) -> int:
-        """Remove trash runs older than the retention (all of them without one, or with ``everything``).
+        """Remove trash runs older than the retention (all of them without one, or with ``everything``), and
+        the entries an earlier run could not purge. What cannot be removed is noted as stuck, never raised.
 
-        Return how many trash runs went.
+        Return how many trash runs went completely.
         """
-        if not self.store.trash_dir.is_dir():
-            return 0
         removed = 0
-        for run_dir in _children(self.store.trash_dir):
+        attempted = set()
+        try:
+            run_dirs = _children(self.store.trash_dir, strict=True)
+        except OSError as error:
+            self._stuck.note([RemovalFailure(str(self.store.trash_dir), error.strerror or str(error))])
+            run_dirs = []
+        for run_dir in run_dirs:
             if everything or self.retention is None or _trashed_at(run_dir) <= now - self.retention:
-                remove_tree(run_dir)
-                removed += 1
+                attempted.add(run_dir.name)
+                removed += self._purge_run(run_dir)
+        retry, self._retry = self._retry, set()
+        for entry in sorted(retry):
+            if entry.relative_to(self.store.trash_dir).parts[0] in attempted:
+                continue
+            if not self._stuck.note(remove_tree(entry), tried=[entry]):
+                self._prune_empty_parents(entry)
         return removed
+
+    def _purge_run(self, run_dir: Path) -> int:
+        # Its marker goes last: a run that could not be purged completely keeps its trashed_at.
+        failures: list[RemovalFailure] = []
+        try:
+            with os.scandir(run_dir) as entries:
+                children = [Path(entry.path) for entry in entries if entry.name != TRASHED_AT_FILE]
+        except FileNotFoundError:
+            return 0
+        except OSError as error:
+            children, failures = [], [RemovalFailure(str(run_dir), error.strerror or str(error))]
+        for child in children:
+            failures.extend(remove_tree(child))
+        if not failures:
+            failures = remove_tree(run_dir)
+        self._stuck.note(failures, tried=[run_dir])
+        return 0 if failures else 1
 
     def recover(self) -> list[str]:
         """After an interrupted run: remove name directories that run emptied but did not get to remove.
@@ -122,6 +183,15 @@ class Trash:
         if len({t.kind for t in matches}) > 1:
             raise SkipAction(f"{name}:{version} is in the trash as a model and as a bento; say which with --kind")
         chosen = matches[0]
+        stuck = self._stuck.get(chosen.path)
+        if stuck is not None:
+            raise SkipAction(
+                f"{name}:{version} cannot be restored: a purge of its copy in the trash failed part-way "
+                f"({stuck.error}), so what is left of it is not the version any more"
+            )
+        problem = read_version(chosen.kind, name, version, chosen.path, None).problem
+        if problem is not None:
+            raise SkipAction(f"{name}:{version} cannot be restored: its copy in the trash is not a complete version ({problem})")
         destination = self.store.version_path(chosen.kind, name, version)
         if destination.exists() or destination.is_symlink():
             raise SkipAction(f"{destination} exists; refusing to restore over it")
@@ -138,33 +208,8 @@ class Trash:
             remaining = [entry for entry in _children(parent) if entry.name != TRASHED_AT_FILE]
             if remaining:
                 break
+            # An empty directory that will not go is removed with its trash run later; it holds no bytes.
             remove_tree(parent)
-
-
-class _Purger:
-    """One worker thread that removes trashed versions in the order they were handed over."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
-        self._failures: list[str] = []
-        # A daemon thread: if the process dies, what it did not get to is trash that the next run empties.
-        self._thread = threading.Thread(target=self._work, name="retentiond-trash", daemon=True)
-        self._thread.start()
-
-    def put(self, trashed: Path) -> None:
-        self._queue.put(trashed)
-
-    def join(self) -> list[str]:
-        self._queue.put(None)
-        self._thread.join()
-        return self._failures
-
-    def _work(self) -> None:
-        while (trashed := self._queue.get()) is not None:
-            try:
-                remove_tree(trashed)
-            except OSError as error:
-                self._failures.append(f"cannot remove {trashed}: {error.strerror or error}")
 
 
 def latest_after_restore(name_dir: Path, kind: ArtifactKind, restored: str) -> str | None:
@@ -199,11 +244,17 @@ def _repair_dangling_latest(name_dir: Path, kind: ArtifactKind) -> bool:
     return True
 
 
-def _children(directory: Path) -> list[Path]:
+def _children(directory: Path, strict: bool = False) -> list[Path]:
+    """Return the sub-directories of ``directory`` (none if it is gone; with ``strict``, raise OSError if it cannot be listed)."""
     try:
         with os.scandir(directory) as entries:
             return [Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False)]
     except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError:
+        # An entry a purge could not get into must not hide the rest of the trash from restore and status.
+        if strict:
+            raise
         return []
 
 

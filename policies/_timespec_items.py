@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
+from policies._calendar_ends import instants_at_wall, local_day, local_wall, shift_or_none, utc_or_none, weekday_of
+
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _END_OF_DAY = 24 * 60
 _ONE_MICROSECOND = timedelta(microseconds=1)
@@ -39,7 +41,7 @@ class RecurringItem:
 
     def matches(self, at: datetime) -> bool:
         """Given an aware instant, return whether its local weekday and minute are covered."""
-        local = at.astimezone(self.zone)
+        local, _ = local_wall(at, self.zone)  # 400 years inward near year 1 or 9999: same weekday and minute
         if local.weekday() not in self.days:
             return False
         minute = local.hour * 60 + local.minute
@@ -52,17 +54,17 @@ class RecurringItem:
         if self.start == self.end:
             return
         minutes = {self.start, self.end} | ({0, _END_OF_DAY} if self.start > self.end else set())
-        first = low.astimezone(self.zone).date() - timedelta(days=1)
-        last = high.astimezone(self.zone).date() + timedelta(days=1)
-        for offset in range((last - first).days + 1):
-            day = first + timedelta(days=offset)
-            if day.weekday() not in self.days:
+        # Day numbers, not dates: near year 1 or 9999 the local day may lie just past datetime's range.
+        for day in range(local_day(low, self.zone) - 1, local_day(high, self.zone) + 2):
+            if weekday_of(day) not in self.days:
                 continue
-            midnight = datetime.combine(day, datetime.min.time())
             for minute in minutes:
-                for edge in wall_to_instants(midnight + timedelta(minutes=minute), self.zone):
+                for edge in instants_at_wall(day, timedelta(minutes=minute), self._instants):
                     if low < edge <= high:
                         yield edge
+
+    def _instants(self, wall: datetime) -> list[datetime]:
+        return wall_to_instants(wall, self.zone)
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,12 @@ class AbsoluteItem:
         """Given an aware instant, return whether it lies within the range."""
         return self.start <= at <= self.end
 
-    def edges(self) -> tuple[datetime, datetime]:
-        """Return the instants (UTC) at which this item starts and stops matching."""
-        return self.start.astimezone(timezone.utc), self.end.astimezone(timezone.utc) + _ONE_MICROSECOND
+    def edges(self) -> tuple[datetime, ...]:
+        """Return the instants (UTC) at which this item starts and stops matching; an edge past
+        either end of datetime's range (``0001-01-01T00:00:00+01:00``) is left out."""
+        end = utc_or_none(self.end)
+        after_end = shift_or_none(end, _ONE_MICROSECOND) if end is not None else None
+        return tuple(edge for edge in (utc_or_none(self.start), after_end) if edge is not None)
 
 
 def parse_item(text: str) -> RecurringItem | AbsoluteItem:
@@ -108,7 +113,8 @@ def wall_to_instants(wall: datetime, zone: ZoneInfo) -> list[datetime]:
     """Given a naive local wall time, return the UTC instants where the zone's clock reaches it.
 
     A repeated wall time gives both instants plus the moment the clock turns back;
-    a skipped one gives the moment the clock jumps over it.
+    a skipped one gives the moment the clock jumps over it. Near year 1 or 9999 call it
+    through ``_calendar_ends.instants_at_wall``, which keeps the wall inside datetime's range.
     """
     candidates = {wall.replace(tzinfo=zone, fold=fold).astimezone(timezone.utc) for fold in (0, 1)}
     exact = [c for c in candidates if c.astimezone(zone).replace(tzinfo=None) == wall]

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 
+from policies._calendar_ends import CYCLE_YEARS, day_number, instant_at_wall, local_wall, shift_clamped
+
 _DURATION_PART = re.compile(r"(\d+)(mo|y|w|d|h|m|s)")
 _UNIT_ORDER = ("y", "mo", "w", "d", "h", "m", "s")
 
@@ -95,20 +97,23 @@ class Duration:
         """Given an aware instant, return the aware UTC instant this duration earlier.
 
         Calendar parts move the wall clock in ``zone`` with Go's normalisation; the
-        exact part is subtracted afterwards, as restic does.
+        exact part is subtracted afterwards, as restic does. An instant before year 1
+        is the first instant of year 1 (every later instant is still "within" the span).
         """
         shifted = at
         if self.years or self.months or self.days:
             shifted = go_add_date(at, -self.years, -self.months, -self.days, zone)
-        return (shifted - timedelta(seconds=self.seconds)).astimezone(timezone.utc)
-
+        return shift_clamped(shifted, -self.seconds).astimezone(timezone.utc)
 
     def after(self, at: datetime, zone: tzinfo) -> datetime:
-        """Given an aware instant, return the aware UTC instant this duration later (calendar parts in ``zone``)."""
+        """Given an aware instant, return the aware UTC instant this duration later (calendar parts in ``zone``).
+
+        An instant after year 9999 is the last instant of year 9999.
+        """
         shifted = at
         if self.years or self.months or self.days:
             shifted = go_add_date(at, self.years, self.months, self.days, zone)
-        return (shifted + timedelta(seconds=self.seconds)).astimezone(timezone.utc)
+        return shift_clamped(shifted, self.seconds).astimezone(timezone.utc)
 
 
 def go_add_date(at: datetime, years: int, months: int, days: int, zone: tzinfo) -> datetime:
@@ -116,21 +121,16 @@ def go_add_date(at: datetime, years: int, months: int, days: int, zone: tzinfo) 
 
     Out-of-range days and months roll over (Jan 31 + 1 month = Mar 3 or 2). A wall time
     that does not exist or exists twice (DST) is resolved the way Go's ``time.Date`` does.
+    A result past either end of datetime's range (years 1 to 9999) is that end.
     """
-    local = at.astimezone(zone)
+    local, cycles = local_wall(at, zone)
     month_index = local.month - 1 + months
-    year = local.year + years + month_index // 12
+    year = local.year + cycles * CYCLE_YEARS + years + month_index // 12
     month = month_index % 12 + 1
     # Go normalises day overflow by counting days from the first of the month.
-    first_of_month = datetime(year, month, 1)
-    wall = first_of_month + timedelta(
-        days=local.day - 1 + days,
-        hours=local.hour,
-        minutes=local.minute,
-        seconds=local.second,
-        microseconds=local.microsecond,
-    )
-    return go_wall_to_utc(wall, zone)
+    day = day_number(year, month, 1) + local.day - 1 + days
+    time_of_day = timedelta(hours=local.hour, minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
+    return instant_at_wall(day, time_of_day, lambda wall: go_wall_to_utc(wall, zone))
 
 
 def go_wall_to_utc(wall: datetime, zone: tzinfo) -> datetime:

@@ -243,4 +243,5 @@ class Plan:
 
 def format_instant(at: datetime) -> str:
     """Return an aware instant as ISO 8601 UTC with a ``Z`` suffix, to the second."""
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime("%Y"): glibc writes year 1 as "1", which is not ISO 8601.
+    return at.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0).isoformat() + "Z"

@@ -11,28 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timezone, tzinfo
 
+from policies._calendar_ends import CYCLE_YEARS, local_wall, shift_clamped
 from policies.durations import Duration, go_add_date
 
 _Bucketer = Callable[[datetime], str]
 
 
+# Years written with four digits, as Go's "2006" layout does (glibc's strftime("%Y") writes year 1 as "1").
 def _hour_bucket(local: datetime) -> str:
-    return local.strftime("%Y-%m-%d %H:00")
+    return f"{local.year:04d}-{local.month:02d}-{local.day:02d} {local.hour:02d}:00"
 
 
 def _day_bucket(local: datetime) -> str:
-    return local.strftime("%Y-%m-%d")
+    return f"{local.year:04d}-{local.month:02d}-{local.day:02d}"
 
 
 def _week_bucket(local: datetime) -> str:
     iso_year, iso_week, _ = local.isocalendar()
-    return f"{iso_year}-W{iso_week:02d}"
+    return f"{iso_year:04d}-W{iso_week:02d}"
 
 
 def _month_bucket(local: datetime) -> str:
-    return local.strftime("%Y-%m")
+    return f"{local.year:04d}-{local.month:02d}"
 
 
 def _year_bucket(local: datetime) -> str:
@@ -124,10 +126,10 @@ def apply_rules(
             last_left -= 1
             reasons.append(last_reason)
         if counting or windows:
-            local = instant.astimezone(zone)
+            local, cycles = local_wall(instant, zone)  # 400 years inward near year 9999: same calendar
             if counting:
                 for rule in counting:
-                    bucket = rule[1](local)
+                    bucket = _in_true_year(rule[1](local), cycles)
                     if bucket != rule[3]:
                         rule[3] = bucket
                         rule[2] -= 1
@@ -136,13 +138,21 @@ def apply_rules(
             for window in windows:
                 if not instant > window[0]:
                     continue
-                bucket = window[1](local)
+                bucket = _in_true_year(window[1](local), cycles)
                 if bucket != window[3]:
                     window[3] = bucket
                     reasons.append(window[2] + bucket)
         if reasons:
             result[index] = tuple(reasons)
     return result
+
+
+def _in_true_year(bucket: str, cycles: int) -> str:
+    """Given a bucket name read from a wall time ``cycles`` 400-year cycles inward, return it in the true year."""
+    if not cycles:
+        return bucket
+    year, dash, rest = bucket.partition("-")
+    return f"{int(year) + cycles * CYCLE_YEARS:04d}{dash}{rest}"
 
 
 def _newest_not_in_future(created_at: Sequence[datetime], now: datetime) -> datetime:
@@ -163,4 +173,4 @@ def _cutoff(anchor: datetime, span: Duration | None, zone: tzinfo) -> datetime |
     # in a repeated DST hour the Go way (Berlin: the later 02:30; New York: the earlier 01:30)
     # and so shifts the window by the DST offset. Only here; age guards must not move.
     shifted = go_add_date(anchor, -span.years, -span.months, -span.days, zone)
-    return (shifted - timedelta(seconds=span.seconds)).astimezone(timezone.utc)
+    return shift_clamped(shifted, -span.seconds).astimezone(timezone.utc)

@@ -28,11 +28,11 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from policies._calendar_ends import LATEST, instants_at_wall, local_day, shift_or_none
 from policies._timespec_items import AbsoluteItem, RecurringItem, parse_item, resolve_zone, wall_to_instants
 
 __all__ = ["Holiday", "TimeSpec"]
 
-_DAY = timedelta(days=1)
 _WINDOW = timedelta(days=8)
 # Recurring specs repeat weekly, so a spec that has not flipped within this many
 # windows (400 days) is treated as never flipping.
@@ -119,7 +119,11 @@ class TimeSpec:
         return self.text
 
     def matches(self, at: datetime) -> bool:
-        """Given an aware instant, return whether it is downtime. Raise ValueError if naive."""
+        """Given an aware instant, return whether it is downtime.
+
+        Raise ValueError if ``at`` is naive or lies outside datetime's range in UTC
+        (``0001-01-01T00:00:00+01:00``); every other aware instant has an answer.
+        """
         at = _as_utc(at)
         if self._on_holiday(at):
             return True
@@ -131,8 +135,9 @@ class TimeSpec:
 
         The change is exact: at a recurring edge it is the minute the local clock reaches,
         and for an absolute range (which includes its end) one microsecond after the end.
-        Return None if it never flips (within 400 days for recurring items).
-        Raise ValueError if ``after`` is naive.
+        Return None if it never flips (within 400 days for recurring items) or not before
+        the end of year 9999 (UTC), the last instant a datetime holds. Raise ValueError as
+        ``matches`` does.
         """
         after = _as_utc(after)
         current = self.matches(after)
@@ -140,7 +145,9 @@ class TimeSpec:
         recurring = [item for item in self.items if isinstance(item, RecurringItem)]
         low = after
         for _ in range(_MAX_WINDOWS if recurring else 0):
-            high = low + _WINDOW
+            if low == LATEST:
+                break
+            high = shift_or_none(low, _WINDOW) or LATEST
             window = [edge for edge in fixed if low < edge <= high]
             window.extend(edge for item in recurring for edge in item.edges(low, high))
             for edge in sorted(window):
@@ -151,8 +158,8 @@ class TimeSpec:
 
     def holiday_at(self, at: datetime) -> Holiday | None:
         """Given an aware instant, return the holiday it falls on (in the holiday zone), or None."""
-        local_date = _as_utc(at).astimezone(self.holiday_zone).date()
-        return next((holiday for holiday in self.holidays if holiday.first <= local_date <= holiday.last), None)
+        day = local_day(_as_utc(at), self.holiday_zone)  # may lie just past year 9999: then no holiday
+        return next((h for h in self.holidays if h.first.toordinal() <= day <= h.last.toordinal()), None)
 
     def _on_holiday(self, at: datetime) -> bool:
         return self.holiday_at(at) is not None
@@ -163,11 +170,17 @@ class TimeSpec:
             if isinstance(item, AbsoluteItem):
                 yield from item.edges()
         for holiday in self.holidays:
-            for day in (holiday.first, holiday.last + _DAY):
-                yield from wall_to_instants(datetime.combine(day, datetime.min.time()), self.holiday_zone)
+            for day in (holiday.first.toordinal(), holiday.last.toordinal() + 1):
+                yield from instants_at_wall(day, timedelta(0), self._holiday_instants)
+
+    def _holiday_instants(self, wall: datetime) -> list[datetime]:
+        return wall_to_instants(wall, self.holiday_zone)
 
 
 def _as_utc(at: datetime) -> datetime:
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError(f"naive datetime {at.isoformat()!r}; time specs need an aware datetime")
-    return at.astimezone(timezone.utc)
+    try:
+        return at.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"instant {at.isoformat()!r} lies outside datetime's range in UTC (years 1 to 9999)") from None

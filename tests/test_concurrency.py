@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from bench.crash_trials import child_environment, start_injected
 from daemon.audit import read_records
 from daemon.inventory import scan_store
 from daemon.store import Store
+from tests.crash.injector import child_environment, start_injected
 from tests.fakestore import add_model, make_home, populate
 
 REPO = Path(__file__).resolve().parents[1]

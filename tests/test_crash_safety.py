@@ -1,4 +1,4 @@
-"""Crash safety, the fast subset of ``python -m bench.crash_trials``: SIGKILL `retentiond apply`
+"""Crash safety, the fast subset of ``python -m tests.crash``: SIGKILL `retentiond apply`
 at random moments on a store BentoML built, then let BentoML and the store's own files judge."""
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.crash_trials import Bench, Pristine, build_pristine, check_store, child_environment, run_bench, start_injected
+from tests.crash.bench import run_bench
+from tests.crash.checks import check_store
+from tests.crash.injector import child_environment, start_injected
+from tests.crash.store import Pristine, build_pristine
+from tests.crash.trials import Bench
 from tests.fakestore import add_model, make_home
 
 FAST_TRIALS = 12

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bench.crash_trials import child_environment
+from tests.crash.injector import child_environment
 from tests.fakestore import add_model, make_home
 
 REPO = Path(__file__).resolve().parents[1]

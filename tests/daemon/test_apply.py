@@ -14,7 +14,7 @@ from daemon.audit import read_records
 from daemon.cli import main
 from daemon.config import load_config
 from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_BUSY, EXIT_OK
-from daemon.store import Store
+from daemon.store import RemovalFailure, Store
 from daemon.trash import Trash
 from tests.daemon.conftest import NOW
 from tests.fakestore import add_bento, add_model
@@ -289,23 +289,23 @@ def test_a_version_the_purge_cannot_remove_stays_in_the_trash_and_is_audited(
     home: Path, five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import daemon.trash
+    import daemon.purge
 
-    real_remove = daemon.trash.remove_tree
+    real_remove = daemon.purge.remove_tree
 
-    def failing_for_v3(path: Path) -> None:
+    def failing_for_v3(path: Path) -> list[RemovalFailure]:
         if path.name == "v3":
-            raise PermissionError(13, "Permission denied")
-        real_remove(path)
+            return [RemovalFailure(str(path / "model.yaml"), "Permission denied")]
+        return real_remove(path)
 
-    monkeypatch.setattr(daemon.trash, "remove_tree", failing_for_v3)
+    monkeypatch.setattr(daemon.purge, "remove_tree", failing_for_v3)
     code, result = run_apply(write_config(), capsys)
     assert code == EXIT_OK
     assert versions(home) == {"v0", "v1"}
     assert [t.version for t in Trash(Store(home)).versions()] == ["v3"]
     failures = [r for r in audit_records(tmp_path) if r["event"] == "trash.purge_failed"]
-    assert len(failures) == 1 and "v3" in failures[0]["detail"] and "Permission denied" in failures[0]["detail"]
-    monkeypatch.setattr(daemon.trash, "remove_tree", real_remove)
+    assert len(failures) == 1 and failures[0]["version"] == "v3" and "Permission denied" in failures[0]["error"]
+    monkeypatch.setattr(daemon.purge, "remove_tree", real_remove)
     assert run_apply(write_config(), capsys)[0] == EXIT_OK
     assert Trash(Store(home)).versions() == []
 

@@ -118,3 +118,81 @@ def test_console_script_help_explains_every_command() -> None:
     for command in ("plan", "apply", "check-config", "audit"):
         assert command in result.stdout
     assert "Exit codes" in result.stdout
+
+
+def test_version_prints_the_installed_distribution_version() -> None:
+    from importlib.metadata import version
+
+    result = subprocess.run([sys.executable, "-m", "daemon", "--version"], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (EXIT_OK, f"retentiond {version('retentiond')}\n")
+
+
+@pytest.mark.parametrize(("command", "shows"), [
+    (["plan", "--json"], '"version":"v4"'),
+    (["audit", "show", "--json"], '"event":"artifact.deleted"'),
+    (["check-config"], '"keep_last": 2'),
+    (["apply", "--json"], '"outcome":"ok"'),
+])
+def test_config_before_the_command_works_like_after(
+    command: list[str], shows: str, five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(write_config())
+    if command[0] == "audit":
+        assert main(["apply", "--config", config]) == EXIT_OK
+        capsys.readouterr()
+    assert main(["--config", config, *command]) == EXIT_OK
+    before = capsys.readouterr().out
+    assert main([*command, "--config", config]) == EXIT_OK
+    after = capsys.readouterr().out
+    assert shows in before  # the file was read, not the built-in defaults
+    if command[0] != "apply":  # the second apply finds nothing left to delete
+        assert before == after
+
+
+def test_config_after_the_command_wins_over_one_before(
+    five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    invalid = tmp_path / "invalid.toml"
+    invalid.write_text("[store]\nnot_a_key = 1\n")
+    assert main(["--config", str(invalid), "plan", "--config", str(write_config()), "--json"]) == EXIT_OK
+    assert len(json.loads(capsys.readouterr().out)["actions"]) == 3
+    assert main(["--config", str(write_config()), "plan", "--config", str(invalid), "--json"]) == EXIT_CONFIG
+
+
+@pytest.mark.parametrize(("at", "shows"), [
+    ("9999-12-31T22:00:00Z", "9999-12-31T22:00:00+00:00: inside; changes at 9999-12-31T23:00:00+00:00"),
+    ("9999-12-31T23:00:00Z", "9999-12-31T23:00:00+00:00: outside; never changes"),  # Monday 20:00 is in year 10000
+    ("9999-12-31T22:00:00+05:00", "changes at 9999-12-31T19:00:00+00:00"),  # 10000-01-01 at +05:00: said in UTC
+    ("9999-12-31T23:59:59.999999Z", "outside; never changes"),
+    ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00+00:00: inside; changes at 0001-01-01T06:06:32+00:00"),  # Berlin LMT
+])
+def test_window_answers_at_the_ends_of_the_calendar(at: str, shows: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["window", "Mon-Fri 20:00-07:00 Europe/Berlin", "--at", at]) == EXIT_OK
+    assert shows in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["window", "Mon-Fri 20:00-07:00 Europe/Berlin"], ["plan"]])
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00"])
+def test_an_instant_with_no_utc_equivalent_is_a_usage_error(
+    command: list[str], at: str, write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([*command, "--config", str(write_config()), "--at", at] if command == ["plan"] else [*command, "--at", at])
+    assert caught.value.code == EXIT_USAGE
+    assert "is outside the years 1 to 9999 in UTC" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "9999-12-31T23:00:00Z"])
+def test_plan_at_the_ends_of_the_calendar_answers(
+    at: str, five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        '[[retention]]\nname = "ci"\nkeep_last = 1\nkeep_daily = 1\nkeep_within = "2d"\nkeep_newer_than = "9000y"\n'
+        '[[disk]]\nname = "pressure"\nhigh_watermark = "99%"\nlow_watermark = "98%"\nmax_store_size = "1GiB"\npredict_full_within = "1d"\n',
+        timezone_name="Europe/Berlin",
+    )
+    assert main(["plan", "--config", str(config), "--json", "--at", at]) == EXIT_OK
+    planned = json.loads(capsys.readouterr().out)
+    assert planned["at"] == at[:19] + "Z"
+    # keep_newer_than 9000y reaches back past year 1: every version is newer than that, nothing goes.
+    assert planned["actions"] == [] and len(planned["kept"]) == 5

@@ -250,6 +250,8 @@ BROKEN_METADATA = {
     "unreadable-creation-time": (model_yaml("iris", "broken", OLD).replace(OLD.isoformat(), "yesterday").encode(),
                                  "unreadable creation_time"),
     "no-creation-time": (b"name: iris\nversion: broken\nlabels: {}\n", "has no creation_time"),
+    "creation-time-past-year-9999": (model_yaml("iris", "broken", OLD).replace(OLD.isoformat(), "9999-12-31T23:59:59-05:00").encode(),
+                                     "creation_time outside the years 1 to 9999"),
     "no-labels": (model_yaml("iris", "broken", OLD).replace("labels: {}", "labels: null").encode(), "no labels mapping"),
     "names-another-version": (model_yaml("iris", "v0", OLD).encode(), "names iris:v0, not its directory"),
 }

@@ -122,7 +122,9 @@ def print_status_case(text: str) -> Case:
             "policies": [{"name": f"disk:{text}", "high_watermark": {"setting": f"high:{text}"},
                           "last_evaluation": {"reached": False, "blocked_by": f"blocked:{text}"}}],
         },
-        "trash": {"path": f"trash:{text}", "versions": 0, "size_bytes": 0},
+        "trash": {"path": f"trash:{text}", "versions": 0, "size_bytes": 0,
+                  "stuck": {"entries": 1, "size_bytes": 10, "first_error": f"stuck:{text}", "paths": [f"path:{text}"],
+                            "checked_at": None}},
         "policies": [
             {"name": f"retention:{text}", "kind": "retention", "next_run": f"next:{text}", "check_interval": None,
              "last_run": {"at": f"at:{text}", "outcome": f"outcome:{text}", "actions_ok": 1, "bytes_freed": 10}},
@@ -136,7 +138,8 @@ def print_status_case(text: str) -> Case:
              f"backup: require_pushed provider:{text} (last run at:{text}): 2 version(s), 10 B held back "
              f"(reason:{text} 2); registry error: error:{text}",
              f"disk:{text}: high_watermark high:{text}; target not reachable, blocked blocked:{text}",
-             f"retention:{text}", f"at:{text}", f"outcome:{text}", f"next:{text}", f"idle:{text}", f"every interval:{text}",
+             f"first: stuck:{text}", f"retention:{text}", f"at:{text}", f"outcome:{text}", f"next:{text}", f"idle:{text}",
+             f"every interval:{text}",
              *deployments_shown]
     return lambda: render.print_status(report), shown
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.cli import UsageError, parse_instant
 from daemon.config import load_config
-from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK
+from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK, RunInterrupted
 from daemon.literal import print_line
 
 if TYPE_CHECKING:
@@ -50,28 +50,47 @@ def plan(arguments: argparse.Namespace) -> int:
 
 def apply(arguments: argparse.Namespace) -> int:
     from daemon.runner import apply_once
+    from daemon.stop import StopRequest
 
-    settings = load_config(arguments.config).settings
-    bar = None
-    if sys.stdout.isatty() and not arguments.json:
-        from daemon.render import ProgressBar
-        bar = ProgressBar()
-    try:
-        result = apply_once(
-            settings, arguments.policy, wait_seconds=arguments.wait, progress=bar, accept_shrink=arguments.accept_shrink
-        )
-    finally:
-        if bar is not None:
-            _after_acting(EXIT_OK, bar.stop)  # the bar is cosmetic: a fault in it must not replace the outcome
-    return _after_acting(EXIT_ACTIONS_FAILED if result.failed else EXIT_OK, lambda: _print_run(result, arguments.json))
+    # SIGINT/SIGTERM stop the run at its next safe point (daemon.stop); the handlers go before printing.
+    with StopRequest() as stop:
+        settings = load_config(arguments.config).settings
+        bar = None
+        if sys.stdout.isatty() and not arguments.json:
+            from daemon.render import ProgressBar
+            bar = ProgressBar()
+        try:
+            result = apply_once(
+                settings, arguments.policy, wait_seconds=arguments.wait, progress=bar,
+                accept_shrink=arguments.accept_shrink, stop=stop.event,
+            )
+        except RunInterrupted as error:
+            print_line(f"retentiond: {stop.signal_name}: {error}", sys.stderr)
+            return stop.exit_code
+        finally:
+            if bar is not None:
+                _after_acting(EXIT_OK, bar.stop)  # the bar is cosmetic: a fault in it must not replace the outcome
+    if result.interrupted:
+        exit_code = stop.exit_code
+    else:
+        exit_code = EXIT_ACTIONS_FAILED if result.failed else EXIT_OK
+    return _after_acting(exit_code, lambda: _print_run(result, arguments.json, stop.signal_name))
 
 
-def _print_run(result: RunResult, as_json: bool) -> None:
+def _print_run(result: RunResult, as_json: bool, signal_name: str | None) -> None:
     if as_json:
         print_json(result.to_dict())
     else:
         from daemon import render
         render.print_run(result)
+    if result.interrupted:
+        counters = result.counters()
+        print_line(
+            f"retentiond: {signal_name}: run interrupted during {result.interrupted_during}: "
+            f"{counters['actions_ok']} done, {counters['actions_failed']} failed, {counters['actions_skipped']} skipped, "
+            f"{counters['actions_not_started']} not started; the next run carries on",
+            sys.stderr,
+        )
 
 
 def _after_acting(exit_code: int, show: Callable[[], None]) -> int:
@@ -177,6 +196,8 @@ def check_config(arguments: argparse.Namespace) -> int:
     loaded = load_config(arguments.config)
     source = str(loaded.path) if loaded.path else "built-in defaults (no config file found)"
     print_line(f"# config: {source} -- valid", sys.stderr)
+    for warning in loaded.settings.unscheduled_warnings().values():
+        print_line(f"retentiond: warning: {warning}", sys.stderr)
     print(json.dumps(loaded.settings.model_dump(mode="json"), indent=2))
     return EXIT_OK
 

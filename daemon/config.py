@@ -286,6 +286,18 @@ class Settings(BaseSettings):
     def policy_names(self) -> list[str]:
         return [policy.name for policy in self.policies]
 
+    def unscheduled_warnings(self) -> dict[str, str]:
+        """Return, per retention policy without ``schedule``, why ``retentiond run`` never runs it (a valid
+        config for a timer unit, a silent no-op for the daemon: worth a warning, not an error)."""
+        return {
+            policy.name: (
+                f"retention policy {policy.name!r} has no schedule: it runs only with `retentiond apply`; "
+                f'add schedule = "..." (cron, e.g. "0 * * * *") to run it from the daemon'
+            )
+            for policy in self.retention
+            if policy.schedule is None
+        }
+
 
 def _is_valid_provider_name(name: str) -> bool:
     # Imported here so that `check-config` without providers does not import the scanner (and PyYAML).

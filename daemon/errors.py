@@ -5,7 +5,8 @@
      ├── StoreBusyError     another run holds the store lock       → exit 75
      ├── AuditError         the audit log cannot be written (or read) → exit 1, nothing acted on
      ├── RestoreError       a version cannot be taken out of the trash → exit 1
-     └── StoreShrunkError   the store looks much smaller than last time → exit 1, nothing acted on
+     ├── StoreShrunkError   the store looks much smaller than last time → exit 1, nothing acted on
+     └── RunInterrupted     a stop request (SIGINT, SIGTERM) reached a safe point → exit 130 / 143
 """
 
 from __future__ import annotations
@@ -47,3 +48,15 @@ class RestoreError(RetentiondError):
 
 class StoreShrunkError(RetentiondError):
     """The store looks much smaller than on the last run (an unmounted volume, a wrong home)."""
+
+
+class RunInterrupted(RetentiondError):
+    """A stop request reached a safe point of a run: between two actions, or before the run acted at all.
+
+    ``phase`` says where (``lock``, ``start``, ``deployments``, ``scan``, ``plan``, ``actions``, ``trash``);
+    the CLI's exit code (130 after SIGINT, 143 after SIGTERM) comes from the signal, not from here.
+    """
+
+    def __init__(self, message: str, phase: str) -> None:
+        super().__init__(message)
+        self.phase = phase

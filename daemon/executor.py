@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 Outcome = Literal["ok", "failed", "skipped"]
 BATCH_SIZE = 64
+INTERRUPTED = "interrupted before it started"
+NOT_STARTED = "not started: the run was interrupted"
 
 
 class RunProgress(Protocol):
@@ -67,11 +69,20 @@ class RunResult:
     plan: Plan
     inventory: Inventory
     results: list[ActionResult] = field(default_factory=list)
-    interrupted: bool = False
     trash_stuck: list[StuckEntry] = field(default_factory=list)
+    # Where a stop request was honoured: "start", "deployments", "scan", "plan", "actions" or "trash".
+    interrupted_during: str | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.interrupted_during is not None
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for result in self.results if result.outcome == outcome)
+
+    def not_started(self) -> tuple[Action, ...]:
+        """The planned actions an interruption left without an intent (``execute`` acts in plan order)."""
+        return self.plan.actions[len(self.results) :]
 
     @property
     def bytes_freed(self) -> int:
@@ -94,14 +105,19 @@ class RunResult:
             "actions_ok": self.count("ok"),
             "actions_failed": self.count("failed"),
             "actions_skipped": self.count("skipped"),
+            "actions_not_started": len(self.not_started()),
             "bytes_freed": self.bytes_freed,
             "kept": len(self.plan.kept),
         }
 
     def to_dict(self) -> dict[str, Any]:
         data = self.plan.to_dict()
-        data["actions"] = [result.to_dict() for result in self.results]
+        data["actions"] = [result.to_dict() for result in self.results] + [
+            ActionResult(action, "skipped", NOT_STARTED).to_dict() for action in self.not_started()
+        ]
         data["warnings"] = [*data["warnings"], *(entry.describe() for entry in self.trash_stuck)]
+        data["interrupted"] = self.interrupted
+        data["interrupted_during"] = self.interrupted_during
         return data
 
 
@@ -162,7 +178,8 @@ def execute(
 ) -> RunResult:
     """Given a plan made under the store lock, carry out its deletions; return every outcome.
 
-    When ``stop`` is set, the action in progress finishes and no further one starts.
+    When ``stop`` is set, the action in progress finishes, the rest of its batch is recorded as skipped,
+    no further batch starts, and the trash purge ends after the version in progress.
     Raise AuditError (before acting on the batch) if the audit log cannot be written.
     """
     by_key: dict[tuple[str, str, str], Artifact] = {
@@ -177,7 +194,7 @@ def execute(
         progress.begin(plan)
     for start in range(0, len(actions), BATCH_SIZE):
         if stop is not None and stop.is_set():
-            result.interrupted = True
+            result.interrupted_during = "actions"
             break
         batch = actions[start : start + BATCH_SIZE]
         for action in batch:
@@ -185,8 +202,8 @@ def execute(
         audit.sync()
         for action in batch:
             if stop is not None and stop.is_set():
-                result.interrupted = True
-                outcome = ActionResult(action, "skipped", "interrupted before it started")
+                result.interrupted_during = "actions"
+                outcome = ActionResult(action, "skipped", INTERRUPTED)
                 result.results.append(outcome)
                 audit.record(_outcome_event(action, "skipped"), **_audit_fields(action), outcome="skipped", error=outcome.error)
                 continue

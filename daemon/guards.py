@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Collection
 from datetime import datetime, timedelta, timezone
@@ -70,8 +71,11 @@ class RunGuards:
         self.summary: dict[str, Any] | None = None
 
     @classmethod
-    def open(cls, settings: Settings, home: Path, now: datetime, *, store_run: bool = True) -> RunGuards:
-        """Given the config, return the guards of one run (``store_run`` False: a run that does not scan the store).
+    def open(
+        cls, settings: Settings, home: Path, now: datetime, *, store_run: bool = True, stop: threading.Event | None = None
+    ) -> RunGuards:
+        """Given the config, return the guards of one run (``store_run`` False: a run that does not scan the store;
+        ``stop`` set: a push in progress is stopped).
 
         Raise ConfigError if the registry's provider has no API token.
         """
@@ -88,7 +92,7 @@ class RunGuards:
             cache = HeldCache.load(settings.daemon.state_dir, registry.endpoint, ttl, now)
             bentoml = find_bentoml() if store.push_before_delete else None
             if bentoml is not None:
-                pusher = Pusher(bentoml, home, registry.endpoint, registry.api_token, store.push_timeout.approx_seconds())
+                pusher = Pusher(bentoml, home, registry.endpoint, registry.api_token, store.push_timeout.approx_seconds(), stop)
         return cls(settings, home, registry=registry, cache=cache, pusher=pusher, collect=store.collect_incomplete_after is not None)
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple, NoReturn
 
+from daemon.errors import RunInterrupted
 from daemon.metadata import read_metadata
 from daemon.scancache import ScanCache, VersionFacts, VersionKey, active_state_dir
 from policies.model import Artifact, ArtifactKind, Inventory
@@ -40,6 +41,8 @@ KIND_DIRS: dict[ArtifactKind, tuple[str, str]] = {
 STATE_DIR_NAME = ".retentiond"
 # A cold scan of at least this many versions is split with a forked child (about 60 µs a version each side).
 SPLIT_MIN_VERSIONS = 2000
+# A stop request is looked at every so many measured versions (a few milliseconds of a cold scan).
+STOP_CHECK_VERSIONS = 256
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 _NO_FILE = (-1, -1, -1, -1)
@@ -51,16 +54,17 @@ def is_valid_tag_part(text: str) -> bool:
     return len(text) <= TAG_MAX_LENGTH and TAG_PATTERN.match(text) is not None
 
 
-def scan_store(home: Path, cache_dir: Path | None = None) -> Inventory:
+def scan_store(home: Path, cache_dir: Path | None = None, stop: threading.Event | None = None) -> Inventory:
     """Given a BentoML home, return every model and bento version in it, with warnings.
 
     ``cache_dir`` (default: the one set by ``scancache.scan_cache_in``, else none) holds the
-    scan cache. Raise OSError only if the ``models``/``bentos`` directories exist but cannot be listed.
+    scan cache. Raise OSError only if the ``models``/``bentos`` directories exist but cannot be listed,
+    RunInterrupted (within a few hundred versions) once ``stop`` is set.
     """
     state_dir = cache_dir if cache_dir is not None else active_state_dir()
     cache = ScanCache.load(state_dir, home) if state_dir is not None else None
     with _no_cycle_collection():
-        artifacts, warnings = _scan_kinds(home, cache, time.time())
+        artifacts, warnings = _scan_kinds(home, cache, time.time(), stop)
     if cache is not None:
         cache.save()
     return Inventory(artifacts=tuple(artifacts), warnings=tuple(warnings))
@@ -96,7 +100,9 @@ class _Found(NamedTuple):
     facts: VersionFacts | None
 
 
-def _scan_kinds(home: Path, cache: ScanCache | None, now: float) -> tuple[list[Artifact], list[str]]:
+def _scan_kinds(
+    home: Path, cache: ScanCache | None, now: float, stop: threading.Event | None
+) -> tuple[list[Artifact], list[str]]:
     found: list[_Found] = []
     warnings: list[str] = []
     for kind, (subdir, _) in KIND_DIRS.items():
@@ -107,6 +113,7 @@ def _scan_kinds(home: Path, cache: ScanCache | None, now: float) -> tuple[list[A
         if not kind_root.is_dir():
             continue
         for name_entry in _sorted_entries(str(kind_root)):
+            _check_stop(stop)
             if name_entry.is_symlink():
                 warnings.append(f"{subdir}/{name_entry.name} is a symlink; not followed, never deleted")
                 continue
@@ -118,7 +125,7 @@ def _scan_kinds(home: Path, cache: ScanCache | None, now: float) -> tuple[list[A
             found.extend(_scan_name(kind, name_entry.name, name_entry.path, warnings, cache, now))
     # Versions the cache did not answer for are measured in one batch, which a large cold scan splits in two.
     unknown = [(item.path, item.info, KIND_DIRS[item.kind][1], item.name, item.version) for item in found if item.facts is None]
-    measured = iter(_measure_versions(unknown))
+    measured = iter(_measure_versions(unknown, stop))
     artifacts = []
     for item in found:
         facts = item.facts
@@ -241,12 +248,28 @@ def _scan_versions(
     return found
 
 
-def _measure_versions(jobs: list[_Job]) -> list[_Measured]:
+def _check_stop(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise RunInterrupted("stopped while scanning the store; nothing was deleted", "scan")
+
+
+def _measure_versions(jobs: list[_Job], stop: threading.Event | None = None) -> list[_Measured]:
     """Given (path, directory lstat, metadata file name, name, version) per version directory, return
-    ``_measure`` of each, in order. A large batch is split with one forked child when there are 2 cores."""
+    ``_measure`` of each, in order. A large batch is split with one forked child when there are 2 cores.
+    Raise RunInterrupted once ``stop`` is set."""
     if len(jobs) < SPLIT_MIN_VERSIONS or not _may_fork():
+        return _measure_each(jobs, stop)
+    return _measure_split(jobs, stop)
+
+
+def _measure_each(jobs: list[_Job], stop: threading.Event | None) -> list[_Measured]:
+    if stop is None:
         return [_measure(*job) for job in jobs]
-    return _measure_split(jobs)
+    measured: list[_Measured] = []
+    for start in range(0, len(jobs), STOP_CHECK_VERSIONS):
+        _check_stop(stop)
+        measured.extend(_measure(*job) for job in jobs[start : start + STOP_CHECK_VERSIONS])
+    return measured
 
 
 def _may_fork() -> bool:
@@ -257,7 +280,7 @@ def _may_fork() -> bool:
     return len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) > 1
 
 
-def _measure_split(jobs: list[_Job]) -> list[_Measured]:
+def _measure_split(jobs: list[_Job], stop: threading.Event | None) -> list[_Measured]:
     """Measure the first half here and the second in a forked child, which sends plain values back
     through a pipe. If the child fails in any way, its half is measured here: the answer is the same."""
     half = len(jobs) // 2
@@ -267,7 +290,7 @@ def _measure_split(jobs: list[_Job]) -> list[_Measured]:
     except OSError:
         os.close(read_fd)
         os.close(write_fd)
-        return [_measure(*job) for job in jobs]
+        return _measure_each(jobs, stop)
     if pid == 0:
         os.close(read_fd)
         _measure_in_child(jobs[half:], write_fd)
@@ -275,7 +298,7 @@ def _measure_split(jobs: list[_Job]) -> list[_Measured]:
     status = -1
     with open(read_fd, "rb") as pipe:
         try:
-            first = [_measure(*job) for job in jobs[:half]]
+            first = _measure_each(jobs[:half], stop)
             payload = pipe.read()
         except BaseException:
             os.kill(pid, signal.SIGKILL)
@@ -285,7 +308,7 @@ def _measure_split(jobs: list[_Job]) -> list[_Measured]:
                 status = os.waitpid(pid, 0)[1]
     second = _from_rows(payload, len(jobs) - half) if status == 0 else None
     if second is None:
-        second = [_measure(*job) for job in jobs[half:]]
+        second = _measure_each(jobs[half:], stop)
     return first + second
 
 
@@ -293,6 +316,10 @@ def _measure_in_child(jobs: list[_Job], write_fd: int) -> NoReturn:
     # The child must never return into the parent's code (nor flush its buffers, nor run its atexit hooks).
     code = 1
     try:
+        # The parent decides when to stop (and kills this child then); a signal meant for it must not
+        # run the parent's handlers here too.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         rows = []
         for job in jobs:
             facts, key, cacheable = _measure(*job)

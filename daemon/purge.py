@@ -115,7 +115,8 @@ class StuckEntries:
 class Purger:
     """One worker thread that removes trashed versions in the order they were handed over."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self._stop = stop if stop is not None else threading.Event()
         self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
         self._failures: list[RemovalFailure] = []
         # A daemon thread: if the process dies, what it did not get to is trash that the next run empties.
@@ -133,6 +134,8 @@ class Purger:
 
     def _work(self) -> None:
         while (trashed := self._queue.get()) is not None:
+            if self._stop.is_set():
+                continue  # left in the trash: the next run empties it
             # The list is read only after join(). remove_tree reports instead of raising; anything else it
             # raised would end this thread silently, so it is reported as well.
             try:

@@ -5,7 +5,8 @@ first) write the version as a tar archive into BentoML's tmp directory (``$BENTO
 and upload it, so a push needs about the version's size free there. retentiond runs the
 ``bentoml`` installed beside it (on PATH, or next to its own Python), with the same endpoint and
 token it asks the registry with, in a process group of its own that it stops after
-``store.push_timeout`` (SIGINT, so BentoML removes its archive, then SIGKILL).
+``store.push_timeout`` (SIGINT, so BentoML removes its archive, then SIGKILL), or as soon as the
+run is asked to stop (a push is only the preparation of a deletion: stopping it deletes nothing).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from policies.durations import format_bytes
 # Room beyond the version's own size: tar headers and padding, and space others may need meanwhile.
 ARCHIVE_MARGIN_BYTES = 64 * 1024 * 1024
 INTERRUPT_GRACE_SECONDS = 10
+POLL_SECONDS = 0.5
 ERROR_EXCERPT_CHARS = 300
 
 
@@ -64,6 +68,7 @@ class Pusher:
     endpoint: str
     api_token: str
     timeout_seconds: float
+    stop: threading.Event | None = None
 
     def push(self, kind: str, name: str, version: str) -> str | None:
         """Push one version; return None on success, else what went wrong (never raises)."""
@@ -80,11 +85,18 @@ class Pusher:
             )
         except OSError as error:
             return f"cannot run {self.bentoml}: {error.strerror or error}"
-        try:
-            output, _ = process.communicate(timeout=self.timeout_seconds)
-        except subprocess.TimeoutExpired:
-            _stop(process)
-            return f"`{' '.join(command[1:])}` did not finish within {self.timeout_seconds:g}s; stopped"
+        deadline = time.monotonic() + self.timeout_seconds
+        while True:
+            try:
+                output, _ = process.communicate(timeout=max(min(POLL_SECONDS, deadline - time.monotonic()), 0))
+                break
+            except subprocess.TimeoutExpired:
+                if self.stop is not None and self.stop.is_set():
+                    _stop(process)
+                    return f"`{' '.join(command[1:])}` stopped: the run was asked to stop"
+                if time.monotonic() >= deadline:
+                    _stop(process)
+                    return f"`{' '.join(command[1:])}` did not finish within {self.timeout_seconds:g}s; stopped"
         if process.returncode != 0:
             return f"`{' '.join(command[1:])}` exited {process.returncode}: {self._excerpt(output)}"
         return None

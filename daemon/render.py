@@ -150,11 +150,15 @@ def print_run(result: RunResult) -> None:
         (r.action.kind, r.action.name, r.action.version or ""): r.outcome + (f" ({r.error})" if r.error else "")
         for r in result.results
     }
+    for action in result.not_started():
+        outcomes[(action.kind, action.name, action.version or "")] = "not started"
     print_plan(result.plan, result.inventory, outcomes)
     counters = result.counters()
+    status = f"INTERRUPTED during {result.interrupted_during}" if result.interrupted else "done"
+    not_started = f", {counters['actions_not_started']} not started" if result.interrupted else ""
     console().print(
-        f"done: {counters['actions_ok']} ok, {counters['actions_failed']} failed, "
-        f"{counters['actions_skipped']} skipped; {format_bytes(result.bytes_freed)} freed."
+        f"{status}: {counters['actions_ok']} ok, {counters['actions_failed']} failed, "
+        f"{counters['actions_skipped']} skipped{not_started}; {format_bytes(result.bytes_freed)} freed."
     )
     for entry in result.trash_stuck:
         console().print(f"warning: {entry.describe()}", style="yellow", markup=False)

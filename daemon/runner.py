@@ -24,12 +24,12 @@ from daemon.deployments import (
     utc_now,
     with_deployments,
 )
-from daemon.errors import AuditError, ConfigError, StoreShrunkError
+from daemon.errors import AuditError, ConfigError, RunInterrupted, StoreShrunkError
 from daemon.executor import Actors, RunProgress, RunResult, execute
 from daemon.guards import RunGuards
 from daemon.inventory import scan_store
 from daemon.scancache import scan_cache_in
-from daemon.state import StateFile
+from daemon.state import StateFile, require_writable_state_dir
 from daemon.store import Store, check_store_root
 from daemon.trash import Trash
 from policies import DiskSample, DiskUsage, Inventory, Plan
@@ -59,11 +59,16 @@ def check_policy_names(settings: Settings, requested: Collection[str] | None) ->
         raise ConfigError(f"unknown policy {', '.join(unknown)} (configured: {known})")
 
 
-def take_inventory(home: Path, disk_samples: Sequence[DiskSample] = (), state_dir: Path | None = None) -> Inventory:
-    """Scan the store (through the scan cache in ``state_dir``, if given) and read the disk under it, once."""
+def take_inventory(
+    home: Path, disk_samples: Sequence[DiskSample] = (), state_dir: Path | None = None, stop: threading.Event | None = None
+) -> Inventory:
+    """Scan the store (through the scan cache in ``state_dir``, if given) and read the disk under it, once.
+
+    Raise ConfigError if the store cannot be listed, RunInterrupted once ``stop`` is set.
+    """
     try:
         with scan_cache_in(state_dir):
-            inventory = scan_store(home)
+            inventory = scan_store(home, stop=stop)
     except OSError as error:
         raise ConfigError(f"cannot list {error.filename or home}: {error.strerror or error}; nothing was deleted") from None
     return dataclasses.replace(inventory, disk=read_disk_usage(home), disk_samples=tuple(disk_samples))
@@ -103,23 +108,27 @@ class LockedRun:
 
 
 @contextmanager
-def locked_run(settings: Settings, policies: list[str], wait_seconds: float) -> Iterator[LockedRun]:
+def locked_run(
+    settings: Settings, policies: list[str], wait_seconds: float, stop: threading.Event | None = None
+) -> Iterator[LockedRun]:
     """Lock the store, open the audit log, record ``run.started`` and empty leftover trash.
 
-    Raise StoreBusyError, ConfigError or AuditError before anything is touched.
+    Raise StoreBusyError, ConfigError or AuditError before anything is touched, RunInterrupted if
+    ``stop`` is set while waiting for the lock. Once ``stop`` is set the trash purge ends early.
     """
     home = check_store_root(settings.store.home)
     store = Store(home)
     run_id = uuid.uuid4().hex[:12]
     rotate = settings.daemon.audit_rotate_size
     # Opened under the lock: the chain's last hash and a rotation must not race another run.
-    with store.locked(wait_seconds), AuditLog(settings.daemon.audit_log, run_id, rotate.bytes if rotate else None) as audit:
+    with store.locked(wait_seconds, stop), AuditLog(settings.daemon.audit_log, run_id, rotate.bytes if rotate else None) as audit:
         audit.record("run.started", store=str(home), policies=policies)
         audit.sync()
         state = StateFile(settings.daemon.state_dir)
         trash = Trash(
             store, settings.store.trash_retention_span, frozenset(p.name for p in settings.disk),
             retry=state.stuck_trash(), report=lambda entry: audit.record("trash.purge_failed", **entry.audit_fields()),
+            stop=stop,
         )
         for detail in trash.recover():
             audit.record("store.recovered", detail=detail)
@@ -169,11 +178,12 @@ def ready_deployments(
 def finish_run(run: LockedRun, result: RunResult, settings: Settings, policies: list[str]) -> None:
     result.trash_stuck = run.trash.stuck
     event = "run.interrupted" if result.interrupted else "run.finished"
-    run.audit.record(event, **result.counters())
+    during = {"interrupted_during": result.interrupted_during} if result.interrupted else {}
+    run.audit.record(event, **during, **result.counters())
     for report in result.plan.disk_reports:
         if report.triggers:
             log.info("disk.evaluated", run_id=run.run_id, report=report.describe(), blocked_bytes=report.blocked_bytes)
-    log.info(event, run_id=run.run_id, store=str(run.home), policies=policies, **result.counters())
+    log.info(event, run_id=run.run_id, store=str(run.home), policies=policies, **during, **result.counters())
 
 
 def check_shrink(settings: Settings, home: Path, inventory: Inventory, accept: bool) -> None:
@@ -182,11 +192,20 @@ def check_shrink(settings: Settings, home: Path, inventory: Inventory, accept: b
     Raise StoreShrunkError naming both counts.
     """
     limit = settings.store.max_shrink
-    last = StateFile(settings.daemon.state_dir).load().get("store") or {}
-    if limit is None or limit.percent is None or accept or last.get("home") != str(home):
+    if limit is None or limit.percent is None or accept:
         return
-    before, now_count = int(last.get("versions", 0)), len(inventory.artifacts)
-    if before < MIN_VERSIONS_FOR_SHRINK_CHECK or now_count >= before * (1 - limit.percent / 100):
+    state = StateFile(settings.daemon.state_dir)
+    try:
+        before = state.last_store_versions(str(home))
+    except (OSError, ValueError) as error:
+        # Fail closed: without the last run's count the limit cannot be checked, and must not pass silently.
+        raise StoreShrunkError(
+            f"cannot read {state.path} ({getattr(error, 'strerror', None) or error}), which holds the store size "
+            "that store.max_shrink compares with. Nothing was deleted. Repair or remove the file, or run "
+            "`retentiond apply --accept-shrink` once."
+        ) from None
+    now_count = len(inventory.artifacts)
+    if before is None or before < MIN_VERSIONS_FOR_SHRINK_CHECK or now_count >= before * (1 - limit.percent / 100):
         return
     raise StoreShrunkError(
         f"store {home} has {now_count} versions, the last run saw {before} (more than max_shrink {limit} fewer): "
@@ -226,29 +245,67 @@ def apply_once(
 ) -> RunResult:
     """Run the policies once under the store lock and return what happened.
 
-    The run decides as of one reading of ``clock``. Raise StoreBusyError, ConfigError,
-    AuditError or StoreShrunkError; failed actions are in the result.
+    The run decides as of one reading of ``clock``. Once ``stop`` is set the run ends at the next safe
+    point (the action in progress finishes), is recorded as ``run.interrupted`` and returned with
+    ``interrupted_during`` saying where.
+    Raise StoreBusyError, ConfigError (also when store.max_shrink is set and daemon.state_dir cannot be
+    written), AuditError or StoreShrunkError; RunInterrupted if ``stop`` is set before the store lock is
+    taken. Failed actions are in the result.
     """
     check_policy_names(settings, acting)
+    require_writable_state_dir(settings)
     policies = sorted(acting or settings.policy_names())
-    with locked_run(settings, policies, wait_seconds) as run:
-        context = gather_deployments(settings, acting)
+    with locked_run(settings, policies, wait_seconds, stop) as run:
         try:
-            now = clock()
-            actor = ready_deployments(context, run, settings, clock, now)
-            offhours_only = acting is not None and set(acting) <= {policy.name for policy in settings.offhours}
-            # An off-hours run fires every few minutes; it has no business walking the store.
-            artifacts = Inventory(()) if offhours_only else take_inventory(run.home, disk_samples, settings.daemon.state_dir)
-            if not offhours_only:
-                check_shrink(settings, run.home, artifacts, accept_shrink)
-                artifacts = _purge_trash_under_pressure(settings, acting, run, artifacts, now)
-            inventory = with_deployments(artifacts, context)
-            with RunGuards.open(settings, run.home, now, store_run=not offhours_only) as guards:
-                plan = guards.decide(inventory, now, acting)
-                result = execute(plan, inventory, run.actors(actor, guards), progress, stop)
-            guards.record(settings.daemon.state_dir, run.run_id)
-        finally:
-            close_context(context)
+            result = _act(settings, acting, run, progress, disk_samples, stop, accept_shrink, clock)
+        except RunInterrupted as error:
+            result = RunResult(run.run_id, Plan(clock()), Inventory(()), interrupted_during=error.phase)
+        if stop is not None and stop.is_set() and not result.interrupted:
+            # Every action was carried out, but the trash purge was cut short: what is left is trash for the next run.
+            result.interrupted_during = "trash"
         finish_run(run, result, settings, policies)
     StateFile(settings.daemon.state_dir).record_run(result, policies, str(run.home))
     return result
+
+
+def _act(
+    settings: Settings,
+    acting: Collection[str] | None,
+    run: LockedRun,
+    progress: RunProgress | None,
+    disk_samples: Sequence[DiskSample],
+    stop: threading.Event | None,
+    accept_shrink: bool,
+    clock: Callable[[], datetime],
+) -> RunResult:
+    """The locked part of a run: list, scan, decide, act. Raise RunInterrupted at a safe point once ``stop`` is set."""
+    _stop_point(stop, "start")
+    context = gather_deployments(settings, acting)
+    try:
+        _stop_point(stop, "deployments")
+        now = clock()
+        actor = ready_deployments(context, run, settings, clock, now)
+        offhours_only = acting is not None and set(acting) <= {policy.name for policy in settings.offhours}
+        # An off-hours run fires every few minutes; it has no business walking the store.
+        artifacts = (
+            Inventory(()) if offhours_only else take_inventory(run.home, disk_samples, settings.daemon.state_dir, stop)
+        )
+        if not offhours_only:
+            check_shrink(settings, run.home, artifacts, accept_shrink)
+            artifacts = _purge_trash_under_pressure(settings, acting, run, artifacts, now)
+        _stop_point(stop, "scan")
+        inventory = with_deployments(artifacts, context)
+        with RunGuards.open(settings, run.home, now, store_run=not offhours_only, stop=stop) as guards:
+            plan = guards.decide(inventory, now, acting)
+            if stop is not None and stop.is_set():
+                return RunResult(run.run_id, plan, inventory, interrupted_during="plan")  # every action "not started"
+            result = execute(plan, inventory, run.actors(actor, guards), progress, stop)
+        guards.record(settings.daemon.state_dir, run.run_id)
+        return result
+    finally:
+        close_context(context)
+
+
+def _stop_point(stop: threading.Event | None, phase: str) -> None:
+    if stop is not None and stop.is_set():
+        raise RunInterrupted(f"stopped during {phase}; nothing was deleted", phase)

@@ -22,12 +22,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.config import Settings, load_config
-from daemon.errors import EXIT_OK, ConfigError, RetentiondError, StoreBusyError
+from daemon.errors import EXIT_OK, ConfigError, RetentiondError, RunInterrupted, StoreBusyError
 from daemon.executor import RunResult
 from daemon.inventory import scan_store, store_fingerprint
 from daemon.metrics import Metrics
 from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.runner import apply_once, read_disk_usage
+from daemon.state import require_writable_state_dir
 from daemon.store import check_store_root
 from policies import DiskPolicy, DiskSample
 from policies.disk import disk_target
@@ -93,6 +94,7 @@ class Service:
         self.notifier = notifier
         self.settings = load_config(config_argument).settings
         check_store_root(self.settings.store.home)
+        require_writable_state_dir(self.settings)
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
         self._run_lock = threading.Lock()
@@ -128,6 +130,8 @@ class Service:
 
     def _schedule(self) -> None:
         self.scheduler.remove_all_jobs()
+        for policy_name, warning in self.settings.unscheduled_warnings().items():
+            log.warning("policy.unscheduled", policy=policy_name, warning=warning)
         for policy in self.settings.retention:
             if policy.schedule is not None:
                 self.scheduler.add_job(
@@ -173,6 +177,7 @@ class Service:
         try:
             settings = load_config(self.config_argument).settings
             check_store_root(settings.store.home)
+            require_writable_state_dir(settings)
         except ConfigError as error:
             log.error("config.reload_failed", error=str(error))
             self.notifier.send(f"STATUS=config reload failed; still running the previous config: {str(error)[:200]}")
@@ -198,6 +203,8 @@ class Service:
                 return result
         except StoreBusyError as error:
             log.warning("run.skipped", reason=str(error))
+        except RunInterrupted as error:  # the daemon is stopping while this run waited for the lock
+            log.info("run.skipped", reason=str(error))
         except RetentiondError as error:
             log.error("run.failed", error=str(error))
         except Exception:

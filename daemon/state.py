@@ -1,18 +1,23 @@
 """retentiond's own state in ``daemon.state_dir``: the last run of each policy, for ``status``.
 
-Written atomically after each run. Losing it loses history, never safety, so a state
-directory that cannot be written is logged and the run goes on.
+Written atomically after each run. Without ``store.max_shrink`` it is history only, so a state
+directory that cannot be written is logged and the run goes on. With it, the last run's store size
+is what the limit compares with: the directory must be writable before a run starts
+(``require_writable_state_dir``, exit 78), and a state file that cannot be read refuses the run.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from daemon.config import Settings
+from daemon.errors import ConfigError
 from daemon.executor import RunResult
 from daemon.purge import StuckEntry
 from daemon.store import write_file_atomically
@@ -30,10 +35,32 @@ class StateFile:
     def load(self) -> dict[str, Any]:
         """Return the stored state, or an empty one if there is none or it is unreadable."""
         try:
-            data = json.loads(self.path.read_text())
+            return self.read()
         except (OSError, ValueError):
             return {"runs": {}, "disk": {}}
-        return data if isinstance(data, dict) else {"runs": {}, "disk": {}}
+
+    def read(self) -> dict[str, Any]:
+        """Return the stored state, or an empty one if there is none. Raise OSError or ValueError saying
+        why it cannot be read (for a safety limit that must not pass just because its data is gone)."""
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {"runs": {}, "disk": {}}
+        if not isinstance(data, dict):
+            raise ValueError("it is not a JSON object")
+        return data
+
+    def last_store_versions(self, home: str) -> int | None:
+        """Return how many versions the last run saw in the store at ``home``, None if none was recorded.
+
+        Raise OSError or ValueError if the state file cannot be read or its store entry is malformed.
+        """
+        store = self.read().get("store")
+        if store is None:
+            return None
+        if not isinstance(store, dict) or not isinstance(store.get("versions"), int):
+            raise ValueError("its store entry is malformed")
+        return store["versions"] if store.get("home") == home else None
 
     def stuck_trash(self) -> list[Path]:
         """Return the trash entries the last run could not purge (none if the state says nothing usable)."""
@@ -58,7 +85,10 @@ class StateFile:
         """Remember the run as the last one of each of its policies (best effort)."""
         state = self.load()
         outcome = "interrupted" if result.interrupted else ("failed" if result.failed else "ok")
-        entry = {"at": format_instant(result.plan.at), "run_id": result.run_id, "outcome": outcome, **result.counters()}
+        entry: dict[str, Any] = {"at": format_instant(result.plan.at), "run_id": result.run_id, "outcome": outcome}
+        if result.interrupted:
+            entry["interrupted_during"] = result.interrupted_during
+        entry.update(result.counters())
         runs = state.setdefault("runs", {})
         for policy in policies:
             runs[policy] = entry
@@ -87,3 +117,23 @@ class StateFile:
             write_file_atomically(self.path, json.dumps(state, indent=1).encode())
         except OSError as error:
             log.warning("state.write_failed", path=str(self.path), error=error.strerror or str(error))
+
+
+def require_writable_state_dir(settings: Settings) -> None:
+    """With ``store.max_shrink`` set, create ``daemon.state_dir`` if needed and make sure this process can write in it.
+
+    The limit compares each run with the store size the last run recorded there, so a state directory that
+    cannot be written would turn it off without a word. Raise ConfigError naming ``daemon.state_dir`` if so.
+    """
+    if settings.store.max_shrink is None:
+        return
+    state_dir = settings.daemon.state_dir
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        with tempfile.TemporaryFile(dir=state_dir):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"daemon.state_dir {state_dir} cannot be written: {error.strerror or error}; store.max_shrink needs the "
+            "store size that each run records there. Nothing was deleted: make it writable or set daemon.state_dir"
+        ) from None

@@ -18,15 +18,18 @@ import socket
 import stat
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import structlog
 from filelock import FileLock, Timeout
 
-from daemon.errors import ConfigError, StoreBusyError
+from daemon.errors import ConfigError, RunInterrupted, StoreBusyError
 from daemon.inventory import KIND_DIRS, STATE_DIR_NAME, is_valid_tag_part, read_latest, read_version, stat_identity
 from daemon.metadata import read_metadata
 from policies.model import Artifact, ArtifactKind
@@ -36,6 +39,8 @@ if not shutil.rmtree.avoids_symlink_attacks:  # pragma: no cover - every support
 
 
 TRASHED_AT_FILE = "trashed_at"
+LOCK_POLL_SECONDS = 0.1
+log = structlog.get_logger("retentiond")
 
 
 class SkipAction(Exception):
@@ -75,19 +80,36 @@ class Store:
         self._trash_parents: set[Path] = set()  # made in this process: no mkdir per deletion
 
     @contextmanager
-    def locked(self, wait_seconds: float = 0) -> Iterator[None]:
-        """Hold the store's exclusive lock for the block. Raise StoreBusyError if another run has it."""
+    def locked(self, wait_seconds: float = 0, stop: threading.Event | None = None) -> Iterator[None]:
+        """Hold the store's exclusive lock for the block, waiting up to ``wait_seconds`` for it.
+
+        Raise StoreBusyError if another run keeps it that long, RunInterrupted if ``stop`` is set first.
+        """
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
-        lock = FileLock(self.lock_path, timeout=wait_seconds, thread_local=False)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise StoreBusyError(f"store {self.home} is busy: locked by {self._describe_holder()}") from None
+        lock = FileLock(self.lock_path, thread_local=False)
+        self._acquire(lock, wait_seconds, stop)
         try:
             self._write_holder()
             yield
         finally:
             lock.release()
+
+    def _acquire(self, lock: FileLock, wait_seconds: float, stop: threading.Event | None) -> None:
+        # In slices, so that a stop request (SIGTERM of a timer unit waiting with --wait) ends the wait at once.
+        deadline = time.monotonic() + wait_seconds
+        said_waiting = False
+        while True:
+            if stop is not None and stop.is_set():
+                raise RunInterrupted("stopped before the store was locked; nothing was done", "lock")
+            try:
+                lock.acquire(timeout=min(LOCK_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+                return
+            except Timeout:
+                if time.monotonic() >= deadline:
+                    raise StoreBusyError(f"store {self.home} is busy: locked by {self._describe_holder()}") from None
+            if not said_waiting:
+                said_waiting = True
+                log.info("store.lock_waiting", store=str(self.home), holder=self._describe_holder(), wait_seconds=wait_seconds)
 
     def _write_holder(self) -> None:
         holder = {

@@ -14,6 +14,7 @@ whatever the retention says (a half-purged version is not restorable anyway).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -58,11 +59,14 @@ class Trash:
         *,
         retry: Iterable[Path] = (),
         report: Callable[[StuckEntry], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.retention = retention
         # Disk policies delete to free space now; keeping their versions in the trash would free nothing.
         self.purging_policies = purging_policies
+        # Set by a stop request: purging ends after the entry in progress; the rest is trash for the next run.
+        self.stop = stop if stop is not None else threading.Event()
         self._purger: Purger | None = None
         self._stuck = StuckEntries(store.trash_dir, report)
         self._retry = {path for path in retry if self._stuck.is_entry(path)}
@@ -78,11 +82,12 @@ class Trash:
             # The version is out of the store already; unlink and rmdir release the GIL, so removing it
             # overlaps with the next deletions. Its emptied parents stay until close().
             if self._purger is None:
-                self._purger = Purger()
+                self._purger = Purger(self.stop)
             self._purger.put(trashed)
 
     def drain(self) -> list[StuckEntry]:
-        """Wait until every version handed to finish() is removed; return those that could not be (they stay trash)."""
+        """Wait until every version handed to finish() is removed, or only for the one in progress once ``stop``
+        is set; return those that could not be removed (they stay trash)."""
         purger, self._purger = self._purger, None
         failures = purger.join() if purger is not None else []
         return self._stuck.note(failures)
@@ -103,7 +108,7 @@ class Trash:
         """Remove trash runs older than the retention (all of them without one, or with ``everything``), and
         the entries an earlier run could not purge. What cannot be removed is noted as stuck, never raised.
 
-        Return how many trash runs went completely.
+        Once ``stop`` is set no further trash run is started. Return how many trash runs went completely.
         """
         removed = 0
         attempted = set()
@@ -113,6 +118,8 @@ class Trash:
             self._stuck.note([RemovalFailure(str(self.store.trash_dir), error.strerror or str(error))])
             run_dirs = []
         for run_dir in run_dirs:
+            if self.stop.is_set():
+                break
             if everything or self.retention is None or _trashed_at(run_dir) <= now - self.retention:
                 attempted.add(run_dir.name)
                 removed += self._purge_run(run_dir)

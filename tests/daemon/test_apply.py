@@ -38,8 +38,8 @@ def race_after_scan(monkeypatch: pytest.MonkeyPatch, interfere: Callable[[Path],
 
     real_scan = runner.scan_store
 
-    def scan_then_race(store_home: Path):  # type: ignore[no-untyped-def]
-        inventory = real_scan(store_home)
+    def scan_then_race(store_home: Path, *rest, **options):  # type: ignore[no-untyped-def]
+        inventory = real_scan(store_home, *rest, **options)
         interfere(store_home)
         return inventory
 

@@ -98,6 +98,23 @@ def test_check_config_prints_the_effective_config(write_config: Callable[..., Pa
     assert "valid" in captured.err
 
 
+def test_check_config_warns_that_a_retention_policy_without_schedule_never_runs_in_the_daemon(
+    write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        '[[retention]]\nname = "timer-only"\nkeep_last = 2\n'
+        '[[retention]]\nname = "hourly"\nkeep_last = 2\nschedule = "0 * * * *"\n'
+    )
+    assert main(["check-config", "--config", str(config)]) == EXIT_OK
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("retentiond: warning:")]
+    assert warnings == [
+        "retentiond: warning: retention policy 'timer-only' has no schedule: it runs only with `retentiond apply`; "
+        'add schedule = "..." (cron, e.g. "0 * * * *") to run it from the daemon'
+    ]
+    assert json.loads(captured.out)["retention"][0]["name"] == "timer-only"  # stdout stays the effective config
+
+
 def test_audit_show_filters_by_policy_and_since(
     five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -152,9 +152,9 @@ def test_a_version_deleted_between_listing_and_reading_is_left_out(home: Path, m
     add_model(home, "iris", "bbbb", NOW)
     real_measure = inventory._measure_versions
 
-    def someone_deletes_first(jobs: list) -> list:  # type: ignore[type-arg]
+    def someone_deletes_first(jobs: list, *rest: object) -> list:  # type: ignore[type-arg]
         shutil.rmtree(home / "models" / "iris" / "aaaa")  # e.g. `bentoml models delete` right after our listing
-        return real_measure(jobs)
+        return real_measure(jobs, *rest)
 
     monkeypatch.setattr(inventory, "_measure_versions", someone_deletes_first)
     scanned = scan_store(home)
@@ -172,9 +172,9 @@ def split_always(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     split: list[int] = []
     real_split = inventory._measure_split
 
-    def recording_split(jobs: list) -> list:  # type: ignore[type-arg]
+    def recording_split(jobs: list, *rest: object) -> list:  # type: ignore[type-arg]
         split.append(len(jobs))
-        return real_split(jobs)
+        return real_split(jobs, *rest)
 
     monkeypatch.setattr(inventory, "SPLIT_MIN_VERSIONS", 1)
     monkeypatch.setattr(inventory, "_measure_split", recording_split)

@@ -6,7 +6,11 @@ test says so.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -126,3 +130,38 @@ def test_no_room_for_the_push_archive_keeps_the_version_and_says_so(server: Regi
     [reason] = kept_reasons(planned, "v2")
     assert reason.startswith("not in BentoCloud; no room to push it: needs 8.1 TiB free in ")
     assert server.uploads == {}
+
+
+def test_sigterm_during_a_push_stops_it_and_deletes_nothing(
+    server: RegistryServer, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same hanging stub `bentoml`; push_timeout is long, so only the stop request can end the push.
+    stub_dir = tmp_path / "stub"
+    stub_dir.mkdir()
+    (stub_dir / "bentoml").write_text(f"#!/bin/sh\necho started >> {tmp_path}/calls\nsleep 60\n")
+    (stub_dir / "bentoml").chmod(0o755)
+    environment = dict(os.environ, PATH=f"{stub_dir}{os.pathsep}{os.environ['PATH']}")
+    config = write_config(tmp_path, home, server, KEEP_TWO, store='push_before_delete = true\npush_timeout = "10m"\n')
+    apply = subprocess.Popen([sys.executable, "-m", "daemon", "apply", "--json", "--config", str(config)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "calls").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (tmp_path / "calls").exists(), "the push never started"
+        stopped_at = time.monotonic()
+        apply.send_signal(signal.SIGTERM)
+        stdout, _ = apply.communicate(timeout=60)
+    finally:
+        if apply.poll() is None:
+            apply.kill()
+            apply.communicate()
+
+    assert apply.returncode == 143
+    assert time.monotonic() - stopped_at < 20
+    assert (tmp_path / "calls").read_text().splitlines() == ["started"]
+    assert versions(home, "models", "iris") == {"v0", "v1", "v2", "v3"}
+    pushed = [r for r in read_records(tmp_path / "audit.jsonl") if r["event"].startswith("artifact.push")]
+    assert [r["event"] for r in pushed] == ["artifact.push_intended", "artifact.push_failed"]
+    assert "the run was asked to stop" in pushed[1]["error"]
+    assert json.loads(stdout)["actions"][0]["outcome"] == "failed"

@@ -218,3 +218,39 @@ def test_invalid_config_at_start_exits_78(tmp_path: Path) -> None:
     )
     assert result.returncode == 78
     assert "disk[0]" in result.stderr and "needs high_watermark or max_store_size" in result.stderr
+
+
+def test_daemon_with_max_shrink_and_a_state_dir_it_cannot_write_exits_78(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    (tmp_path / "state").write_text("a file where the state directory should be")
+    config = write_config(tmp_path, home, '[[disk]]\nname = "budget"\nmax_store_size = "1GB"\n')
+    config.write_text(config.read_text().replace("[store]\n", '[store]\nmax_shrink = "50%"\n', 1))
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "--config", str(config)], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert result.returncode == 78, result.stderr
+    assert f"daemon.state_dir {tmp_path / 'state'} cannot be written" in result.stderr
+
+
+def test_daemon_warns_at_start_and_on_reload_about_a_retention_policy_without_schedule(
+    tmp_path: Path, daemon_factory
+) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path)
+    populate(home, names=1, versions_per_name=2, now=NOW)
+    config = write_config(
+        tmp_path, home,
+        '[[retention]]\nname = "timer-only"\nkeep_last = 2\n[[retention]]\nname = "hourly"\nkeep_last = 2\nschedule = "0 * * * *"\n',
+    )
+    daemon = daemon_factory(config)
+    daemon.read_messages(until="READY=1")
+
+    def warnings() -> list[dict]:
+        lines = [json.loads(line) for line in daemon.logs().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("event") == "policy.unscheduled"]
+
+    assert [w["policy"] for w in warnings()] == ["timer-only"]
+    assert "runs only with `retentiond apply`" in warnings()[0]["warning"]
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.read_messages(until="config reloaded")
+    assert [w["policy"] for w in warnings()] == ["timer-only", "timer-only"]
+    assert daemon.stop() == 0

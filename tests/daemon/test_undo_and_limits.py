@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,9 +16,12 @@ import pytest
 
 from daemon.audit import read_records
 from daemon.cli import main
-from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK
+from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_CONFIG, EXIT_OK
 from tests.daemon.conftest import NOW
 from tests.fakestore import add_model
+
+REPO = Path(__file__).resolve().parents[2]
+NOBODY = 65534
 
 
 def with_store_keys(config: Path, keys: str) -> Path:
@@ -134,3 +140,81 @@ def test_blast_radius_refusal_makes_apply_exit_1_and_deletes_nothing(
     assert result["actions"] == [] and any("exceed max_delete_per_run 2" in w for w in result["warnings"])
     assert versions(home) == set(five_versions)
     assert os.environ.get("RETENTIOND_CONFIG") is None
+
+
+# ---------------------------------------------------------------- max_shrink needs the state it compares with
+
+
+@pytest.fixture
+def world_readable_root() -> Iterator[Path]:
+    """A directory outside pytest's root-only tmp tree, so that an unprivileged user can reach what is in it."""
+    root = Path(tempfile.mkdtemp(prefix="retentiond-test-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root)
+
+
+def test_max_shrink_with_a_state_dir_this_user_cannot_write_exits_78_before_deleting(
+    world_readable_root: Path, five_versions: list[str], home: Path
+) -> None:
+    # The timer unit's user cannot write the state dir root made: without state.json max_shrink would be off.
+    store = world_readable_root / "bentoml"
+    shutil.copytree(home, store, symlinks=True)
+    (world_readable_root / "state").mkdir(mode=0o755)
+    (world_readable_root / "log").mkdir()
+    config = world_readable_root / "config.toml"
+    config.write_text(
+        f'[store]\nhome = "{store}"\nmax_shrink = "50%"\n[daemon]\nstate_dir = "{world_readable_root / "state"}"\n'
+        f'audit_log = "{world_readable_root / "log" / "audit.jsonl"}"\n[[retention]]\nname = "ci"\nkeep_last = 2\n'
+    )
+    for path in (store, world_readable_root / "log"):
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(path)], check=True)
+    apply = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         sys.executable, "-m", "daemon", "apply", "--config", str(config)],
+        capture_output=True, text=True, cwd=world_readable_root, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO), "BENTOML_DO_NOT_TRACK": "True"},
+    )
+    assert apply.returncode == EXIT_CONFIG, apply.stderr
+    assert f"daemon.state_dir {world_readable_root / 'state'} cannot be written" in apply.stderr
+    assert "Traceback" not in apply.stderr
+    assert versions(store) == set(five_versions)
+    assert not (world_readable_root / "log" / "audit.jsonl").exists()
+
+
+def test_max_shrink_with_a_state_dir_that_cannot_be_created_exits_78(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "state").write_text("a file where the state directory should be")
+    config = with_store_keys(write_config(), 'max_shrink = "50%"')
+    assert main(["apply", "--config", str(config)]) == EXIT_CONFIG
+    assert f"daemon.state_dir {tmp_path / 'state'} cannot be written" in capsys.readouterr().err
+    assert versions(home) == set(five_versions)
+
+
+def test_max_shrink_with_an_unreadable_state_file_refuses_the_run(
+    home: Path, write_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for day in range(20):
+        add_model(home, "iris", f"v{day:02d}", NOW - timedelta(days=day + 1))
+    config = with_store_keys(write_config('[[retention]]\nname = "ci"\nkeep_last = 15\n'), 'max_shrink = "50%"')
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "state.json").write_text('{"store": {"home": "')  # torn by hand or by a full disk
+    before = versions(home)
+    assert main(["apply", "--config", str(config)]) == EXIT_ACTIONS_FAILED
+    assert "store.max_shrink compares with. Nothing was deleted" in capsys.readouterr().err
+    assert versions(home) == before
+    assert main(["apply", "--config", str(config), "--accept-shrink"]) == EXIT_OK
+    assert len(versions(home)) == 15
+
+
+def test_without_max_shrink_an_unwritable_state_dir_only_loses_history(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The contract: state.json is history for `status` unless a safety limit reads it, so the run goes on.
+    (tmp_path / "state").write_text("a file where the state directory should be")
+    assert main(["apply", "--config", str(write_config())]) == EXIT_OK
+    assert "state.write_failed" in capsys.readouterr().err
+    assert versions(home) == {"v0", "v1"}

@@ -291,3 +291,37 @@ def _read_head(path: Path) -> tuple[str | None, str | None]:
     if not isinstance(last_hash, str):
         return None, f"{head_path(path).name} is unreadable: no last_hash"
     return last_hash, None
+
+
+def tail_intact(path: Path) -> bool:
+    """Given an audit log that a run has just opened and written to, return whether its tail is intact.
+
+    The cheap check a run makes (the metric ``retentiond_audit_chain_intact``); ``audit verify``
+    walks the whole chain. Within the last TAIL_BYTES every record must follow the one before it,
+    and the record the last run ended on (``<log>.head``) must still be there when the window
+    holds the whole file. A head that is behind the log (a run that crashed) is fine.
+    """
+    head, problem = _read_head(path)
+    if problem is not None:
+        return False
+    size = _size(path)
+    with path.open("rb") as handle:
+        handle.seek(max(0, size - TAIL_BYTES))
+        tail = handle.read(TAIL_BYTES)
+    lines = [line for line in tail.split(b"\n") if line.strip()]
+    if size > TAIL_BYTES and lines:
+        lines = lines[1:]  # cut in the middle of a record
+    hashes = [line_hash(line) for line in lines]
+    first_prev = None
+    for index, line in enumerate(lines):
+        try:
+            prev = json.loads(line).get("prev")
+        except (ValueError, AttributeError):
+            continue  # a line cut short by a crash: hashed as it stands by the record after it
+        if index == 0:
+            first_prev = prev
+        elif prev != hashes[index - 1]:
+            return False
+    if head is None or size > TAIL_BYTES:
+        return True
+    return head in hashes or head == first_prev

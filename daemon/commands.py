@@ -49,6 +49,7 @@ def plan(arguments: argparse.Namespace) -> int:
 
 
 def apply(arguments: argparse.Namespace) -> int:
+    from daemon.fleet import observed_run
     from daemon.runner import apply_once
     from daemon.stop import StopRequest
 
@@ -60,9 +61,13 @@ def apply(arguments: argparse.Namespace) -> int:
             from daemon.render import ProgressBar
             bar = ProgressBar()
         try:
-            result = apply_once(
-                settings, arguments.policy, wait_seconds=arguments.wait, progress=bar,
-                accept_shrink=arguments.accept_shrink, stop=stop.event,
+            result = observed_run(
+                settings, sorted(arguments.policy or settings.policy_names()),
+                lambda on_locked: apply_once(
+                    settings, arguments.policy, wait_seconds=arguments.wait, progress=bar,
+                    accept_shrink=arguments.accept_shrink, stop=stop.event, on_locked=on_locked,
+                ),
+                daemon=False,
             )
         except RunInterrupted as error:
             print_line(f"retentiond: {stop.signal_name}: {error}", sys.stderr)

@@ -9,6 +9,7 @@ problem becomes a ``ConfigError`` that names the key path and the file.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,12 +19,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from daemon.errors import ConfigError
 from daemon.providers.command import CommandHooks
 from daemon.providers.process import ProcessDeploymentSpec
+from daemon.redact import check_http_url, describe_url
 from policies.durations import Duration, Size
 from policies.spec import ConfigPolicy, DiskPolicy, DurationField, OffhoursPolicy, RetentionPolicy, SizeField
 
@@ -148,6 +160,72 @@ class MetricsSection(Section):
         return value.expanduser() if value is not None else None
 
 
+def _checked_url(value: SecretStr) -> SecretStr:
+    check_http_url(value.get_secret_value())
+    return value
+
+
+# A URL whose path, query or userinfo may hold its secret: check-config shows scheme://host/… only.
+SecretUrl = Annotated[
+    SecretStr,
+    AfterValidator(_checked_url),
+    PlainSerializer(lambda value: describe_url(value.get_secret_value()), return_type=str, when_used="json"),
+]
+MAX_NOTIFY_TIMEOUT_SECONDS = 60
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+class NotifySection(Section):
+    """One message per run (daemon/notify_run.py); a failed or slow send never changes the run's outcome.
+
+    ``every_run``: also send the webhook and Apprise message for daemon runs that had nothing to
+    do (an ``apply`` always sends; healthchecks pings go out for every run either way).
+    """
+
+    webhook_url: SecretUrl | None = None
+    webhook_headers: dict[str, SecretStr] = Field(default_factory=dict)
+    healthchecks_url: SecretUrl | None = None
+    apprise_urls: tuple[SecretStr, ...] = ()
+    timeout: DurationField = Duration.parse("10s")
+    every_run: bool = False
+
+    @field_validator("webhook_headers")
+    @classmethod
+    def _valid_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, header in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not an HTTP header name")
+            if any(character in header.get_secret_value() for character in "\r\n\0"):
+                raise ValueError(f"the value of header {name!r} contains a line break")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _bounded(cls, value: Duration) -> Duration:
+        if not 0 < value.approx_seconds() <= MAX_NOTIFY_TIMEOUT_SECONDS:
+            raise ValueError(f"timeout must be more than 0 and at most {MAX_NOTIFY_TIMEOUT_SECONDS}s, got {value}")
+        return value
+
+    @field_validator("apprise_urls")
+    @classmethod
+    def _apprise_installed(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        import importlib.util
+
+        if value and importlib.util.find_spec("apprise") is None:
+            raise ValueError("apprise_urls needs the apprise package: pip install 'retentiond[apprise]'")
+        return value
+
+    @model_validator(mode="after")
+    def _headers_need_a_webhook(self) -> NotifySection:
+        if self.webhook_headers and self.webhook_url is None:
+            raise ValueError("webhook_headers is set but webhook_url is not")
+        return self
+
+    @property
+    def timeout_seconds(self) -> float:
+        return self.timeout.approx_seconds()
+
+
 class BentoCloudProviderConfig(Section):
     """``type = "bentocloud"``: token and endpoint from here, else the environment, else ~/.yatai.yaml."""
 
@@ -223,6 +301,7 @@ class Settings(BaseSettings):
     store: StoreSection = Field(default_factory=StoreSection)
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    notify: NotifySection = Field(default_factory=NotifySection)
     retention: tuple[RetentionPolicy, ...] = ()
     disk: tuple[DiskPolicy, ...] = ()
     offhours: tuple[OffhoursPolicy, ...] = ()

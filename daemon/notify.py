@@ -8,6 +8,8 @@ import socket
 import structlog
 
 log = structlog.get_logger("retentiond")
+# A receiver that stops reading (its queue holds ~10 datagrams) must not stall the daemon, its SIGTERM included.
+SEND_TIMEOUT_SECONDS = 1.0
 
 
 class Notifier:
@@ -20,6 +22,7 @@ class Notifier:
         self._socket: socket.socket | None = None
         if self._address:
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._socket.settimeout(SEND_TIMEOUT_SECONDS)
 
     @property
     def enabled(self) -> bool:
@@ -31,8 +34,8 @@ class Notifier:
             return
         try:
             self._socket.sendto("\n".join(fields).encode(), self._address)
-        except OSError as error:
-            log.warning("notify.failed", error=error.strerror or str(error))
+        except OSError as error:  # socket.timeout included: the message is dropped, the daemon goes on
+            log.warning("notify.failed", error=error.strerror or str(error) or type(error).__name__)
 
     def close(self) -> None:
         if self._socket is not None:

@@ -224,6 +224,12 @@ def print_status(report: dict[str, Any]) -> None:
                          str(last.get("actions_ok", "-")), format_bytes(last["bytes_freed"]) if last else "-",
                          policy["next_run"] or (f"every {policy['check_interval']}" if policy["check_interval"] else "-"))
     out.print(policies)
+    for policy in report["policies"]:
+        if "savings" in policy:
+            saved = policy["savings"]
+            cost = f", {saved['cost_saved']:.2f} saved" if saved["cost_saved"] is not None else ""
+            out.print(f"  {policy['name']}: {saved['deployment_hours_saved']:.1f} deployment-hours down{cost}; "
+                      f"{saved['deployments_down']} down now")
     if report["deployments"]:
         out.print()
         out.print("deployments")

@@ -28,6 +28,7 @@ from daemon.errors import AuditError, ConfigError, RunInterrupted, StoreShrunkEr
 from daemon.executor import Actors, RunProgress, RunResult, execute
 from daemon.guards import RunGuards
 from daemon.inventory import scan_store
+from daemon.run_figures import policy_figures
 from daemon.scancache import scan_cache_in
 from daemon.state import StateFile, require_writable_state_dir
 from daemon.store import Store, check_store_root
@@ -179,7 +180,8 @@ def finish_run(run: LockedRun, result: RunResult, settings: Settings, policies: 
     result.trash_stuck = run.trash.stuck
     event = "run.interrupted" if result.interrupted else "run.finished"
     during = {"interrupted_during": result.interrupted_during} if result.interrupted else {}
-    run.audit.record(event, **during, **result.counters())
+    by_policy = {policy: figures.to_dict() for policy, figures in policy_figures(result, policies).items()}
+    run.audit.record(event, **during, **result.counters(), by_policy=by_policy)
     for report in result.plan.disk_reports:
         if report.triggers:
             log.info("disk.evaluated", run_id=run.run_id, report=report.describe(), blocked_bytes=report.blocked_bytes)
@@ -242,6 +244,7 @@ def apply_once(
     stop: threading.Event | None = None,
     accept_shrink: bool = False,
     clock: Callable[[], datetime] = utc_now,
+    on_locked: Callable[[LockedRun], None] | None = None,
 ) -> RunResult:
     """Run the policies once under the store lock and return what happened.
 
@@ -250,12 +253,15 @@ def apply_once(
     ``interrupted_during`` saying where.
     Raise StoreBusyError, ConfigError (also when store.max_shrink is set and daemon.state_dir cannot be
     written), AuditError or StoreShrunkError; RunInterrupted if ``stop`` is set before the store lock is
-    taken. Failed actions are in the result.
+    taken. Failed actions are in the result. ``on_locked`` is told once the lock is taken and
+    ``run.started`` written (daemon/fleet.py pings a run's start there: a busy store never starts one).
     """
     check_policy_names(settings, acting)
     require_writable_state_dir(settings)
     policies = sorted(acting or settings.policy_names())
     with locked_run(settings, policies, wait_seconds, stop) as run:
+        if on_locked is not None:
+            on_locked(run)
         try:
             result = _act(settings, acting, run, progress, disk_samples, stop, accept_shrink, clock)
         except RunInterrupted as error:

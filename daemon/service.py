@@ -24,6 +24,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from daemon.config import Settings, load_config
 from daemon.errors import EXIT_OK, ConfigError, RetentiondError, RunInterrupted, StoreBusyError
 from daemon.executor import RunResult
+from daemon.fleet import observed_run
 from daemon.inventory import scan_store, store_fingerprint
 from daemon.metrics import Metrics
 from daemon.notify import Notifier, watchdog_interval_seconds
@@ -42,6 +43,7 @@ LOCK_WAIT_SECONDS = 30.0
 UNREACHABLE_RETRY = timedelta(minutes=5)
 SAMPLES_KEPT = 720
 RESCAN_EVERY = timedelta(minutes=1)
+METRICS_REFRESH_SECONDS = 60  # the textfile is rewritten this often (fresh disk and savings figures, a heartbeat)
 
 
 @dataclass
@@ -98,7 +100,7 @@ class Service:
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
         self._run_lock = threading.Lock()
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.settings, refresh_seconds=METRICS_REFRESH_SECONDS)
         self.samples: deque[DiskSample] = deque(maxlen=SAMPLES_KEPT)
         self._unreachable: dict[str, _Unreachable] = {}
         self.scheduler = scheduler_for(self.settings)
@@ -108,7 +110,7 @@ class Service:
         home = self.settings.store.home
         fingerprint = store_fingerprint(home)
         inventory = scan_store(home, self.settings.daemon.state_dir)
-        self.metrics.observe_store(inventory)
+        self.metrics.record_store(inventory)
         return _Baseline(sum(a.size_bytes for a in inventory.artifacts), fingerprint, datetime.now(timezone.utc))
 
     def _store_bytes(self, now: datetime) -> int:
@@ -124,7 +126,7 @@ class Service:
         metrics = self.settings.metrics
         if metrics.listen_port is not None:
             self.metrics.serve(metrics.listen_address, metrics.listen_port)
-        self.metrics.write_textfile(metrics.textfile)
+        self.metrics.write_textfile()
         log.info("daemon.started", store=str(self.settings.store.home), jobs=[job.id for job in self.scheduler.get_jobs()])
         self.notifier.send("READY=1", f"STATUS=watching {self.settings.store.home}")
 
@@ -143,6 +145,11 @@ class Service:
             self.scheduler.add_job(
                 self._run_policy, WindowTrigger(offhours.window, reconcile),
                 args=[offhours.name], id=f"offhours:{offhours.name}", name=offhours.name,
+            )
+        if self.settings.metrics.textfile is not None:
+            self.scheduler.add_job(
+                self.metrics.write_textfile, IntervalTrigger(seconds=METRICS_REFRESH_SECONDS), id="metrics:refresh",
+                name="metrics",
             )
         for disk_policy in self.settings.disk:
             self.scheduler.add_job(
@@ -167,7 +174,7 @@ class Service:
         self.notifier.send("STOPPING=1")
         log.info("daemon.stopping")
         self.scheduler.shutdown(wait=True)
-        self.metrics.write_textfile(self.settings.metrics.textfile)
+        self.metrics.write_textfile()
         self.metrics.close()
         log.info("daemon.stopped")
         return EXIT_OK
@@ -184,6 +191,7 @@ class Service:
             return
         with self._run_lock:
             self.settings = settings
+            self.metrics.settings = settings
             self._schedule()
         log.info("config.reloaded", jobs=[job.id for job in self.scheduler.get_jobs()])
         self.notifier.send("STATUS=config reloaded")
@@ -195,9 +203,14 @@ class Service:
             with self._run_lock:
                 if self.stop.is_set():
                     return None
-                result = apply_once(
-                    self.settings, [policy_name], wait_seconds=LOCK_WAIT_SECONDS,
-                    disk_samples=list(self.samples), stop=self.stop,
+                settings = self.settings
+                result = observed_run(
+                    settings, [policy_name],
+                    lambda on_locked: apply_once(
+                        settings, [policy_name], wait_seconds=LOCK_WAIT_SECONDS,
+                        disk_samples=list(self.samples), stop=self.stop, on_locked=on_locked,
+                    ),
+                    daemon=True, metrics=self.metrics,
                 )
                 self._after_run(result, policy_name)
                 return result
@@ -219,8 +232,6 @@ class Service:
             # Out of the store is out of the budget, even when its trash copy could not be purged.
             remaining = sum(a.size_bytes for a in result.inventory.artifacts) - result.bytes_deleted
             self.baseline = _Baseline(remaining, store_fingerprint(self.settings.store.home), datetime.now(timezone.utc))
-        self.metrics.observe_run(result, [policy_name])
-        self.metrics.write_textfile(self.settings.metrics.textfile)
         for report in result.plan.disk_reports:
             if report.triggers and not report.reached:
                 self._unreachable[report.policy] = _Unreachable(datetime.now(timezone.utc), used_now)
@@ -240,7 +251,6 @@ class Service:
         now = datetime.now(timezone.utc)
         disk = read_disk_usage(self.settings.store.home)
         self.samples.append(DiskSample(now, disk.used_bytes))
-        self.metrics.observe_disk(disk)
         store_bytes = self._store_bytes(now) if policy.max_store_size is not None else 0
         target = disk_target(policy, disk, store_bytes, list(self.samples), now)
         if not target.triggers or self._recently_unreachable(policy, now, disk.used_bytes, disk.total_bytes):

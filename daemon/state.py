@@ -20,6 +20,7 @@ from daemon.config import Settings
 from daemon.errors import ConfigError
 from daemon.executor import RunResult
 from daemon.purge import StuckEntry
+from daemon.run_figures import policy_figures, policy_outcome
 from daemon.store import write_file_atomically
 from policies.model import format_instant
 
@@ -82,16 +83,15 @@ class StateFile:
         self._write(state)
 
     def record_run(self, result: RunResult, policies: list[str], store_home: str) -> None:
-        """Remember the run as the last one of each of its policies (best effort)."""
+        """Remember the run as the last one of each of its policies, with that policy's own figures (best effort)."""
         state = self.load()
-        outcome = "interrupted" if result.interrupted else ("failed" if result.failed else "ok")
-        entry: dict[str, Any] = {"at": format_instant(result.plan.at), "run_id": result.run_id, "outcome": outcome}
-        if result.interrupted:
-            entry["interrupted_during"] = result.interrupted_during
-        entry.update(result.counters())
         runs = state.setdefault("runs", {})
-        for policy in policies:
-            runs[policy] = entry
+        during = {"interrupted_during": result.interrupted_during} if result.interrupted else {}
+        for policy, figures in policy_figures(result, policies).items():
+            runs[policy] = {
+                "at": format_instant(result.plan.at), "run_id": result.run_id,
+                "outcome": policy_outcome(result, figures), **during, **figures.to_dict(),
+            }
         if result.inventory.artifacts:
             gone = {(r.action.kind, r.action.name, r.action.version) for r in result.results if r.outcome == "ok"}
             remaining = [a for a in result.inventory.artifacts if (a.kind, a.name, a.version) not in gone]

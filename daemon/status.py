@@ -1,10 +1,11 @@
-"""``retentiond status``: the store, the disk against each policy's limits, the trash, last and next runs."""
+"""``retentiond status``: the store, the disk against each policy's limits, the trash, last and next runs,
+each policy's figures over every run, and what off-hours saved."""
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from daemon.config import Settings
 from daemon.errors import RetentiondError
 from daemon.guards import backup_status
 from daemon.inventory import scan_store, tree_size
+from daemon.metrics import MetricsFile, offhours_savings
+from daemon.offhours_figures import PolicySavings
 from daemon.operations import list_all_deployments
 from daemon.runner import read_disk_usage
 from daemon.service import retention_trigger
@@ -36,6 +39,8 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
             entry["oldest"] = min(entry["oldest"] or stamp, stamp)
             entry["newest"] = max(entry["newest"] or stamp, stamp)
     state = StateFile(settings.daemon.state_dir).load()
+    totals = MetricsFile(settings.daemon.state_dir).load().get("policies", {})
+    savings = offhours_savings(settings, now)
     store_bytes = sum(entry["size_bytes"] for entry in names.values())
     deployments: list[dict[str, Any]] = []
     if settings.offhours:
@@ -65,13 +70,45 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
         "policies": [
             {
                 "name": policy.name,
-                "kind": "retention" if isinstance(policy, RetentionPolicy) else "disk",
+                "kind": _kind(policy),
                 "last_run": state.get("runs", {}).get(policy.name),
+                "totals": _totals(totals.get(policy.name)),
                 "next_run": _next_run(policy, settings, now),
                 "check_interval": str(policy.check_interval) if isinstance(policy, DiskPolicy) else None,
+                **({"savings": savings[policy.name].to_dict()} if policy.name in savings else {}),
             }
             for policy in settings.policies
         ],
+        "savings": _savings_total(savings),
+    }
+
+
+def _kind(policy: ConfigPolicy) -> str:
+    if isinstance(policy, RetentionPolicy):
+        return "retention"
+    return "disk" if isinstance(policy, DiskPolicy) else "offhours"
+
+
+def _totals(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Return a policy's figures over every run (daemon/metrics.py keeps them), or None before its first run."""
+    if not entry:
+        return None
+    last_success = entry.get("last_success_at")
+    return {
+        "bytes_freed": entry.get("bytes_freed", 0),
+        "actions": entry.get("actions", {}),
+        "runs": entry.get("runs", {}),
+        "last_success_at": format_instant(datetime.fromtimestamp(last_success, timezone.utc)) if last_success else None,
+        "last_duration_s": entry.get("last_duration_s"),
+    }
+
+
+def _savings_total(savings: dict[str, PolicySavings]) -> dict[str, Any]:
+    costs = [entry.cost for entry in savings.values() if entry.cost is not None]
+    return {
+        "deployment_hours_saved": round(sum(entry.deployment_hours for entry in savings.values()), 3),
+        "cost_saved": round(sum(costs), 2) if costs else None,
+        "deployments_down": sum(entry.down for entry in savings.values()),
     }
 
 

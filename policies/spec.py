@@ -205,6 +205,9 @@ class OffhoursPolicy(PolicyModel):
     delete_after: DurationField | None = None
     enforce: bool = False
     reconcile_interval: DurationField = Duration.parse("5m")
+    # What one deployment of this policy costs per hour while it runs, in any one currency: with it,
+    # the hours it was down (terminated by this policy) become money saved.
+    hourly_cost: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     _window: TimeSpec = PrivateAttr()
 
     @field_validator("timezone")

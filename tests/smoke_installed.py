@@ -28,15 +28,31 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# Imports every module of the installed packages; prints how many, and where daemon came from.
+# Imports every module of the installed packages; prints how many, which optional ones lack their extra,
+# and where daemon came from. A module that needs an optional extra (OPTIONAL_MODULES) may fail only for
+# want of a package that extra brings; anything else that does not import fails the check.
+KUBERNETES_EXTRA = ("kubernetes", ["lightkube", "httpx2", "msgspec"])
+OPTIONAL_MODULES = {
+    "daemon.providers.kubernetes": KUBERNETES_EXTRA,
+    "daemon.providers.kubernetes_credentials": KUBERNETES_EXTRA,
+}
 IMPORT_EVERY_MODULE = """
-import importlib, pkgutil, daemon, policies
+import importlib, pkgutil, sys, daemon, policies
+optional = __OPTIONAL__
 names = [info.name for package in (daemon, policies) for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
          if not info.name.endswith(".__main__")]  # that one runs the CLI
+missing = []
 for name in names:
-    importlib.import_module(name)
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        extra, packages = optional.get(name, (None, []))
+        if extra is None or (error.name or "").split(".")[0] not in packages:
+            raise
+        missing.append(f"{name} needs retentiond[{extra}]")
 print(len(names) + 2, daemon.__file__)
-"""
+print("; ".join(missing))
+""".replace("__OPTIONAL__", repr(OPTIONAL_MODULES))
 COMMAND_TIMEOUT_SECONDS = 120
 READY_TIMEOUT_SECONDS = 60
 STOP_TIMEOUT_SECONDS = 60
@@ -86,10 +102,12 @@ class Smoke:
                                 capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS)
         if result.returncode != 0:
             raise SmokeFailure(f"a module of the install does not import:\n{result.stdout}{result.stderr[-4000:]}")
-        count, location = result.stdout.split(maxsplit=1)
+        first, _, missing = result.stdout.partition("\n")
+        count, location = first.split(maxsplit=1)
         if Path(location.strip()).resolve().is_relative_to(REPO):
             raise SmokeFailure(f"daemon was imported from the checkout ({location.strip()}), not from the install")
-        return f"{count} modules, from {Path(location.strip()).parent}"
+        optional = f"; without extras: {missing.strip()}" if missing.strip() else ""
+        return f"{count} modules, from {Path(location.strip()).parent}{optional}"
 
     def check_config(self) -> str:
         effective = json.loads(self.run("check-config", "--config", str(self.config)).stdout)
@@ -105,6 +123,19 @@ class Smoke:
         if "model-0000" not in human:
             raise SmokeFailure(f"`retentiond --config F plan` did not show the demo store:\n{human[-2000:]}")
         return f"{len(planned['actions'])} to delete, {len(planned['kept'])} kept"
+
+    def check_missing_extra(self) -> str:
+        """A provider whose extra is not installed is a config error that says what to install, not a traceback."""
+        config = self.workdir / "kubernetes.toml"
+        config.write_text(
+            self.config.read_text()
+            + '\n[providers.k8s]\ntype = "kubernetes"\n'
+            + '[[offhours]]\nname = "nights"\nprovider = "k8s"\ndowntime = "always"\n'
+        )
+        result = self.run("plan", "--config", str(config), expect=78)
+        if "retentiond[kubernetes]" not in result.stderr or "Traceback" in result.stderr:
+            raise SmokeFailure(f"a kubernetes provider without its extra did not name the extra:\n{result.stderr[-2000:]}")
+        return "exit 78, names retentiond[kubernetes]"
 
     def check_status(self) -> str:
         report = self.run("status", "--config", str(self.config), "--json").stdout
@@ -212,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("check-config", smoke.check_config),
             ("plan", smoke.check_plan),
             ("status", smoke.check_status),
+            ("a provider without its extra", smoke.check_missing_extra),
             ("window", smoke.check_window),
             ("run reaches READY", smoke.check_run_ready),
         ]

@@ -40,6 +40,11 @@ def test_example_config_loads_and_sets_every_documented_key() -> None:
     nights = settings.offhours[0]
     assert nights.provider == "cloud" and str(nights.delete_after) == "30d" and nights.holidays == ("2026-12-24..2027-01-01",)
     assert nights.window.matches(datetime(2026, 12, 25, 12, tzinfo=timezone.utc))
+    assert nights.hourly_cost == 1.25
+    notify = settings.notify
+    assert notify.webhook_url is not None and notify.webhook_url.get_secret_value() == "https://hooks.example.com/retentiond"
+    assert notify.webhook_headers["Authorization"].get_secret_value() == "Bearer replace-me"
+    assert notify.healthchecks_url is not None and notify.timeout_seconds == 10 and notify.every_run is False
 
 
 def test_no_file_gives_defaults_with_store_from_bentoml_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -117,6 +122,9 @@ def test_check_config_redacts_secrets(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["check-config", "--config", str(REPO / "config.example.toml")]) == 0
     out = capsys.readouterr().out
     assert "replace-me" not in out and '"api_token": "**********"' in out
+    # URLs keep their secret in the path: only scheme://host/… is shown.
+    assert "00000000-0000" not in out and "hooks.example.com/retentiond" not in out
+    assert '"healthchecks_url": "https://hc-ping.com/\\u2026"' in out
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ from daemon.cli import main
 from daemon.config import load_config
 from daemon.errors import EXIT_OK
 from daemon.metrics import Metrics
-from daemon.runner import apply_once
 
 POLICIES = (
     '[[retention]]\nname = "ci"\nkeep_last = 2\nschedule = "0 3 * * *"\n'
@@ -48,22 +47,19 @@ def test_status_reports_store_disk_trash_and_runs(
 def test_metrics_textfile_is_written_atomically_world_readable(
     five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path
 ) -> None:
-    settings = load_config(str(write_config(POLICIES))).settings
-    result = apply_once(settings, ["ci"])
-    metrics = Metrics()
-    metrics.observe_run(result, ["ci"])
     path = tmp_path / "textfile" / "retentiond.prom"
-    metrics.write_textfile(path)
+    config = write_config(POLICIES + f'[metrics]\ntextfile = "{path}"\n')
+    assert main(["apply", "--config", str(config), "--policy", "ci"]) == EXIT_OK
     text = path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    assert 'retentiond_actions_total{outcome="ok",policy="ci"} 3.0' in text
+    assert 'retentiond_actions_total{action="delete",outcome="ok",policy="ci"} 3.0' in text
     assert 'retentiond_store_versions{kind="model"} 2.0' in text
-    assert "retentiond_last_run_success" in text and "retentiond_disk_used_ratio" in text
+    assert 'retentiond_last_run_success{policy="ci"} 1.0' in text and "retentiond_disk_used_ratio" in text
     assert list(path.parent.iterdir()) == [path]
 
 
-def test_metrics_endpoint_serves_on_loopback() -> None:
-    metrics = Metrics()
+def test_metrics_endpoint_serves_on_loopback(write_config: Callable[..., Path]) -> None:
+    metrics = Metrics(load_config(str(write_config(POLICIES))).settings)
     metrics.serve("127.0.0.1", 0)
     try:
         assert metrics._server is not None  # noqa: SLF001

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from daemon.archive import archive_version
 from daemon.audit import AuditLog
 from daemon.deployments import DeploymentActor
+from daemon.inuse import InUseCheck
 from daemon.purge import StuckEntry
 from daemon.store import SkipAction, Store
 from daemon.trash import Trash
@@ -187,6 +188,7 @@ def execute(
     }
     audit = actors.audit
     name_dirs = _NameDirs(inventory)
+    in_use = InUseCheck(actors.store.home, inventory)
     result = RunResult(run_id=actors.run_id, plan=plan, inventory=inventory)
     trashed_by: dict[Path, int] = {}  # which result a version handed to the purger belongs to
     actions = list(plan.actions)
@@ -207,7 +209,7 @@ def execute(
                 result.results.append(outcome)
                 audit.record(_outcome_event(action, "skipped"), **_audit_fields(action), outcome="skipped", error=outcome.error)
                 continue
-            outcome, trashed = _carry_out(action, by_key, actors, name_dirs)
+            outcome, trashed = _carry_out(action, by_key, actors, name_dirs, in_use)
             if trashed is not None:
                 trashed_by[trashed] = len(result.results)
             result.results.append(outcome)
@@ -229,7 +231,7 @@ def execute(
 
 
 def _carry_out(
-    action: Action, by_key: dict[tuple[str, str, str], Artifact], actors: Actors, name_dirs: _NameDirs
+    action: Action, by_key: dict[tuple[str, str, str], Artifact], actors: Actors, name_dirs: _NameDirs, in_use: InUseCheck
 ) -> tuple[ActionResult, Path | None]:
     """Carry out one action; return its result and, for a deletion, where the version went in the trash."""
     store = actors.store
@@ -238,10 +240,12 @@ def _carry_out(
             return ActionResult(action, "skipped", "no deployment providers in this run"), None
         outcome, error = actors.deployments.carry_out(action)
         return ActionResult(action, outcome, error), None
-    if actors.guards is not None and (collected := actors.guards.collect(action, store, actors.trash, actors.run_id)):
-        outcome, error, trashed = collected
-        return ActionResult(action, outcome, error), trashed
     artifact = by_key.get((action.kind, action.name, action.version or ""))
+    if actors.guards is not None and actors.guards.collects(action):
+        # A killed save is checked like any version: a process holding it means the save is not dead.
+        holder = None if artifact is None else (lambda path, artifact=artifact: in_use.holder(artifact, path))
+        outcome, error, trashed = actors.guards.collect(action, store, actors.trash, actors.run_id, holder)
+        return ActionResult(action, outcome, error), trashed
     if artifact is None:
         return ActionResult(action, "skipped", "not in the inventory this plan was made from"), None
     try:
@@ -250,6 +254,9 @@ def _carry_out(
         return ActionResult(action, "skipped", str(reason)), None
     if actors.guards is not None and (kept := actors.guards.before_delete(artifact, actors.audit)):
         return ActionResult(action, *kept), None
+    held = in_use.holder(artifact, path)  # the last check before the version leaves the store
+    if held is not None:
+        return ActionResult(action, "skipped", held), None
     if actors.archive_dir is not None:
         try:
             archive_version(path, actors.archive_dir, artifact.kind, artifact.name, artifact.version)

@@ -21,7 +21,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
@@ -126,6 +126,11 @@ class RunGuards:
             return [], {}, [], inventory
         zone = self.settings.daemon.zone
         found, warnings = find_leftovers(self.home, inventory)
+        for item in [item for item in found if item.key in inventory.in_use]:
+            # A process holds it: whatever it is, it is not a dead save.
+            found.remove(item)
+            warnings.append(f"{item.leftover.kind} {item.leftover.name}:{item.leftover.version}: no {item.leftover.missing}, "
+                            f"but in use by {inventory.in_use[item.key]}; not collected")
         actions, younger = collect_leftovers([item.leftover for item in found], after, now, zone)
         self._cutoff = after.before(now, zone)
         by_key = {item.key: item for item in found}
@@ -211,14 +216,18 @@ class RunGuards:
 
     # --- acting (under the store lock) ---------------------------------------------------
 
-    def collect(self, action: Action, store: Store, trash: Trash, run_id: str) -> tuple[Outcome, str | None, Path | None] | None:
-        """If ``action`` collects a planned leftover, do it and return (outcome, error, where it went in the trash);
-        else return None."""
-        found = self._leftovers.get((action.kind, action.name, action.version or ""))
-        if found is None:
-            return None
+    def collects(self, action: Action) -> bool:
+        """Return True if ``action`` collects a leftover this run planned."""
+        return (action.kind, action.name, action.version or "") in self._leftovers
+
+    def collect(
+        self, action: Action, store: Store, trash: Trash, run_id: str, holder: Callable[[Path], str | None] | None = None
+    ) -> tuple[Outcome, str | None, Path | None]:
+        """Collect the leftover ``action`` names (``collects`` is True); return (outcome, error, where it went in the
+        trash). ``holder`` says, right before the move, why the directory is in use (None: it is not)."""
+        found = self._leftovers[(action.kind, action.name, action.version or "")]
         try:
-            trashed = collect_leftover(found, self._cutoff, store, run_id)
+            trashed = collect_leftover(found, self._cutoff, store, run_id, holder)
         except SkipAction as reason:
             return "skipped", str(reason), None
         except FileNotFoundError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -111,10 +112,13 @@ def measure(path: Path) -> tuple[float, int]:
     return newest, size
 
 
-def collect_leftover(found: FoundLeftover, cutoff: datetime, store: Store, run_id: str) -> Path:
+def collect_leftover(
+    found: FoundLeftover, cutoff: datetime, store: Store, run_id: str, holder: Callable[[Path], str | None] | None = None
+) -> Path:
     """Under the store lock, re-check a planned leftover and move it into the trash; return where it went.
+    ``holder`` is asked last whether a process uses it (its answer: why, or None).
 
-    Raise SkipAction if it changed since it was planned, FileNotFoundError if it is gone, OSError otherwise.
+    Raise SkipAction if it changed since it was planned or is in use, FileNotFoundError if it is gone, OSError otherwise.
     """
     leftover = found.leftover
     if leftover.kind == "tmp":
@@ -134,6 +138,9 @@ def collect_leftover(found: FoundLeftover, cutoff: datetime, store: Store, run_i
     newest, _ = measure(path)
     if datetime.fromtimestamp(newest, timezone.utc) > cutoff:
         raise SkipAction(f"{path} was modified after {cutoff.isoformat(timespec='seconds')}: the save may be going on")
+    held = holder(path) if holder is not None else None
+    if held is not None:
+        raise SkipAction(held)
     if leftover.kind == "tmp":
         return _move_tmp_to_trash(store, path, run_id)
     return store.move_to_trash(path, run_id)

@@ -193,6 +193,10 @@ def print_status(report: dict[str, Any]) -> None:
         table.add_row(entry["kind"], entry["name"], str(entry["versions"]), format_bytes(entry["size_bytes"]),
                       entry["oldest"] or "-", entry["newest"] or "-")
     out.print(table)
+    if "in_use" in store:
+        read = store.get("read_recently")
+        out.print(f"in use by running processes: {store['in_use']} version(s)"
+                  + (f"; read recently (keep_used_within): {read} version(s)" if read is not None else ""))
     for warning in store.get("warnings", []):
         out.print(f"warning: {warning}", style="yellow")
     disk = report["disk"]

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 
 from policies.backup import backup_group
 from policies.durations import format_bytes
-from policies.model import Action, Artifact, DiskReport, DiskSample, DiskUsage, Inventory, format_instant
+from policies.model import IN_USE_BY, Action, Artifact, DiskReport, DiskSample, DiskUsage, Inventory, format_instant
 from policies.predict import predict_crossing
-from policies.spec import DiskPolicy
+from policies.spec import READ_RECENTLY, DiskPolicy
 
 Protections = Callable[[Artifact], list[str]]
 # Asked last about a version about to be evicted: (why it must be kept, or None; a reason to add to its action, or None).
@@ -132,6 +132,8 @@ def _protection_kind(reason: str) -> str:
         return group
     for prefix, kind in (
         ("latest", "latest"),
+        (IN_USE_BY, "in use by a process"),
+        (READ_RECENTLY, "read recently"),
         ("referenced by bento", "referenced by a bento"),
         ("label ", "pinned by label"),
         ("younger than min_age", "younger than min_age"),

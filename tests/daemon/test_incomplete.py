@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -203,3 +205,42 @@ def test_a_killed_first_save_of_a_name_takes_its_emptied_name_directory_with_it(
     assert [(a["name"], a["outcome"]) for a in applied["actions"]] == [("fresh", "ok")]
     assert not (home / "models" / "fresh").exists()
     assert (home / "models" / "iris" / "v1").is_dir()
+
+
+@pytest.mark.parametrize("held_from", ["the scan", "the lock"])
+def test_a_directory_without_metadata_that_a_process_holds_is_not_collected(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, held_from: str
+) -> None:
+    directory = killed_save(home, "killed", days=30)
+    config_path = config(tmp_path, home, store='collect_incomplete_after = "7d"\n')
+    if held_from == "the scan":
+        # A policy makes the run look for holders before deciding.
+        config_path.write_text(config_path.read_text() + '[[retention]]\nname = "ci"\nkeep_last = 5\n')
+    holding: list[subprocess.Popen[bytes]] = []
+
+    def hold() -> None:
+        holding.append(subprocess.Popen(
+            [sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'rb'); print('open', flush=True); time.sleep(60)",
+             str(directory / "weights.bin")], stdout=subprocess.PIPE,
+        ))
+        assert holding[0].stdout is not None and holding[0].stdout.readline() == b"open\n"
+
+    try:
+        if held_from == "the scan":
+            hold()
+        else:
+            race_after_planning(monkeypatch, home, lambda _: hold())
+        code, applied = run("apply", config_path, capsys)
+    finally:
+        for process in holding:
+            process.kill()
+            process.wait()
+
+    assert code == EXIT_OK
+    assert directory.is_dir()
+    if held_from == "the scan":
+        assert applied["actions"] == []
+        assert any(f"in use by pid {holding[0].pid}" in w and "not collected" in w for w in applied["warnings"])
+    else:
+        [action] = applied["actions"]
+        assert action["outcome"] == "skipped" and "in use by" in action["error"]

@@ -67,6 +67,35 @@ class StoreSection(Section):
     trash_retention: DurationField | None = None
     max_shrink: SizeField | None = None
     archive_dir: AbsolutePath | None = None
+    # BentoCloud as the backup (daemon/guards.py): delete a version only when this bentocloud provider's
+    # registry holds it; optionally push it first. Off by default.
+    require_pushed: str | None = None
+    require_pushed_cache: DurationField = Duration.parse("10m")
+    push_before_delete: bool = False
+    push_timeout: DurationField = Duration.parse("1h")
+    # Remove version directories without their metadata file (killed saves) and BentoML tmp leftovers this old.
+    collect_incomplete_after: DurationField | None = None
+
+    @field_validator("collect_incomplete_after")
+    @classmethod
+    def _not_while_saving(cls, value: Duration | None) -> Duration | None:
+        # A save in progress touches its files all the time; an hour of silence is the least that says "killed".
+        if value is not None and value.approx_seconds() < 3600:
+            raise ValueError("collect_incomplete_after must be at least 1h: a younger directory may be a save in progress")
+        return value
+
+    @field_validator("push_timeout")
+    @classmethod
+    def _some_time_to_push(cls, value: Duration) -> Duration:
+        if value.approx_seconds() < 1:
+            raise ValueError("push_timeout must be at least 1s")
+        return value
+
+    @model_validator(mode="after")
+    def _push_needs_a_registry(self) -> StoreSection:
+        if self.push_before_delete and self.require_pushed is None:
+            raise ValueError("push_before_delete needs require_pushed (the bentocloud provider to push to)")
+        return self
 
     @field_validator("max_shrink")
     @classmethod
@@ -343,6 +372,15 @@ class Settings(BaseSettings):
         for provider_name in self.providers:
             if not _is_valid_provider_name(provider_name):
                 raise ValueError(f"providers.{provider_name}: a provider name is letters, digits, '-', '_' or '.'")
+        if self.store.require_pushed is not None:
+            named = self.providers.get(self.store.require_pushed)
+            if not isinstance(named, BentoCloudProviderConfig):
+                bentocloud = ", ".join(sorted(n for n, p in self.providers.items() if isinstance(p, BentoCloudProviderConfig)))
+                what = "no provider" if named is None else f"provider of type {named.type!r}"
+                raise ValueError(
+                    f"store.require_pushed: {self.store.require_pushed!r} names {what}; it must name a provider of "
+                    f"type \"bentocloud\" ({bentocloud or 'none configured'})"
+                )
         for index, offhours in enumerate(self.offhours):
             if offhours.provider not in self.providers:
                 known = ", ".join(sorted(self.providers)) or "none configured"

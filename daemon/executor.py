@@ -17,7 +17,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from daemon.archive import archive_version
 from daemon.audit import AuditLog
@@ -28,6 +28,9 @@ from daemon.purge import StuckEntry
 from daemon.store import SkipAction, Store
 from daemon.trash import Trash
 from policies.model import Action, Artifact, ArtifactKind, BentoReferences, Inventory, Plan, UnknownReferences
+
+if TYPE_CHECKING:
+    from daemon.guards import RunGuards
 
 Outcome = Literal["ok", "failed", "skipped"]
 BATCH_SIZE = 64
@@ -214,6 +217,8 @@ class Actors:
     run_id: str
     deployments: DeploymentActor | None = None
     archive_dir: Path | None = None
+    # Leftover collection and push-before-delete (daemon/guards.py).
+    guards: RunGuards | None = None
 
 
 def execute(
@@ -294,12 +299,19 @@ def _carry_out(
         outcome, error = actors.deployments.carry_out(action)
         return ActionResult(action, outcome, error), None
     artifact = by_key.get((action.kind, action.name, action.version or ""))
+    if actors.guards is not None and actors.guards.collects(action):
+        # A killed save is checked like any version: a process holding it means the save is not dead.
+        holder = None if artifact is None else (lambda path, artifact=artifact: in_use.holder(artifact, path))
+        outcome, error, trashed = actors.guards.collect(action, store, actors.trash, actors.run_id, holder)
+        return ActionResult(action, outcome, error), trashed
     if artifact is None:
         return ActionResult(action, "skipped", "not in the inventory this plan was made from"), None
     try:
         path = store.recheck(artifact)
     except SkipAction as reason:
         return ActionResult(action, "skipped", str(reason)), None
+    if actors.guards is not None and (kept := actors.guards.before_delete(artifact, actors.audit)):
+        return ActionResult(action, *kept), None
     held = in_use.holder(artifact, path)  # the last check before the version leaves the store
     if held is not None:
         return ActionResult(action, "skipped", held), None

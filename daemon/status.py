@@ -11,6 +11,7 @@ from typing import Any
 
 from daemon.config import Settings
 from daemon.errors import RetentiondError
+from daemon.guards import backup_status
 from daemon.inuse import find_holders
 from daemon.inventory import scan_store, tree_size
 from daemon.metrics import MetricsFile, offhours_savings
@@ -67,6 +68,8 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
             "policies": [_disk_limits(policy, disk.total_bytes, store_bytes, state) for policy in settings.disk],
         },
         "trash": _trash(Store(home).trash_dir, state),
+        # From the last run's state, not asked live: status never talks to the registry.
+        "backup": backup_status(settings),
         "policies": [
             {
                 "name": policy.name,

@@ -8,6 +8,8 @@ be read, every model version is protected (fail closed), for retention and disk
 policies alike; ``keep_used_within`` keeps what was read recently, for the policy
 that sets it. ``acting`` limits which policies may produce actions; the keeps of all
 policies still protect, so running one policy never deletes what another keeps.
+With a ``backup`` requirement a version that would be deleted is kept instead unless
+the registry holds it (policies/backup.py); that gate comes last, after every other reason.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 
-from policies.disk import plan_eviction
+from policies.backup import BackupRequirement
+from policies.disk import BackupGate, plan_eviction
 from policies.model import (
     IN_USE_BY,
     MODEL_DELETIONS_BLOCKED,
@@ -57,16 +60,18 @@ def evaluate(
     *,
     zone: tzinfo = timezone.utc,
     acting: Collection[str] | None = None,
+    backup: BackupRequirement | None = None,
 ) -> Plan:
     """Given the store's inventory, the policies and the instant, return the plan.
 
     ``zone`` is the timezone of calendar buckets; ``acting`` names the policies
-    allowed to produce actions (None: all). Raise ValueError if ``now`` is naive.
+    allowed to produce actions (None: all); ``backup`` (None: no requirement) holds the
+    registry's answers for versions that would be deleted. Raise ValueError if ``now`` is naive.
     """
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
     with _no_cycle_collection():
-        return _evaluate(inventory, config_policies, now, zone, acting)
+        return _evaluate(inventory, config_policies, now, zone, acting, backup)
 
 
 @contextmanager
@@ -88,6 +93,7 @@ def _evaluate(
     now: datetime,
     zone: tzinfo,
     acting: Collection[str] | None,
+    backup: BackupRequirement | None,
 ) -> Plan:
     referencing = inventory.bento_references()
     by_name = _group_by_name(inventory.artifacts)
@@ -104,8 +110,8 @@ def _evaluate(
     warnings.extend(
         f"{MODEL_DELETIONS_BLOCKED}: {unknown.describe()}; no model version is deleted" for unknown in referencing.unknown
     )
-    actions, kept = _merge(verdicts, by_name, acting, warnings)
-    reports = _evict_for_disk(config_policies, inventory, referencing, actions, kept, now, zone, acting, warnings)
+    actions, kept = _merge(verdicts, by_name, acting, warnings, backup)
+    reports = _evict_for_disk(config_policies, inventory, referencing, actions, kept, now, zone, acting, warnings, backup)
     _decide_deployments(config_policies, inventory, now, acting, actions, kept)
     refusals: list[str] = []
     actions = _within_limits(config_policies, actions, kept, refusals)
@@ -130,11 +136,13 @@ def _evict_for_disk(
     zone: tzinfo,
     acting: Collection[str] | None,
     warnings: list[str],
+    backup: BackupRequirement | None,
 ) -> list[DiskReport]:
     """Append disk-policy evictions to ``actions``; every policy's keep_labels still pin.
 
     While model deletions are blocked, a triggered policy lists each model version it selects in ``kept``,
-    so that the block shows up on every version it holds back.
+    so that the block shows up on every version it holds back. A version the backup requirement holds back
+    is appended to ``kept`` with that reason.
     """
     pinning = [policy for policy in config_policies if isinstance(policy, ArtifactPolicy) and policy.keep_labels]
     reports = []
@@ -156,7 +164,8 @@ def _evict_for_disk(
             return reasons
 
         deleted = {(action.kind, action.name, action.version or "") for action in actions if action.action == "delete"}
-        evictions, report = plan_eviction(policy, inventory, inventory.disk, deleted, held, now)
+        gate = _backup_gate(backup, policy.name, kept) if backup is not None else None
+        evictions, report = plan_eviction(policy, inventory, inventory.disk, deleted, held, now, gate)
         actions.extend(evictions)
         reports.append(report)
         if referencing.blocked is not None and report.triggers:
@@ -166,6 +175,19 @@ def _evict_for_disk(
         if report.triggers and not report.reached:
             warnings.append(report.describe())
     return reports
+
+
+def _backup_gate(backup: BackupRequirement, policy_name: str, kept: list[Kept]) -> BackupGate:
+    """Return the gate a disk policy asks about each version it would evict; held-back ones go to ``kept``."""
+
+    def gate(artifact: Artifact) -> tuple[str | None, str | None]:
+        blocking = backup.blocking(artifact)
+        if blocking is not None:
+            kept.append(Kept(artifact.kind, artifact.name, artifact.version, policy_name, (blocking,)))
+            return blocking, None
+        return None, backup.push_reason(artifact)
+
+    return gate
 
 
 def _within_limits(
@@ -334,6 +356,7 @@ def _merge(
     by_name: dict[tuple[str, str], list[Artifact]],
     acting: Collection[str] | None,
     warnings: list[str],
+    backup: BackupRequirement | None,
 ) -> tuple[list[Action], list[Kept]]:
     kept: list[Kept] = []
     doomed: dict[tuple[str, str], list[tuple[_Verdict, RetentionPolicy]]] = defaultdict(list)
@@ -359,7 +382,18 @@ def _merge(
             continue
         for verdict, policy in members:
             artifact = verdict.artifact
-            action = Action("delete", artifact.kind, artifact.name, artifact.version, policy.name, (NOT_KEPT,), artifact.size_bytes)
+            action_reasons: tuple[str, ...] = (NOT_KEPT,)
+            if backup is not None:
+                # Last of all: only a version nothing else keeps is asked about, and kept if the registry lacks it.
+                blocking = backup.blocking(artifact)
+                if blocking is not None:
+                    kept.append(Kept(artifact.kind, artifact.name, artifact.version, policy.name, (blocking,)))
+                    continue
+                push = backup.push_reason(artifact)
+                action_reasons = (NOT_KEPT, push) if push else action_reasons
+            action = Action(
+                "delete", artifact.kind, artifact.name, artifact.version, policy.name, action_reasons, artifact.size_bytes
+            )
             # The verdict stored under the action's key is this one, unless the version is not text.
             source = artifact if artifact.version is not None else verdicts[(artifact.kind, artifact.name, "")].artifact
             created = source.created_at

@@ -28,10 +28,10 @@ import httpx
 import structlog
 
 from daemon.errors import ConfigError
+from daemon.files import write_file_atomically
 from daemon.providers import DeploymentNotFound, ProviderError, TransientProviderError
 from daemon.providers.bentocloud import TOKEN_HEADER, _redact, check_response, resolve_cloud_credentials
 from daemon.providers.retry import with_retries
-from daemon.store import write_file_atomically
 from policies.model import format_instant
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def open_registry(settings: Settings) -> CloudRegistry:
 
     Raise ConfigError, naming the provider, if no API token can be found.
     """
-    from daemon.config import BentoCloudProviderConfig
+    from daemon.provider_config import BentoCloudProviderConfig
 
     name = settings.store.require_pushed or ""
     config = settings.providers[name]

@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     PlainSerializer,
     SecretStr,
@@ -33,10 +31,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from daemon.config_paths import AbsolutePath, to_absolute_path
+from daemon.config_paths import AbsolutePath
 from daemon.errors import ConfigError
-from daemon.providers.command import CommandHooks
-from daemon.providers.process import ProcessDeploymentSpec
+from daemon.provider_config import PROVIDER_TYPES, BentoCloudProviderConfig, ProviderConfig, Section
 from daemon.redact import check_http_url, describe_url
 from daemon.tags import is_valid_tag_part
 from policies.durations import Duration, Size
@@ -45,8 +42,6 @@ from policies.spec import ConfigPolicy, DiskPolicy, DurationField, OffhoursPolic
 DEFAULT_CONFIG_PATH = Path("/etc/retentiond/config.toml")
 CONFIG_ENV = "RETENTIOND_CONFIG"
 ENV_PREFIX = "RETENTIOND_"
-MIN_TIMEOUT_SECONDS = 1
-MAX_TIMEOUT_SECONDS = 3600
 MESSAGE_CHARACTERS = 300
 MAX_TRASH_RETENTION_SECONDS = 1000 * 365 * 86400
 
@@ -54,10 +49,6 @@ MAX_TRASH_RETENTION_SECONDS = 1000 * 365 * 86400
 def default_store_home() -> Path:
     """Return ``$BENTOML_HOME``, else ``~/bentoml``, as BentoML itself does (``~`` is expanded by validation)."""
     return Path(os.environ.get("BENTOML_HOME") or "~/bentoml")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class StoreSection(Section):
@@ -235,95 +226,6 @@ class NotifySection(Section):
     @property
     def timeout_seconds(self) -> float:
         return self.timeout.approx_seconds()
-
-
-def check_request_timeout(value: Duration) -> Duration:
-    """Return a provider's request timeout. Raise ValueError unless it is 1s..1h.
-
-    0s fails every request at once; a socket cannot wait for years (the timeval overflows).
-    """
-    if not MIN_TIMEOUT_SECONDS <= value.approx_seconds() <= MAX_TIMEOUT_SECONDS:
-        raise ValueError(f"timeout {value} must be between 1s and 1h")
-    return value
-
-
-class BentoCloudProviderConfig(Section):
-    """``type = "bentocloud"``: token and endpoint from here, else the environment, else ~/.yatai.yaml."""
-
-    type: Literal["bentocloud"]
-    endpoint: str | None = None
-    api_token: SecretStr | None = None
-    cluster: str = ""
-    timeout: DurationField = Duration.parse("10s")
-
-    @field_validator("timeout")
-    @classmethod
-    def _sensible_timeout(cls, value: Duration) -> Duration:
-        return check_request_timeout(value)
-
-
-class ProcessProviderConfig(Section):
-    """``type = "process"``: local processes declared here (e.g. ``bentoml serve`` on a CI agent)."""
-
-    type: Literal["process"]
-    deployments: tuple[ProcessDeploymentSpec, ...] = ()
-
-
-class CommandProviderConfig(CommandHooks):
-    """``type = "command"``: shell hook templates (systemd units, docker, kubectl)."""
-
-    type: Literal["command"]
-
-
-class KubernetesProviderConfig(Section):
-    """``type = "kubernetes"``: Deployments and StatefulSets of a cluster (daemon/providers/kubernetes.py).
-
-    Credentials: ``kubeconfig``, else ``$KUBECONFIG``, else ``~/.kube/config``, else the in-cluster
-    service account. No ``namespaces``: every namespace the credentials may list.
-    """
-
-    type: Literal["kubernetes"]
-    kubeconfig: str = ""
-    context: str = ""
-    namespaces: tuple[str, ...] = ()
-    kinds: tuple[Literal["deployment", "statefulset"], ...] = ("deployment", "statefulset")
-    label_selector: str = ""
-    timeout: DurationField = Duration.parse("10s")
-
-    @field_validator("timeout")
-    @classmethod
-    def _sensible_timeout(cls, value: Duration) -> Duration:
-        return check_request_timeout(value)
-
-    @field_validator("kubeconfig")
-    @classmethod
-    def _absolute_kubeconfig(cls, value: str) -> str:
-        # "" leaves the choice to $KUBECONFIG and ~/.kube/config; a relative file would depend on the working directory.
-        return str(to_absolute_path(value)) if value else value
-
-    @field_validator("namespaces")
-    @classmethod
-    def _namespace_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from daemon.providers.kubernetes_objects import is_valid_namespace
-
-        for name in value:
-            if not is_valid_namespace(name):
-                raise ValueError(f"{name!r} is not a namespace name (lower case letters, digits and '-', at most 63)")
-        return value
-
-    @field_validator("kinds")
-    @classmethod
-    def _some_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("name at least one kind: 'deployment', 'statefulset'")
-        return tuple(dict.fromkeys(value))
-
-
-ProviderConfig = Annotated[
-    BentoCloudProviderConfig | ProcessProviderConfig | CommandProviderConfig | KubernetesProviderConfig,
-    Field(discriminator="type"),
-]
-PROVIDER_TYPES = ("bentocloud", "process", "command", "kubernetes")
 
 
 class Settings(BaseSettings):

@@ -31,10 +31,11 @@ import structlog
 
 from daemon.audit import AuditLog
 from daemon.config import Settings
+from daemon.files import write_file_atomically
 from daemon.incomplete import FoundLeftover, collect_leftover, find_leftovers
 from daemon.providers import ProviderError
 from daemon.push import Pusher, find_bentoml, room_for_archive
-from daemon.store import SkipAction, Store, write_file_atomically
+from daemon.store import SkipAction, Store
 from daemon.trash import Trash
 from policies import Artifact, DiskUsage, Inventory, Plan, evaluate
 from policies.backup import NOT_CONFIRMED, BackupAnswer, BackupRequirement, backup_group, unconfirmed, upload_answer

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from daemon.inventory import KIND_DIRS, is_valid_tag_part
-from daemon.store import TRASHED_AT_FILE, SkipAction, Store, write_file_atomically
+from daemon.files import write_file_atomically
+from daemon.layout import KIND_DIRS, TRASHED_AT_FILE
+from daemon.store import SkipAction, Store
+from daemon.tags import is_valid_tag_part
 from policies.incomplete import Leftover
 from policies.model import Inventory
 

@@ -30,16 +30,12 @@ from pathlib import Path
 from typing import NamedTuple, NoReturn
 
 from daemon.errors import RunInterrupted
+from daemon.layout import KIND_DIRS, read_latest, stat_identity
 from daemon.metadata import read_metadata
 from daemon.scancache import ScanCache, VersionFacts, VersionKey, active_state_dir
 from daemon.tags import is_valid_tag_part
 from policies.model import Artifact, ArtifactKind, Inventory, UnknownReferences
 
-KIND_DIRS: dict[ArtifactKind, tuple[str, str]] = {
-    "model": ("models", "model.yaml"),
-    "bento": ("bentos", "bento.yaml"),
-}
-STATE_DIR_NAME = ".retentiond"
 # A cold scan of at least this many versions is split with a forked child (about 60 µs a version each side).
 SPLIT_MIN_VERSIONS = 2000
 # A stop request is looked at every so many measured versions (a few milliseconds of a cold scan).
@@ -232,20 +228,6 @@ def bentos_fingerprint(home: Path) -> tuple[object, ...]:
 def _sorted_entries(directory: str | int) -> list[os.DirEntry[str]]:
     with os.scandir(directory) as entries:
         return sorted(entries, key=lambda entry: entry.name)
-
-
-def read_latest(name_dir: Path | str) -> str | None:
-    """Given ``models/<name>``, return what its ``latest`` file names, or None if absent or not a plain file."""
-    try:
-        fd = os.open(os.path.join(name_dir, "latest"), os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, 4096).decode("utf-8", "replace").strip() or None
-    finally:
-        os.close(fd)
 
 
 def _scan_name(
@@ -545,11 +527,6 @@ def tree_size(path: Path) -> int:
     if not stat.S_ISDIR(info.st_mode):
         return info.st_size if stat.S_ISREG(info.st_mode) else 0
     return _walk(str(path), info, "")[0]
-
-
-def stat_identity(info: os.stat_result) -> tuple[int, int, int]:
-    """Return (device, inode, mtime_ns): a version directory is this very one, unchanged."""
-    return (info.st_dev, info.st_ino, info.st_mtime_ns)
 
 
 def _version_key(directory_info: os.stat_result, metadata_info: os.stat_result | None) -> VersionKey:

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from daemon.store import write_file_atomically
+from daemon.files import write_file_atomically
 from policies.model import Deployment, HandStart, Ownership
 from policies.offhours import INACTIVE, RUNNING, deciding_policy, hand_start_holds, same_deployment, stop_window_open
 from policies.spec import OffhoursPolicy

@@ -19,7 +19,7 @@ from daemon.offhours_figures import PolicySavings
 from daemon.operations import list_all_deployments
 from daemon.reads import refresh_read_times
 from daemon.runner import read_disk_usage
-from daemon.service import retention_trigger
+from daemon.schedule import retention_trigger
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root
 from policies.model import Inventory, format_instant

@@ -37,6 +37,7 @@ from daemon.provider_config import PROVIDER_TYPES, BentoCloudProviderConfig, Pro
 from daemon.redact import check_http_url, describe_url
 from daemon.tags import is_valid_tag_part
 from policies.durations import Duration, Size
+from policies.model import StoreLimits
 from policies.spec import ConfigPolicy, DiskPolicy, DurationField, OffhoursPolicy, RetentionPolicy, SizeField, refuse_zero
 
 DEFAULT_CONFIG_PATH = Path("/etc/retentiond/config.toml")
@@ -95,6 +96,11 @@ class StoreSection(Section):
             raise ValueError("max_shrink is a percentage such as '50%'")
         refuse_zero(value, "would stop every run once a single version is gone; use e.g. '50%'")
         return value
+
+    def limits(self, accept_shrink: bool = False) -> StoreLimits:
+        """Return the store-wide settings a run decides with (``accept_shrink``: ``apply --accept-shrink``)."""
+        percent = self.max_shrink.percent if self.max_shrink is not None else None
+        return StoreLimits(self.trash_retention_span, percent, accept_shrink)
 
     @property
     def trash_retention_span(self) -> timedelta | None:

@@ -7,9 +7,9 @@ simply not decided this time, and its ownership records stay as they are.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Literal
 
 import structlog
@@ -54,16 +54,11 @@ def list_deployments(providers: Mapping[str, Provider]) -> DeploymentView:
     return view
 
 
-def utc_now() -> datetime:
-    """Return the current instant, aware, in UTC: the clock a run reads unless it is given another."""
-    return datetime.now(timezone.utc)
-
-
 class DeploymentActor:
     """Carries out terminate/restart/delete_deployment and keeps the ownership records in step.
 
-    ``clock`` gives the instant of each action: a run passes its own, so that a run and its
-    records agree on the time (and tests can move it).
+    ``now`` is the run's instant: every action and record of the run is timed by it, so that a run
+    and its records agree on the time (and tests can move it).
     """
 
     def __init__(
@@ -73,14 +68,14 @@ class DeploymentActor:
         state: OwnershipState,
         policies: Sequence[OffhoursPolicy],
         deployments: Sequence[Deployment],
-        clock: Callable[[], datetime] = utc_now,
+        now: datetime,
     ) -> None:
         self.providers = providers
         self.ownership_file = ownership_file
         self.state = state
         self.policies = list(policies)
         self.deployments = {(d.provider, d.name): d for d in deployments}
-        self.clock = clock
+        self.now = now
 
     def carry_out(self, action: Action) -> tuple[Literal["ok", "failed", "skipped"], str | None]:
         """Do one deployment action; return (outcome, error). Raise nothing."""
@@ -132,7 +127,7 @@ class DeploymentActor:
         return "hand_start"
 
     def _ownership(self, action: Action, key: tuple[str, str]) -> Ownership:
-        now = self.clock()
+        now = self.now
         policy = next((policy for policy in self.policies if policy.name == action.policy), None)
         deployment = self.deployments.get(key)
         return Ownership(
@@ -144,7 +139,7 @@ class DeploymentActor:
 
     def _hand_start(self, key: tuple[str, str]) -> HandStart | None:
         """Return the record of a start by hand now, if the policy deciding the deployment is in downtime."""
-        now = self.clock()
+        now = self.now
         deployment = self.deployments.get(key)
         if deployment is None or hand_start_policy(self.policies, deployment, now) is None:
             return None

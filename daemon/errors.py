@@ -5,8 +5,9 @@
      ├── StoreBusyError     another run holds the store lock       → exit 75
      ├── AuditError         the audit log cannot be written (or read) → exit 1, nothing acted on
      ├── RestoreError       a version cannot be taken out of the trash → exit 1
-     ├── StoreShrunkError   the store looks much smaller than last time → exit 1, nothing acted on
      └── RunInterrupted     a stop request (SIGINT, SIGTERM) reached a safe point → exit 130 / 143
+
+    UsageError              a command-line value argparse could not check by itself → exit 2
 """
 
 from __future__ import annotations
@@ -44,10 +45,6 @@ class AuditError(RetentiondError):
 
 class RestoreError(RetentiondError):
     """A version could not be restored from the trash (not there, or the store has it)."""
-
-
-class StoreShrunkError(RetentiondError):
-    """The store looks much smaller than on the last run (an unmounted volume, a wrong home)."""
 
 
 class RunInterrupted(RetentiondError):

@@ -243,6 +243,7 @@ def execute(
     bento_guard = _BentoGuard(actors.store.home, inventory)
     result = RunResult(run_id=actors.run_id, plan=plan, inventory=inventory)
     trashed_by: dict[Path, int] = {}  # which result a version handed to the purger belongs to
+    _purge_trash_first(plan, actors)
     actions = list(plan.actions)
     if progress is not None:
         progress.begin(plan)
@@ -286,6 +287,16 @@ def execute(
             result.results[index] = dataclasses.replace(done, error=note, bytes_left=entry.size_bytes)
     audit.sync()
     return result
+
+
+def _purge_trash_first(plan: Plan, actors: Actors) -> None:
+    """Purge the trash runs the plan names (undo window over, or disk pressure), and retry the entries an earlier
+    run could not purge. What cannot be removed is reported by the trash as stuck and never stops the run."""
+    purge = plan.trash_purge
+    purged = actors.trash.purge(purge.runs if purge is not None else ())
+    if purge is not None:
+        actors.audit.record("trash.purged", reason=purge.reason, runs=purged, planned_runs=len(purge.runs),
+                            size_bytes=purge.size_bytes, stuck=len(actors.trash.stuck))
 
 
 def _carry_out(

@@ -40,7 +40,7 @@ from daemon.trash import Trash
 from policies import Artifact, DiskUsage, Inventory, Plan, evaluate
 from policies.backup import NOT_CONFIRMED, BackupAnswer, BackupRequirement, backup_group, unconfirmed, upload_answer
 from policies.incomplete import collect_leftovers
-from policies.model import Action, format_instant
+from policies.model import Action, Refusal, StoreLimits, format_instant
 
 if TYPE_CHECKING:
     from daemon.cloud_registry import CloudRegistry, HeldCache
@@ -108,14 +108,17 @@ class RunGuards:
 
     # --- deciding ------------------------------------------------------------------------
 
-    def decide(self, inventory: Inventory, now: datetime, acting: Collection[str] | None = None) -> Plan:
-        """Given the run's inventory and instant, return its plan: leftovers to collect, then what the policies
-        decide, with every version deletion held to the backup requirement. Raise ValueError if ``now`` is naive."""
+    def decide(
+        self, inventory: Inventory, now: datetime, acting: Collection[str] | None = None, limits: StoreLimits | None = None
+    ) -> Plan:
+        """Given the run's inventory, instant and store-wide limits, return its plan: leftovers to collect, then what
+        the policies decide, with every version deletion held to the backup requirement. Raise ValueError if ``now``
+        is naive."""
         collecting, replaced, extra_warnings, inventory = self._leftovers_first(inventory, now)
         if self.registry is None:
-            plan = evaluate(inventory, self.settings.policies, now, zone=self.settings.daemon.zone, acting=acting)
+            plan = evaluate(inventory, self.settings.policies, now, zone=self.settings.daemon.zone, acting=acting, limits=limits)
         else:
-            plan = self._decide_with_registry(inventory, now, acting)
+            plan = self._decide_with_registry(inventory, now, acting, limits)
         warnings = [replaced.get(warning, warning) for warning in plan.warnings] + extra_warnings
         return dataclasses.replace(plan, actions=(*collecting, *plan.actions), warnings=tuple(warnings))
 
@@ -147,7 +150,9 @@ class RunGuards:
         disk = inventory.disk and DiskUsage(inventory.disk.total_bytes, max(inventory.disk.used_bytes - freed, 0))
         return actions, replaced, warnings, dataclasses.replace(inventory, artifacts=remaining, disk=disk)
 
-    def _decide_with_registry(self, inventory: Inventory, now: datetime, acting: Collection[str] | None) -> Plan:
+    def _decide_with_registry(
+        self, inventory: Inventory, now: datetime, acting: Collection[str] | None, limits: StoreLimits | None
+    ) -> Plan:
         from daemon.cloud_registry import ask_registry
 
         assert self.registry is not None and self.cache is not None
@@ -157,7 +162,7 @@ class RunGuards:
         failure: str | None = None
         for asked_rounds in range(MAX_ROUNDS + 1):
             plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting,
-                            backup=BackupRequirement(dict(answers)))
+                            backup=BackupRequirement(dict(answers)), limits=limits)
             wanted = [key for key in _deletions(plan) if key not in answers]
             if not wanted:
                 return self._finish(plan, answers, None, None)
@@ -169,7 +174,7 @@ class RunGuards:
                 break
         unasked = unconfirmed("registry could not be asked" if failure else "not asked this run")
         plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting,
-                        backup=BackupRequirement(dict(answers), unasked))
+                        backup=BackupRequirement(dict(answers), unasked), limits=limits)
         return self._finish(plan, answers, failure, len(answers) if failure is None else None)
 
     def _answer(self, key: VersionKey, status: str | None) -> BackupAnswer:
@@ -205,10 +210,10 @@ class RunGuards:
         warnings, refusals = list(plan.warnings), list(plan.refusals)
         if failure is not None:
             unconfirmed_count = by_group.get(NOT_CONFIRMED, 0)
-            refusal = (f"require_pushed {provider}: BentoCloud's registry could not be asked ({failure}); "
-                       f"{unconfirmed_count} version(s) that would be deleted are kept")
+            refusal = Refusal(None, f"require_pushed {provider}: BentoCloud's registry could not be asked ({failure}); "
+                                    f"{unconfirmed_count} version(s) that would be deleted are kept")
             refusals.append(refusal)
-            warnings.append(refusal)
+            warnings.append(refusal.describe())
             log.warning("registry.unavailable", provider=provider, error=failure, kept=unconfirmed_count)
         elif gave_up_after is not None:
             warnings.append(f"require_pushed {provider}: asked BentoCloud about {gave_up_after} versions in "

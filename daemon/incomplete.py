@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from daemon.files import write_file_atomically
-from daemon.layout import KIND_DIRS, TRASHED_AT_FILE
+from daemon.layout import KIND_DIRS
 from daemon.store import SkipAction, Store
 from daemon.tags import is_valid_tag_part
 from policies.incomplete import Leftover
@@ -162,11 +161,7 @@ def _move_tmp_to_trash(store: Store, path: Path, run_id: str) -> Path:
     """Rename an entry of BentoML's tmp directory into ``<trash>/<run_id>/tmp/leftovers/``: apart from the
     models/ and bentos/ parts of the trash, so that ``restore`` never takes it for a version, and as deep as
     a version, so that the trash's own bookkeeping (one entry per ``<run>/<x>/<y>/<z>``) counts it as one."""
-    run_dir = store.trash_dir / run_id
-    if not run_dir.is_dir():
-        run_dir.mkdir(parents=True, mode=0o700)
-        write_file_atomically(run_dir / TRASHED_AT_FILE, datetime.now(timezone.utc).isoformat(timespec="seconds").encode())
-    parent = run_dir / TMP_DIR_NAME / "leftovers"
+    parent = store.make_trash_run(run_id) / TMP_DIR_NAME / "leftovers"
     parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     destination = parent / path.name
     os.rename(path, destination)

@@ -1,4 +1,4 @@
-"""Instants as people type them on the command line (``--at``, ``--since``)."""
+"""Instants: the clock a run reads once (``utc_now``), and instants as people type them (``--at``, ``--since``)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,8 @@ def parse_instant(text: str, option: str = "--at") -> datetime:
     except OverflowError:
         raise UsageError(f"{option}: instant {text!r} is outside the years 1 to 9999 in UTC") from None
     return parsed
+
+
+def utc_now() -> datetime:
+    """Return the current instant, aware, in UTC: the clock a run reads unless it is given another."""
+    return datetime.now(timezone.utc)

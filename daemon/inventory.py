@@ -46,11 +46,14 @@ _NO_FILE = (-1, -1, -1, -1)
 _FILE_TYPE_BITS, _REGULAR, _DIRECTORY = 0o170000, stat.S_IFREG, stat.S_IFDIR  # mode & _FILE_TYPE_BITS is S_IFMT(mode)
 
 
-def scan_store(home: Path, cache_dir: Path | None = None, stop: threading.Event | None = None) -> Inventory:
+def scan_store(
+    home: Path, cache_dir: Path | None = None, stop: threading.Event | None = None, now: float | None = None
+) -> Inventory:
     """Given a BentoML home, return every model and bento version in it, with warnings.
 
     ``cache_dir`` (default: the one set by ``scancache.scan_cache_in``, else none) holds the
-    scan cache. Raise OSError only if the ``models`` directory exists but cannot be listed
+    scan cache; ``now`` (seconds since the epoch; default: the clock) is the run's instant, which
+    tells the cache what is too recent to trust. Raise OSError only if the ``models`` directory exists but cannot be listed
     (an unlistable ``bentos`` is recorded in ``Inventory.unreadable_bentos``), RunInterrupted
     (within a few hundred versions) once ``stop`` is set.
     """
@@ -59,7 +62,7 @@ def scan_store(home: Path, cache_dir: Path | None = None, stop: threading.Event 
     # Taken before the listing: a bento saved while we scan then differs from it when the executor looks.
     fingerprint = bentos_fingerprint(home)
     with _no_cycle_collection():
-        artifacts, notes = _scan_kinds(home, cache, time.time(), KIND_DIRS, stop)
+        artifacts, notes = _scan_kinds(home, cache, time.time() if now is None else now, KIND_DIRS, stop)
     if cache is not None:
         cache.save()
     return Inventory(

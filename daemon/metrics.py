@@ -244,7 +244,7 @@ def policy_intervals(settings: Settings, now: datetime) -> dict[str, float]:
 
 
 def _disk(settings: Settings) -> tuple[float | None, dict[str, tuple[float | None, float | None, float | None]]]:
-    from daemon.runner import read_disk_usage
+    from daemon.observe import read_disk_usage
 
     try:
         disk = read_disk_usage(settings.store.home)

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from datetime import datetime
 
 from daemon.config import Settings
-from daemon.deployments import MANUAL_POLICY, DeploymentContext, list_deployments, utc_now, with_deployments
+from daemon.deployments import MANUAL_POLICY, DeploymentContext, list_deployments, with_deployments
 from daemon.errors import ConfigError, RestoreError
 from daemon.executor import RunResult, execute
+from daemon.instants import utc_now
 from daemon.ownership import OwnershipFile
 from daemon.providers.registry import build_providers
 from daemon.runner import LockedRun, finish_run, locked_run, ready_deployments
@@ -40,24 +41,22 @@ def manual_deployment_action(
     hand, so off-hours leaves it up until that window ends. Raise ConfigError if no provider, or
     more than one, has a deployment of that name.
     """
-    with locked_run(settings, [MANUAL_POLICY], wait_seconds) as run:
+    with locked_run(settings, [MANUAL_POLICY], wait_seconds, clock=clock) as run:
         wanted = {provider} if provider else set(settings.providers)
         providers = build_providers(settings, wanted)
         ownership_file = OwnershipFile(settings.daemon.state_dir)
         context = DeploymentContext(providers, list_deployments(providers), ownership_file, ownership_file.load())
         try:
-            result = _manual(settings, run, context, action, name, clock)
+            result = _manual(settings, run, context, action, name)
         finally:
             context.close()
         finish_run(run, result, settings, [MANUAL_POLICY])
     return result
 
 
-def _manual(
-    settings: Settings, run: LockedRun, context: DeploymentContext, action: ActionName, name: str, clock: Callable[[], datetime]
-) -> RunResult:
-    now = clock()
-    actor = ready_deployments(context, run, settings, clock, now)
+def _manual(settings: Settings, run: LockedRun, context: DeploymentContext, action: ActionName, name: str) -> RunResult:
+    now = run.now
+    actor = ready_deployments(context, run, settings)
     matches = [d for d in context.view.deployments if d.name == name]
     if len(matches) != 1:
         where = ", ".join(sorted({d.provider for d in matches})) or "no provider"

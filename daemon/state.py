@@ -92,7 +92,10 @@ class StateFile:
                 "at": format_instant(result.plan.at), "run_id": result.run_id,
                 "outcome": policy_outcome(result, figures), **during, **figures.to_dict(),
             }
-        if result.inventory.artifacts:
+        # A run whose deletions a store-wide limit refused (max_shrink) leaves the last good count as it is:
+        # recording the shrunken store would let the next run pass the limit without anyone accepting it.
+        refused_store = any(refusal.policy is None for refusal in result.plan.refusals)
+        if result.inventory.artifacts and not refused_store:
             gone = {(r.action.kind, r.action.name, r.action.version) for r in result.results if r.outcome == "ok"}
             remaining = [a for a in result.inventory.artifacts if (a.kind, a.name, a.version) not in gone]
             state["store"] = {

@@ -15,10 +15,10 @@ from daemon.guards import backup_status
 from daemon.inuse import find_holders
 from daemon.inventory import scan_store, tree_size
 from daemon.metrics import MetricsFile, offhours_savings
+from daemon.observe import read_disk_usage
 from daemon.offhours_figures import PolicySavings
 from daemon.operations import list_all_deployments
 from daemon.reads import refresh_read_times
-from daemon.runner import read_disk_usage
 from daemon.schedule import retention_trigger
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root

@@ -17,9 +17,9 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -27,6 +27,7 @@ from filelock import FileLock, Timeout
 
 from daemon.errors import ConfigError, RunInterrupted, StoreBusyError
 from daemon.files import write_file_atomically
+from daemon.instants import utc_now
 from daemon.inventory import read_version
 from daemon.layout import KIND_DIRS, STATE_DIR_NAME, TRASHED_AT_FILE, read_latest, stat_identity
 from daemon.metadata import read_metadata
@@ -77,8 +78,11 @@ def _check_store_root(home: Path) -> Path:
 class Store:
     """A BentoML home that retentiond may change, only while holding its lock."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, clock: Callable[[], datetime] = utc_now) -> None:
         self.home = home
+        self.clock = clock
+        # The run's instant: read once from ``clock`` when the lock is taken (None until then).
+        self.locked_at: datetime | None = None
         self.state_dir = home / STATE_DIR_NAME
         self.trash_dir = self.state_dir / "trash"
         self.lock_path = self.state_dir / "lock"
@@ -86,8 +90,9 @@ class Store:
         self._trash_parents: set[Path] = set()  # made in this process: no mkdir per deletion
 
     @contextmanager
-    def locked(self, wait_seconds: float = 0, stop: threading.Event | None = None) -> Iterator[None]:
-        """Hold the store's exclusive lock for the block, waiting up to ``wait_seconds`` for it.
+    def locked(self, wait_seconds: float = 0, stop: threading.Event | None = None) -> Iterator[datetime]:
+        """Hold the store's exclusive lock for the block, waiting up to ``wait_seconds`` for it; yield the
+        instant it was taken (read once from the clock: the run decides and records as of it).
 
         Raise StoreBusyError if another run keeps it that long, RunInterrupted if ``stop`` is set first.
         """
@@ -95,9 +100,11 @@ class Store:
         lock = FileLock(self.lock_path, thread_local=False)
         self._acquire(lock, wait_seconds, stop)
         try:
-            self._write_holder()
-            yield
+            self.locked_at = self.clock()
+            self._write_holder(self.locked_at)
+            yield self.locked_at
         finally:
+            self.locked_at = None
             lock.release()
 
     def _acquire(self, lock: FileLock, wait_seconds: float, stop: threading.Event | None) -> None:
@@ -117,12 +124,12 @@ class Store:
                 said_waiting = True
                 log.info("store.lock_waiting", store=str(self.home), holder=self._describe_holder(), wait_seconds=wait_seconds)
 
-    def _write_holder(self) -> None:
+    def _write_holder(self, since: datetime) -> None:
         holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "command": " ".join(sys.argv[:2]),
-            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "since": since.isoformat(timespec="seconds"),
         }
         write_file_atomically(self.holder_path, json.dumps(holder).encode())
 
@@ -183,13 +190,19 @@ class Store:
         return destination
 
     def _make_trash_parent(self, parent: Path) -> None:
-        run_dir = parent.parent.parent
-        if not run_dir.is_dir():
-            run_dir.mkdir(parents=True, mode=0o700)
-            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            write_file_atomically(run_dir / TRASHED_AT_FILE, stamp.encode())
+        self.make_trash_run(parent.parent.parent.name)
         parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._trash_parents.add(parent)
+
+    def make_trash_run(self, run_id: str) -> Path:
+        """Return this run's directory in the trash, made (with its ``trashed_at`` marker: the run's instant,
+        or the clock's when no lock is held) if it is not there yet."""
+        run_dir = self.trash_dir / run_id
+        if not run_dir.is_dir():
+            stamp = self.locked_at if self.locked_at is not None else self.clock()
+            run_dir.mkdir(parents=True, mode=0o700)
+            write_file_atomically(run_dir / TRASHED_AT_FILE, stamp.isoformat(timespec="seconds").encode())
+        return run_dir
 
     def repair_latest(self, kind: ArtifactKind, name: str, deleted_version: str, *, maybe_emptied: bool = True) -> str | None:
         """After a deletion, point ``latest`` at the newest remaining version if it named the deleted one.

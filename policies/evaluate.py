@@ -14,6 +14,7 @@ the registry holds it (policies/backup.py); that gate comes last, after every ot
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -34,12 +35,15 @@ from policies.model import (
     Inventory,
     Kept,
     Plan,
+    Refusal,
+    StoreLimits,
     VersionKey,
     format_instant,
 )
 from policies.offhours import decide_offhours, deciding_policy, ownership_by_key
 from policies.retention import apply_rules
 from policies.spec import ArtifactPolicy, ConfigPolicy, DiskPolicy, OffhoursPolicy, RetentionPolicy
+from policies.store_limits import plan_trash_purge, shrink_refusal
 
 NOT_KEPT = "not kept by any rule"
 
@@ -61,17 +65,19 @@ def evaluate(
     zone: tzinfo = timezone.utc,
     acting: Collection[str] | None = None,
     backup: BackupRequirement | None = None,
+    limits: StoreLimits | None = None,
 ) -> Plan:
     """Given the store's inventory, the policies and the instant, return the plan.
 
     ``zone`` is the timezone of calendar buckets; ``acting`` names the policies
     allowed to produce actions (None: all); ``backup`` (None: no requirement) holds the
-    registry's answers for versions that would be deleted. Raise ValueError if ``now`` is naive.
+    registry's answers for versions that would be deleted; ``limits`` the store-wide
+    settings (trash retention, max_shrink; None: none). Raise ValueError if ``now`` is naive.
     """
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
     with _no_cycle_collection():
-        return _evaluate(inventory, config_policies, now, zone, acting, backup)
+        return _evaluate(inventory, config_policies, now, zone, acting, backup, limits or StoreLimits())
 
 
 @contextmanager
@@ -94,14 +100,18 @@ def _evaluate(
     zone: tzinfo,
     acting: Collection[str] | None,
     backup: BackupRequirement | None,
+    limits: StoreLimits,
 ) -> Plan:
+    trash_purge, disk_after_purge, warnings = plan_trash_purge(inventory, config_policies, limits, now, acting)
+    if disk_after_purge != inventory.disk:
+        inventory = dataclasses.replace(inventory, disk=disk_after_purge)
     referencing = inventory.bento_references()
     by_name = _group_by_name(inventory.artifacts)
     verdicts: dict[tuple[str, str, str], _Verdict] = {}
     for policy in config_policies:
         if isinstance(policy, RetentionPolicy):
             _decide_retention(policy, inventory, by_name, referencing, now, zone, verdicts)
-    warnings = list(inventory.warnings)
+    warnings = [*inventory.warnings, *warnings]
     warnings.extend(
         f"{artifact.kind} {artifact.tag}: {artifact.problem}; it is never deleted"
         for artifact in inventory.artifacts
@@ -113,9 +123,13 @@ def _evaluate(
     actions, kept = _merge(verdicts, by_name, acting, warnings, backup)
     reports = _evict_for_disk(config_policies, inventory, referencing, actions, kept, now, zone, acting, warnings, backup)
     _decide_deployments(config_policies, inventory, now, acting, actions, kept)
-    refusals: list[str] = []
+    refusals = _unlisted(config_policies, inventory, acting)
     actions = _within_limits(config_policies, actions, kept, refusals)
-    warnings.extend(refusals)
+    shrunk = shrink_refusal(inventory.history, len(inventory.artifacts), limits)
+    if shrunk is not None:
+        actions = _refuse_deletions(actions, kept, shrunk)
+        refusals.append(Refusal(None, f"store.max_shrink: {shrunk}"))
+    warnings.extend(refusal.describe() for refusal in refusals)
     return Plan(
         at=now.astimezone(timezone.utc),
         actions=tuple(actions),
@@ -123,7 +137,26 @@ def _evaluate(
         warnings=tuple(warnings),
         disk_reports=tuple(reports),
         refusals=tuple(refusals),
+        trash_purge=trash_purge,
     )
+
+
+def _unlisted(config_policies: Sequence[ConfigPolicy], inventory: Inventory, acting: Collection[str] | None) -> list[Refusal]:
+    """Refuse each acting off-hours policy whose provider could not list its deployments: nothing of it is decided."""
+    failed = dict(inventory.unlisted_providers)
+    return [
+        Refusal(policy.name, f"provider {policy.provider} could not list its deployments ({failed[policy.provider]}); "
+                             "nothing of this policy is decided this run")
+        for policy in config_policies
+        if isinstance(policy, OffhoursPolicy) and policy.provider in failed and (acting is None or policy.name in acting)
+    ]
+
+
+def _refuse_deletions(actions: list[Action], kept: list[Kept], reason: str) -> list[Action]:
+    """Turn every version deletion into a kept item that says why (the store-wide limit refused them)."""
+    refused = f"refused: store.max_shrink: {reason}"
+    kept.extend(Kept(a.kind, a.name, a.version, a.policy, (refused,)) for a in actions if a.action == "delete")
+    return [action for action in actions if action.action != "delete"]
 
 
 def _evict_for_disk(
@@ -191,7 +224,7 @@ def _backup_gate(backup: BackupRequirement, policy_name: str, kept: list[Kept]) 
 
 
 def _within_limits(
-    config_policies: Sequence[ConfigPolicy], actions: list[Action], kept: list[Kept], refusals: list[str]
+    config_policies: Sequence[ConfigPolicy], actions: list[Action], kept: list[Kept], refusals: list[Refusal]
 ) -> list[Action]:
     """Refuse every deletion of a policy whose deletions exceed its per-run limits (blast radius)."""
     limited = {p.name: p for p in config_policies if isinstance(p, ArtifactPolicy)}
@@ -210,7 +243,7 @@ def _within_limits(
             continue
         refused = True
         refusal = f"refused: {excess}; nothing of policy {name} is deleted this run"
-        refusals.append(f"policy {name}: {refusal.removeprefix('refused: ')}")
+        refusals.append(Refusal(name, refusal.removeprefix("refused: ")))
         kept.extend(Kept(a.kind, a.name, a.version, name, (refusal,)) for a in deletions)
     if not refused:
         return actions  # everything allowed: the order is the one we started with

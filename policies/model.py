@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any, Literal
 
@@ -162,6 +162,39 @@ class BentoReferences:
 
 
 @dataclass(frozen=True)
+class TrashRun:
+    """One run's directory in the trash (``<store>/.retentiond/trash/<run>``): when it was trashed, its
+    bytes, and how many of them an earlier purge could not remove (they stay on disk until one can)."""
+
+    name: str
+    trashed_at: datetime
+    size_bytes: int
+    stuck_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class StoreHistory:
+    """What the last run saw of this store, for ``store.max_shrink``: its version count (None: none
+    recorded), or why that could not be read (then the limit cannot be checked and refuses)."""
+
+    versions: int | None = None
+    unreadable: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    """The store-wide settings a run decides with (config ``[store]``), as plain values.
+
+    ``trash_retention`` None: no undo window, the trash holds only what an interrupted run left.
+    ``max_shrink_percent`` None: no shrink limit; ``accept_shrink`` lets one run pass it.
+    """
+
+    trash_retention: timedelta | None = None
+    max_shrink_percent: float | None = None
+    accept_shrink: bool = False
+
+
+@dataclass(frozen=True)
 class Inventory:
     """What the store holds at one instant: artifacts, scan warnings, and the disk under it.
 
@@ -183,6 +216,11 @@ class Inventory:
     # Opaque to the policies: what ``bentos/`` looked like when the scan began (None: not taken). The
     # executor compares it before deleting models, since BentoML may save a bento at any time.
     bentos_fingerprint: tuple[object, ...] | None = None
+    # The trash's runs, the last run's view of the store (None: a run that does not scan the store),
+    # and the providers that could not list their deployments at all (name, why).
+    trash: tuple[TrashRun, ...] = ()
+    history: StoreHistory | None = None
+    unlisted_providers: tuple[tuple[str, str], ...] = ()
 
     def referencing_bentos(self) -> dict[str, list[str]]:
         """Return, for every model tag that some local bento references, the bento tags."""
@@ -280,25 +318,60 @@ class DiskReport:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """Actions a safety limit refused this run: those of ``policy`` (None: every deletion of the run)."""
+
+    policy: str | None
+    reason: str
+
+    def describe(self) -> str:
+        return f"policy {self.policy}: {self.reason}" if self.policy is not None else self.reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class TrashPurge:
+    """Trash runs to purge before any action: their undo window is over, or disk pressure needs the space."""
+
+    runs: tuple[str, ...]
+    size_bytes: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Plan:
-    """The decision for one instant: actions to take, items kept, and warnings."""
+    """The decision for one instant: actions to take, items kept, warnings, and what was refused."""
 
     at: datetime
     actions: tuple[Action, ...] = ()
     kept: tuple[Kept, ...] = ()
     warnings: tuple[str, ...] = ()
     disk_reports: tuple[DiskReport, ...] = ()
-    refusals: tuple[str, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+    trash_purge: TrashPurge | None = None
 
     @property
     def bytes_to_free(self) -> int:
         return sum(action.size_bytes or 0 for action in self.actions if action.action == "delete")
+
+    def totals(self) -> dict[str, int]:
+        """Return the counts of the plan's contract (DESIGN.md): actions by kind, bytes, kept items."""
+        counts = {"delete": 0, "terminate": 0, "restart": 0, "delete_deployment": 0}
+        for action in self.actions:
+            counts[action.action] += 1
+        kept = len({(item.kind, item.name, item.version) for item in self.kept})
+        return {"delete": counts["delete"], "bytes": self.bytes_to_free, "terminate": counts["terminate"],
+                "restart": counts["restart"], "delete_deployment": counts["delete_deployment"], "kept": kept}
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "at": format_instant(self.at),
             "actions": [action.to_dict() for action in self.actions],
             "kept": [kept.to_dict() for kept in self.kept],
+            "refusals": [refusal.to_dict() for refusal in self.refusals],
+            "totals": self.totals(),
             "warnings": list(self.warnings),
         }
 

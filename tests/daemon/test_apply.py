@@ -35,16 +35,16 @@ def run_apply(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> 
 
 def race_after_scan(monkeypatch: pytest.MonkeyPatch, interfere: Callable[[Path], None]) -> None:
     """Make ``interfere(store_home)`` run right after apply's scan, before it acts: another tool racing it."""
-    from daemon import runner
+    from daemon import observe
 
-    real_scan = runner.scan_store
+    real_scan = observe.scan_store
 
     def scan_then_race(store_home: Path, *rest, **options):  # type: ignore[no-untyped-def]
         inventory = real_scan(store_home, *rest, **options)
         interfere(store_home)
         return inventory
 
-    monkeypatch.setattr(runner, "scan_store", scan_then_race)
+    monkeypatch.setattr(observe, "scan_store", scan_then_race)
 
 
 def audit_records(tmp_path: Path) -> list[dict]:
@@ -262,10 +262,12 @@ def test_closing_a_run_keeps_its_trash_while_a_version_is_in_it(home: Path, five
     assert (home / ".retentiond" / "trash" / "run1").is_dir()
 
 
-def test_apply_with_an_unknown_policy_is_a_config_error(
+def test_apply_with_an_unknown_policy_is_a_usage_error(
     home: Path, five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["apply", "--config", str(write_config()), "--policy", "nope"]) == 78
+    with pytest.raises(SystemExit) as exited:
+        main(["apply", "--config", str(write_config()), "--policy", "nope"])
+    assert exited.value.code == 2
     assert "unknown policy nope (configured: ci)" in capsys.readouterr().err
     assert versions(home) == set(five_versions)
 

@@ -295,8 +295,7 @@ def test_restart_by_hand_in_downtime_is_refused_when_its_record_cannot_be_writte
     provider = BentoCloudProvider(name="cloud", endpoint=cloud.url, api_token="secret-token")
     cloud.deployment("staging-a")["status"] = "terminated"
     night = next_wednesday(22)
-    actor = DeploymentActor({"cloud": provider}, OwnershipFile(blocked), OwnershipState(), [policy], provider.list(),
-                            clock=lambda: night)
+    actor = DeploymentActor({"cloud": provider}, OwnershipFile(blocked), OwnershipState(), [policy], provider.list(), night)
     action = Action("restart", "deployment", "staging-a", None, "manual", ("restart requested by hand",), provider="cloud")
     outcome, error = actor.carry_out(action)
     # Restarted without its record, the next run would terminate it again at once.

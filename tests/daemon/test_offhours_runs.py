@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ from daemon.providers.bentocloud import BentoCloudProvider
 from daemon.runner import apply_once
 from policies import Action, Deployment, OffhoursPolicy
 from tests.cloud_server import CloudServer
+
+NOW = datetime(2026, 11, 25, 22, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
@@ -139,7 +142,7 @@ def test_failed_terminate_keeps_ownership_unchanged(tmp_path: Path) -> None:
     ownership_file = OwnershipFile(tmp_path)
     state = ownership_file.load()
     policy = OffhoursPolicy(name="nights", provider="cloud", downtime="always")
-    actor = DeploymentActor({"cloud": RefusingProvider()}, ownership_file, state, [policy], RefusingProvider().list())
+    actor = DeploymentActor({"cloud": RefusingProvider()}, ownership_file, state, [policy], RefusingProvider().list(), NOW)
     action = Action("terminate", "deployment", "staging-a", None, "nights", ("downtime always",), provider="cloud")
     assert actor.carry_out(action) == ("failed", "BentoCloud answered 500 four times")
     assert state.records == {} and ownership_file.load().records == {}
@@ -151,7 +154,7 @@ def test_unwritable_ownership_records_mean_no_terminate(cloud: CloudServer, tmp_
     ownership_file = OwnershipFile(blocked)
     policy = OffhoursPolicy(name="nights", provider="cloud", downtime="always")
     provider = BentoCloudProvider(name="cloud", endpoint=cloud.url, api_token="secret-token")
-    actor = DeploymentActor({"cloud": provider}, ownership_file, OwnershipState(), [policy], provider.list())
+    actor = DeploymentActor({"cloud": provider}, ownership_file, OwnershipState(), [policy], provider.list(), NOW)
     action = Action("terminate", "deployment", "staging-a", None, "nights", ("downtime always",), provider="cloud")
     outcome, error = actor.carry_out(action)
     assert outcome == "failed" and "cannot write the ownership record" in (error or "")

@@ -349,7 +349,7 @@ def test_reload_survives_any_exception_and_keeps_the_running_config(
     logs.configure()  # as the CLI does: events on stderr
     home = make_home(tmp_path)
     config = write_config(tmp_path, home, '[[disk]]\nname = "budget"\nmax_store_size = "10GiB"\n')
-    service = service_module.Service(str(config), Notifier())
+    service = service_module.Service.load(str(config), Notifier())
     service._schedule()
     running, jobs = service.settings, [job.id for job in service.scheduler.get_jobs()]
     assert jobs == ["disk:budget"]
@@ -387,7 +387,7 @@ def test_reload_after_the_default_config_file_vanished_keeps_it_instead_of_the_b
     config = write_config(tmp_path, home, '[[disk]]\nname = "budget"\nmax_store_size = "10GiB"\n')
     monkeypatch.setattr("daemon.config.DEFAULT_CONFIG_PATH", config)
     monkeypatch.setenv("BENTOML_HOME", str(home))  # the built-in defaults would be a valid store too
-    service = service_module.Service(None, Notifier())
+    service = service_module.Service.load(None, Notifier())
     running = service.settings
     config.unlink()
     service.reload()

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from policies import Artifact, DiskPolicy, DiskUsage, Inventory, RetentionPolicy, evaluate
-from policies.model import UnknownReferences
+from policies.model import Refusal, UnknownReferences
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
 OLD = NOW - timedelta(days=30)
@@ -193,8 +193,10 @@ def test_acting_limits_actions_but_every_policy_still_protects() -> None:
 def test_plan_json_has_the_documented_shape() -> None:
     plan = evaluate(Inventory(tuple(series("iris", 3))), [policy(keep_last=2)], NOW)
     data = plan.to_dict()
-    assert set(data) == {"at", "actions", "kept", "warnings"}
+    assert set(data) == {"at", "actions", "kept", "refusals", "totals", "warnings"}
     assert data["at"] == "2026-11-22T10:00:00Z"
+    assert data["refusals"] == []
+    assert data["totals"] == {"delete": 1, "bytes": 100, "terminate": 0, "restart": 0, "delete_deployment": 0, "kept": 2}
     assert data["actions"] == [
         {
             "action": "delete", "kind": "model", "name": "iris", "version": "v02",
@@ -219,7 +221,10 @@ def test_blast_radius_by_count_refuses_the_whole_policy() -> None:
     items = series("iris", 8)
     plan = evaluate(Inventory(tuple(items)), [policy(keep_last=2, max_delete_per_run=5)], NOW)
     assert plan.actions == ()
-    assert plan.refusals == ("policy ci: 6 versions exceed max_delete_per_run 5; nothing of policy ci is deleted this run",)
+    assert plan.refusals == (Refusal("ci", "6 versions exceed max_delete_per_run 5; nothing of policy ci is deleted this run"),)
+    assert plan.to_dict()["refusals"] == [
+        {"policy": "ci", "reason": "6 versions exceed max_delete_per_run 5; nothing of policy ci is deleted this run"}
+    ]
     assert any("refused: 6 versions exceed" in reason for kept in plan.kept for reason in kept.reasons)
     within = evaluate(Inventory(tuple(items)), [policy(keep_last=2, max_delete_per_run=6)], NOW)
     assert len(within.actions) == 6 and within.refusals == ()
@@ -233,4 +238,6 @@ def test_blast_radius_by_bytes_refuses_only_that_policy() -> None:
     ]
     plan = evaluate(Inventory(tuple(items)), policies, NOW)
     assert deleted(plan) == {"mnist:v01", "mnist:v02", "mnist:v03"}
-    assert plan.refusals == ("policy iris: 300 B exceed max_delete_bytes_per_run 250B; nothing of policy iris is deleted this run",)
+    assert plan.refusals == (
+        Refusal("iris", "300 B exceed max_delete_bytes_per_run 250B; nothing of policy iris is deleted this run"),
+    )

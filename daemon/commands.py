@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.cli import UsageError, parse_instant
 from daemon.config import load_config
-from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK, RunInterrupted
+from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK, RunInterrupted, UsageError
+from daemon.instants import parse_instant
 from daemon.literal import print_line
 
 if TYPE_CHECKING:

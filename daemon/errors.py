@@ -60,3 +60,7 @@ class RunInterrupted(RetentiondError):
     def __init__(self, message: str, phase: str) -> None:
         super().__init__(message)
         self.phase = phase
+
+
+class UsageError(Exception):
+    """A command-line value that argparse could not check by itself."""

@@ -21,7 +21,6 @@ import json
 from collections import Counter as Tally
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,10 +30,11 @@ from filelock import FileLock, Timeout
 
 from daemon.config import Settings
 from daemon.errors import ConfigError
+from daemon.files import write_file_atomically
+from daemon.metric_snapshot import KINDS, Snapshot
 from daemon.offhours_figures import Overdue, PolicySavings, SavingsFile, hourly_costs, overdue
 from daemon.ownership import OwnershipFile, OwnershipState
 from daemon.run_figures import RunSummary
-from daemon.store import write_file_atomically
 from policies import Inventory
 
 if TYPE_CHECKING:
@@ -43,21 +43,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("retentiond")
 # Failures to bind that are about the port (taken, or privileged) rather than the address.
 _PORT_ERRNOS = {errno.EADDRINUSE, errno.EACCES}
-KINDS = ("model", "bento")
 
 
-@dataclass
-class Snapshot:
-    """Everything one rendering shows (daemon/metric_families.py turns it into metric families)."""
-
-    state: dict[str, Any]
-    savings: dict[str, PolicySavings] = field(default_factory=dict)
-    overdue: Overdue = field(default_factory=lambda: Overdue({}, {}))
-    intervals: dict[str, float] = field(default_factory=dict)
-    watermarks: dict[str, tuple[float | None, float | None, float | None]] = field(default_factory=dict)
-    disk_used_ratio: float | None = None
-    written_at: float = 0.0
-    stale_after: float | None = None
 LOCK_WAIT_SECONDS = 10.0
 CRON_GAPS_LOOKED_AT = 10
 
@@ -235,7 +222,7 @@ def policy_intervals(settings: Settings, now: datetime) -> dict[str, float]:
     A cron schedule counts its longest gap among the next few runs (``0 3 * * 1-5`` is three days
     over a weekend); off-hours runs every ``reconcile_interval``. Disk policies run on demand: none.
     """
-    from daemon.service import retention_trigger
+    from daemon.schedule import retention_trigger
 
     intervals: dict[str, float] = {}
     for policy in settings.retention:

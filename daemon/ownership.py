@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.errors import ConfigError
-from daemon.store import write_file_atomically
+from daemon.files import write_file_atomically
 from policies.model import Deployment, HandStart, Ownership
 from policies.offhours import INACTIVE, RUNNING, deciding_policy, hand_start_holds, same_deployment, stop_window_open
 from policies.spec import OffhoursPolicy

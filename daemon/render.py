@@ -217,6 +217,9 @@ def print_status(report: dict[str, Any]) -> None:
             f"({format_bytes(stuck['size_bytes'])} still on disk), retried every run; first: {stuck['first_error']}",
             style="yellow",
         )
+    backup = report.get("backup")
+    if backup is not None:
+        out.print(_describe_backup(backup))
     out.print("policies")
     policies = _table("policy", "kind", "last run", "outcome", "deleted", "freed", "next run")
     for policy in report["policies"]:
@@ -235,6 +238,16 @@ def print_status(report: dict[str, Any]) -> None:
         out.print()
         out.print("deployments")
         print_deployments(report["deployments"])
+
+
+def _describe_backup(backup: dict[str, Any]) -> str:
+    head = f"backup: require_pushed {backup['provider']}"
+    if backup["source"] != "last run":
+        return f"{head}: {backup['source']}"
+    reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(backup["by_reason"].items()))
+    held = f"{backup['held_back_versions']} version(s), {format_bytes(backup['held_back_bytes'])} held back"
+    error = f"; registry error: {backup['registry_error']}" if backup.get("registry_error") else ""
+    return f"{head} (last run {backup['at']}): {held}{' (' + reasons + ')' if reasons else ''}{error}"
 
 
 def print_deployments(rows: list[dict[str, Any]]) -> None:

@@ -26,6 +26,7 @@ from daemon.deployments import (
 )
 from daemon.errors import AuditError, ConfigError, RunInterrupted, StoreShrunkError
 from daemon.executor import Actors, RunProgress, RunResult, execute
+from daemon.guards import RunGuards
 from daemon.inventory import scan_store
 from daemon.run_figures import policy_figures
 from daemon.scancache import scan_cache_in
@@ -33,7 +34,7 @@ from daemon.state import StateFile, require_writable_state_dir
 from daemon.store import Store, check_store_root
 from daemon.trash import Trash
 from daemon.usage import observe_usage
-from policies import DiskSample, DiskUsage, Inventory, Plan, evaluate
+from policies import DiskSample, DiskUsage, Inventory, Plan
 from policies.disk import disk_target
 
 log = structlog.get_logger("retentiond")
@@ -88,7 +89,8 @@ def make_plan(settings: Settings, now: datetime, acting: Collection[str] | None 
     finally:
         close_context(context)
     inventory = observe_usage(inventory, home, settings.policies)
-    plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
+    with RunGuards.open(settings, home, now) as guards:
+        plan = guards.decide(inventory, now, acting)
     return PlannedRun(plan=plan, inventory=inventory)
 
 
@@ -104,8 +106,8 @@ class LockedRun:
 
     archive_dir: Path | None = None
 
-    def actors(self, deployments: DeploymentActor | None = None) -> Actors:
-        return Actors(self.store, self.trash, self.audit, self.run_id, deployments, self.archive_dir)
+    def actors(self, deployments: DeploymentActor | None = None, guards: RunGuards | None = None) -> Actors:
+        return Actors(self.store, self.trash, self.audit, self.run_id, deployments, self.archive_dir, guards)
 
 
 @contextmanager
@@ -302,10 +304,13 @@ def _act(
             artifacts = observe_usage(artifacts, run.home, settings.policies)
         _stop_point(stop, "scan")
         inventory = with_deployments(artifacts, context)
-        plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
-        if stop is not None and stop.is_set():
-            return RunResult(run.run_id, plan, inventory, interrupted_during="plan")  # every action "not started"
-        return execute(plan, inventory, run.actors(actor), progress, stop)
+        with RunGuards.open(settings, run.home, now, store_run=not offhours_only, stop=stop) as guards:
+            plan = guards.decide(inventory, now, acting)
+            if stop is not None and stop.is_set():
+                return RunResult(run.run_id, plan, inventory, interrupted_during="plan")  # every action "not started"
+            result = execute(plan, inventory, run.actors(actor, guards), progress, stop)
+        guards.record(settings.daemon.state_dir, run.run_id)
+        return result
     finally:
         close_context(context)
 

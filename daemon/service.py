@@ -16,9 +16,6 @@ from datetime import datetime, timedelta, timezone
 from types import FrameType
 
 import structlog
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.config import Settings, load_config
@@ -29,16 +26,15 @@ from daemon.inventory import scan_store, store_fingerprint
 from daemon.metrics import Metrics
 from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.runner import apply_once, read_disk_usage
+from daemon.schedule import WindowTrigger, retention_trigger, scheduler_for
 from daemon.state import require_writable_state_dir
 from daemon.store import check_store_root
 from policies import DiskPolicy, DiskSample
 from policies.disk import disk_target
 from policies.durations import format_bytes
-from policies.windows import TimeSpec
 
 log = structlog.get_logger("retentiond")
 
-MISFIRE_GRACE_SECONDS = 15 * 60  # a run that is late by minutes still runs (APScheduler's default drops it after 1 s)
 LOCK_WAIT_SECONDS = 30.0
 UNREACHABLE_RETRY = timedelta(minutes=5)
 SAMPLES_KEPT = 720
@@ -59,33 +55,6 @@ class _Baseline:
 class _Unreachable:
     at: datetime
     used_bytes: int
-
-
-class WindowTrigger(BaseTrigger):
-    """Fires at every edge of an off-hours window and at least every ``reconcile`` in between."""
-
-    def __init__(self, window: TimeSpec, reconcile: timedelta) -> None:
-        self.window = window
-        self.reconcile = reconcile
-
-    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
-        if previous_fire_time is None:
-            return now
-        regular = previous_fire_time + self.reconcile
-        edge = self.window.next_change(previous_fire_time)
-        return min(regular, edge) if edge is not None else regular
-
-
-def scheduler_for(settings: Settings) -> BackgroundScheduler:
-    """Return a scheduler in ``daemon.timezone`` that coalesces, never overlaps a job, and runs late jobs."""
-    return BackgroundScheduler(
-        timezone=settings.daemon.zone,
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS},
-    )
-
-
-def retention_trigger(schedule: str, settings: Settings) -> CronTrigger:
-    return CronTrigger.from_crontab(schedule, timezone=settings.daemon.zone)
 
 
 class Service:

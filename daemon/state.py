@@ -19,9 +19,9 @@ import structlog
 from daemon.config import Settings
 from daemon.errors import ConfigError
 from daemon.executor import RunResult
+from daemon.files import write_file_atomically
 from daemon.purge import StuckEntry
 from daemon.run_figures import policy_figures, policy_outcome
-from daemon.store import write_file_atomically
 from policies.model import format_instant
 
 log = structlog.get_logger("retentiond")

@@ -20,17 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from daemon.inventory import KIND_DIRS, read_latest, read_version
+from daemon.files import RemovalFailure, remove_tree, write_file_atomically
+from daemon.inventory import read_version
+from daemon.layout import KIND_DIRS, TRASHED_AT_FILE, read_latest
 from daemon.purge import Purger, StuckEntries, StuckEntry
-from daemon.store import (
-    TRASHED_AT_FILE,
-    RemovalFailure,
-    SkipAction,
-    Store,
-    remove_name_dir_if_emptied,
-    remove_tree,
-    write_file_atomically,
-)
+from daemon.store import SkipAction, Store, remove_name_dir_if_emptied
 from policies.model import ArtifactKind
 
 

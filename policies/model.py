@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any, Literal
 
 from policies.durations import format_bytes
 
 ArtifactKind = Literal["model", "bento"]
 ActionName = Literal["delete", "terminate", "restart", "delete_deployment"]
+MODEL_DELETIONS_BLOCKED = "model deletions blocked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,8 @@ class Artifact:
     artifact is reported and never deleted, and ``created_at`` may then be None.
     ``last_read_at`` is the newest access time of its files other than the metadata file, among
     those read since they were written (None: none was, or not measured because no policy asks).
+    ``references_unknown`` (bentos only) says why the bento's model references could
+    not be read; None means ``model_references`` is all of them.
     """
 
     kind: ArtifactKind
@@ -40,6 +44,7 @@ class Artifact:
     # Opaque to the policies: how the executor recognises the very directory it planned for.
     identity: tuple[int, ...] = ()
     last_read_at: datetime | None = None
+    references_unknown: str | None = None
 
     @property
     def tag(self) -> str:
@@ -125,11 +130,45 @@ IN_USE_BY = "in use by"
 
 
 @dataclass(frozen=True)
+class UnknownReferences:
+    """A bento whose model references cannot be read, or a place under ``bentos/`` that could not be read
+    (so bentos there may reference any model). ``subject`` names it for people: "bento svc:v1", "bentos/svc"."""
+
+    subject: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"references of {self.subject} unknown ({self.reason})"
+
+
+@dataclass(frozen=True)
+class BentoReferences:
+    """Which local bentos reference each model tag, and whose references cannot be read.
+
+    While ``unknown`` is not empty no model version may be deleted (fail closed): any of them
+    could be the one an unreadable bento needs.
+    """
+
+    by_model: dict[str, list[str]]
+    unknown: tuple[UnknownReferences, ...] = ()
+
+    @cached_property
+    def blocked(self) -> str | None:
+        """Return why model deletions are blocked (naming the first unreadable bento), or None."""
+        if not self.unknown:
+            return None
+        more = len(self.unknown) - 1
+        return f"{MODEL_DELETIONS_BLOCKED}: {self.unknown[0].describe()}" + (f" and of {more} more" if more else "")
+
+
+@dataclass(frozen=True)
 class Inventory:
     """What the store holds at one instant: artifacts, scan warnings, and the disk under it.
 
     ``in_use`` names, for each version a running process holds, who holds it
     ("pid 4242 (bentoml serve …)"); such a version is never deleted.
+    ``unreadable_bentos`` are places under ``bentos/`` the scan could not read (a symlink, a
+    directory it could not list); bentos it did read carry their own ``references_unknown``.
     """
 
     artifacts: tuple[Artifact, ...]
@@ -140,14 +179,25 @@ class Inventory:
     ownership: tuple[Ownership, ...] = ()
     hand_starts: tuple[HandStart, ...] = ()
     in_use: Mapping[VersionKey, str] = field(default_factory=dict)
+    unreadable_bentos: tuple[UnknownReferences, ...] = ()
+    # Opaque to the policies: what ``bentos/`` looked like when the scan began (None: not taken). The
+    # executor compares it before deleting models, since BentoML may save a bento at any time.
+    bentos_fingerprint: tuple[object, ...] | None = None
 
     def referencing_bentos(self) -> dict[str, list[str]]:
         """Return, for every model tag that some local bento references, the bento tags."""
-        references: dict[str, list[str]] = {}
+        return self.bento_references().by_model
+
+    def bento_references(self) -> BentoReferences:
+        """Return the model references of all bentos, with every bento or place whose references are unknown."""
+        by_model: dict[str, list[str]] = {}
+        unknown = list(self.unreadable_bentos)
         for artifact in self.artifacts:
             for model_tag in artifact.model_references:
-                references.setdefault(model_tag, []).append(artifact.tag)
-        return references
+                by_model.setdefault(model_tag, []).append(artifact.tag)
+            if artifact.references_unknown is not None:
+                unknown.append(UnknownReferences(f"bento {artifact.tag}", artifact.references_unknown))
+        return BentoReferences(by_model, tuple(unknown))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from daemon.metric_families import families
-from daemon.metrics import Snapshot
+from daemon.metric_snapshot import Snapshot
 from tests.daemon.test_service import NOW, Daemon, store_bytes, write_config
 from tests.fakestore import make_home, populate
 

@@ -14,7 +14,8 @@ from daemon.audit import read_records
 from daemon.cli import main
 from daemon.config import load_config
 from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_BUSY, EXIT_OK
-from daemon.store import RemovalFailure, Store
+from daemon.files import RemovalFailure
+from daemon.store import Store
 from daemon.trash import Trash
 from tests.daemon.conftest import NOW
 from tests.fakestore import add_bento, add_model

@@ -14,8 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from daemon.provider_config import ProcessDeploymentSpec
 from daemon.providers import DeploymentNotFound, ProviderError
-from daemon.providers.process import ProcessDeploymentSpec, ProcessProvider
+from daemon.providers.process import ProcessProvider
 
 SERVER = Path(__file__).resolve().parent.parent / "slow_server.py"
 

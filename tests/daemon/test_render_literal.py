@@ -131,8 +131,12 @@ def print_status_case(text: str) -> Case:
             {"name": f"idle:{text}", "kind": "disk", "next_run": None, "check_interval": f"interval:{text}", "last_run": None},
         ],
         "deployments": rows,
+        "backup": {"provider": f"provider:{text}", "source": "last run", "at": f"at:{text}", "held_back_versions": 2,
+                   "held_back_bytes": 10, "by_reason": {f"reason:{text}": 2}, "registry_error": f"error:{text}"},
     }
     shown = [f"store home:{text}: 1 versions", f"name:{text}", f"oldest:{text}", f"newest:{text}", f"warning: store warning:{text}",
+             f"backup: require_pushed provider:{text} (last run at:{text}): 2 version(s), 10 B held back "
+             f"(reason:{text} 2); registry error: error:{text}",
              f"disk:{text}: high_watermark high:{text}; target not reachable, blocked blocked:{text}",
              f"first: stuck:{text}", f"retention:{text}", f"at:{text}", f"outcome:{text}", f"next:{text}", f"idle:{text}",
              f"every interval:{text}",

@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from policies import Artifact, Inventory, RetentionPolicy, evaluate
+from policies import Artifact, DiskPolicy, DiskUsage, Inventory, RetentionPolicy, evaluate
+from policies.model import UnknownReferences
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
 OLD = NOW - timedelta(days=30)
@@ -66,6 +67,31 @@ def test_model_referenced_by_a_bento_is_protected() -> None:
     plan = evaluate(Inventory((*items, bento)), [policy(keep_last=1, kinds=("model",))], NOW)
     assert "iris:v03" not in deleted(plan)
     assert kept_reasons(plan, "iris:v03") == ["referenced by bento svc:b1"]
+
+
+@pytest.mark.parametrize(
+    ("unknown", "subject"),
+    [
+        ({"bento": artifact("svc", "b1", timedelta(days=1), kind="bento", references_unknown="no bento.yaml")}, "bento svc:b1"),
+        ({"place": UnknownReferences("bentos/svc", "cannot list it: Permission denied")}, "bentos/svc"),
+    ],
+)
+def test_unknown_bento_references_protect_every_model_version_from_retention_and_disk(
+    unknown: dict[str, Any], subject: str
+) -> None:
+    items = series("iris", 4)
+    bentos = (unknown["bento"],) if "bento" in unknown else ()
+    places = (unknown["place"],) if "place" in unknown else ()
+    inventory = Inventory((*items, *bentos), unreadable_bentos=places, disk=DiskUsage(100, 99))
+    squeeze = DiskPolicy(name="squeeze", high_watermark="50%", low_watermark="10%")
+    plan = evaluate(inventory, [policy(keep_last=1, kinds=("model",)), squeeze], NOW)
+    assert not [action for action in plan.actions if action.kind == "model"]
+    blocked = f"model deletions blocked: references of {subject} unknown ("
+    assert any(warning.startswith(blocked) for warning in plan.warnings), plan.warnings
+    for item in items:
+        holders = {kept.policy for kept in plan.kept if kept.version == item.version and any(r.startswith(blocked) for r in kept.reasons)}
+        assert holders == {"ci", "squeeze"}, item.version
+    assert any("blocked: bento references unknown" in warning for warning in plan.warnings)
 
 
 def test_keep_labels_pin_a_version() -> None:

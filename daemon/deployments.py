@@ -15,7 +15,6 @@ from typing import Literal
 import structlog
 
 from daemon.config import Settings
-from daemon.errors import ConfigError
 from daemon.ownership import OwnershipFile, OwnershipState
 from daemon.providers import DeploymentNotFound, PartialListing, Provider, ProviderError
 from daemon.providers.registry import build_providers
@@ -206,10 +205,7 @@ def gather_deployments(settings: Settings, acting: Collection[str] | None) -> De
         return None
     providers = build_providers(settings, wanted)
     ownership_file = OwnershipFile(settings.daemon.state_dir)
-    try:
-        state = ownership_file.load()
-    except (ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"ownership records {ownership_file.path} are unreadable: {error}") from None
+    state = ownership_file.load()
     return DeploymentContext(providers, list_deployments(providers), ownership_file, state)
 
 

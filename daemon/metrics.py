@@ -274,7 +274,7 @@ def _offhours(settings: Settings, now: datetime, save: bool) -> tuple[dict[str, 
     ledger = savings_file.load()
     try:
         ownership: OwnershipState | None = OwnershipFile(state_dir).load()
-    except (OSError, ValueError, KeyError, TypeError):
+    except ConfigError:
         ownership = None  # unreadable records: know nothing, close nothing
     if ownership is not None and ledger.reconcile(ownership.records.values(), now, costs) and save:
         try:

@@ -33,6 +33,12 @@ class DeploymentView:
     deployments: list[Deployment] = field(default_factory=list)
     listed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Providers that could not list at all, and why: their off-hours policies decide nothing (a refusal, exit 1).
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """Every listing problem in words: partial listings and providers that could not list."""
+        return [*self.warnings, *(f"provider {name}: cannot list deployments: {why}" for name, why in self.failed.items())]
 
 
 def list_deployments(providers: Mapping[str, Provider]) -> DeploymentView:
@@ -47,7 +53,7 @@ def list_deployments(providers: Mapping[str, Provider]) -> DeploymentView:
             view.warnings.append(f"provider {name}: listed only in part: {error}")
             continue
         except ProviderError as error:
-            view.warnings.append(f"provider {name}: cannot list deployments: {error}")
+            view.failed[name] = str(error)
             continue
         view.listed.append(name)
     return view
@@ -218,4 +224,5 @@ def with_deployments(inventory: Inventory, context: DeploymentContext | None) ->
         ownership=tuple(context.state.records.values()),
         hand_starts=tuple(context.state.hand_starts.values()),
         warnings=(*inventory.warnings, *context.view.warnings),
+        unlisted_providers=tuple(context.view.failed.items()),
     )

@@ -101,7 +101,7 @@ def list_all_deployments(settings: Settings, now: datetime) -> list[dict[str, ob
             "policy": policy_name, "now": decision, "reasons": list(reasons),
             "next_window_change": format_instant(change) if change else None,
         })
-    rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.warnings)
+    rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.problems())
     return rows
 
 

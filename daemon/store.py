@@ -167,8 +167,8 @@ class Store:
             raise SkipAction("it became the latest version")
         # Only the metadata file is read again (no size walk): identity above already ties the directory to the plan.
         metadata_name = KIND_DIRS[artifact.kind][1]
-        fields, problem, _ = read_metadata(f"{version_dir}/{metadata_name}", metadata_name, artifact.name, artifact.version, 4096)
-        if problem is not None or fields.get("created_at") != artifact.created_at:
+        fields, _, _ = read_metadata(f"{version_dir}/{metadata_name}", metadata_name, artifact.name, artifact.version, 4096)
+        if fields.get("created_at") != artifact.created_at or fields.get("labels") != dict(artifact.labels):
             raise SkipAction("its metadata changed since it was planned")
         return path
 

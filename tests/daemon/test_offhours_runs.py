@@ -112,15 +112,17 @@ def test_two_runs_at_once_never_act_twice(cloud: CloudServer, offhours_config: C
     assert done == [0, 2]
 
 
-def test_unlistable_provider_is_a_warning_without_the_token(
+def test_unlistable_provider_refuses_its_policy_and_exits_1_without_the_token(
     cloud: CloudServer, offhours_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     cloud.fail_next(401, times=5)
-    assert main(["apply", "--config", str(offhours_config('downtime = "always"')), "--json"]) == EXIT_OK
-    result = json.loads(capsys.readouterr().out)
+    assert main(["apply", "--config", str(offhours_config('downtime = "always"')), "--json"]) == 1  # DESIGN: reported, exit 1
+    output = capsys.readouterr()
+    result = json.loads(output.out)
     assert result["actions"] == []
-    assert any("cannot list deployments" in warning and "401" in warning for warning in result["warnings"])
-    assert all("secret-token" not in warning for warning in result["warnings"])
+    assert [refusal["policy"] for refusal in result["refusals"]] == ["nights"]
+    assert "could not list its deployments" in result["refusals"][0]["reason"] and "401" in result["refusals"][0]["reason"]
+    assert "secret-token" not in output.out + output.err
     assert statuses(cloud)["staging-a"] == "running"
 
 

@@ -92,6 +92,8 @@ RACED_CREATED_AT = NOW - timedelta(days=4)
         pytest.param(model_yaml("iris", RACED, RACED_CREATED_AT + timedelta(seconds=1)), id="creation-time-a-second-later"),
         pytest.param(model_yaml("iris", RACED, RACED_CREATED_AT - timedelta(days=400)), id="creation-time-older"),
         pytest.param("creation_time: [unfinished", id="half-written"),
+        # A keep label set by hand after the plan: the version must not go (labels are what keep_labels pins).
+        pytest.param(model_yaml("iris", RACED, RACED_CREATED_AT, {"retention": "keep"}), id="keep-label-added"),
     ],
 )
 def test_a_version_whose_metadata_was_rewritten_after_the_plan_is_not_deleted(

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -41,3 +44,29 @@ def five_versions(home: Path) -> list[str]:
         add_model(home, "iris", version, NOW - timedelta(days=day + 1))
         versions.append(version)
     return versions
+
+
+@pytest.fixture
+def immutable(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
+    """Make a file or directory immutable with ``chattr +i`` (skip where the filesystem or the user cannot);
+    undone at the end."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("chattr +i needs root and e2fsprogs")
+
+    def make(path: Path) -> None:
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"chattr +i is not supported here: {done.stderr.strip()}")
+
+    yield make
+    subprocess.run(["chattr", "-R", "-i", str(tmp_path)], capture_output=True)
+
+
+@pytest.fixture
+def umask_zero() -> Iterator[None]:
+    """Create files with exactly the modes the code asks for."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)

@@ -4,15 +4,19 @@ the file, with one and the same message, and acts on nothing; ``status`` reports
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from daemon.cli import main
-from daemon.errors import EXIT_CONFIG, EXIT_OK
+from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError
+from daemon.ownership import OwnershipFile, OwnershipState
+from policies.model import HandStart, Ownership
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD_RECORD = {"provider": "units", "name": "staging-a", "policy": "nights", "terminated_at": "2026-11-25T21:00:00+00:00",
@@ -121,3 +125,93 @@ def test_status_reports_a_corrupt_ownership_file_and_shows_the_rest(
     assert report["store"]["versions"] == 5
     (row,) = report["deployments"]
     assert row["status"] == "error" and row["reasons"][0].startswith(f"ownership records {path} are unreadable: ")
+
+
+EXPECTED_REASONS = {
+    "a-list": "not a JSON object",
+    "record-without-provider": "an entry has no 'provider'",
+    "provider-not-a-string": "provider 7 is not a string",
+    "instant-without-timezone": "terminated_at '2026-11-25T21:00:00' has no timezone",
+    "manual-not-a-bool": "manual 'false' is not true or false",
+    "hand-start-instant-a-number": "started_at 5 is not an ISO 8601 instant",
+    "inactive-since-key-without-provider": "inactive_since key 'staging-a' is not PROVIDER/NAME",
+}
+MORE_CORRUPT: dict[str, tuple[dict[str, object], str]] = {
+    "terminated-at-a-number": ({"records": [{**GOOD_RECORD, "terminated_at": 5}]}, "terminated_at 5 is not an ISO 8601 instant"),
+    "window-end-without-timezone": (
+        {"records": [{**GOOD_RECORD, "window_ends_at": "2026-11-26T06:00:00"}]},
+        "window_ends_at '2026-11-26T06:00:00' has no timezone",
+    ),
+    "hand-start-without-timezone": (
+        {"started_by_hand": [{"provider": "units", "name": "staging-a", "started_at": "2026-11-25T21:00:00"}]},
+        "started_at '2026-11-25T21:00:00' has no timezone",
+    ),
+    "inactive-since-without-timezone": (
+        {"inactive_since": {"units/staging-a": "2026-11-25T21:00:00"}},
+        "inactive_since of units/staging-a '2026-11-25T21:00:00' has no timezone",
+    ),
+    "identity-not-a-string": ({"records": [{**GOOD_RECORD, "identity": 3}]}, "identity 3 is not a string"),
+}
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [*((CORRUPT[key], reason) for key, reason in EXPECTED_REASONS.items()),
+     *((json.dumps(data).encode(), reason) for data, reason in MORE_CORRUPT.values())],
+    ids=[*EXPECTED_REASONS, *MORE_CORRUPT],
+)
+def test_a_corrupt_ownership_file_is_refused_with_a_reason_that_names_the_bad_field(
+    content: bytes, reason: str, tmp_path: Path
+) -> None:
+    ownership = OwnershipFile(tmp_path)
+    ownership.path.write_bytes(content)
+    with pytest.raises(ConfigError) as refused:
+        ownership.load()
+    assert str(refused.value) == f"ownership records {ownership.path} are unreadable: {reason}"
+
+
+def test_an_ownership_file_from_before_identities_hand_starts_and_inactive_times_loads_with_their_defaults(tmp_path: Path) -> None:
+    ownership = OwnershipFile(tmp_path)
+    old_record = {key: value for key, value in GOOD_RECORD.items() if key not in ("identity", "manual")}
+    old_hand_start = {"provider": "units", "name": "staging-b", "started_at": "2026-11-25T22:00:00+00:00"}
+    ownership.path.write_text(json.dumps({"records": [old_record], "started_by_hand": [old_hand_start]}))
+    state = ownership.load()
+    record = state.records[("units", "staging-a")]
+    assert (record.identity, record.manual) == ("", False)
+    assert state.hand_starts[("units", "staging-b")].identity == ""
+    assert state.inactive_since == {}
+    ownership.path.write_text("{}")
+    assert ownership.load() == OwnershipState()
+
+
+def test_inactive_since_of_a_kubernetes_name_with_slashes_splits_at_the_provider(tmp_path: Path) -> None:
+    ownership = OwnershipFile(tmp_path)
+    ownership.path.write_text(json.dumps({"inactive_since": {"k8s/staging/deployment/iris": "2026-11-25T21:00:00+00:00"}}))
+    assert list(ownership.load().inactive_since) == [("k8s", "staging/deployment/iris")]
+
+
+def test_saved_records_are_sorted_and_read_back_equal_in_a_state_dir_made_for_them(tmp_path: Path, umask_zero: None) -> None:
+    at = datetime(2026, 11, 25, 21, 0, tzinfo=timezone.utc)
+    state = OwnershipState()
+    for name in ("staging-b", "staging-a"):
+        state.records[("units", name)] = Ownership("units", name, "nights", at, at + timedelta(hours=9), f"id-{name}")
+        state.hand_starts[("units", name)] = HandStart("units", name, at, f"id-{name}")
+        state.inactive_since[("units", name)] = at
+    ownership = OwnershipFile(tmp_path / "var" / "lib" / "retentiond")
+    ownership.save(state)
+    saved = json.loads(ownership.path.read_text())
+    assert [entry["name"] for entry in saved["records"]] == ["staging-a", "staging-b"]
+    assert [entry["name"] for entry in saved["started_by_hand"]] == ["staging-a", "staging-b"]
+    assert stat.S_IMODE(ownership.path.parent.stat().st_mode) == 0o750
+    assert ownership.load() == state
+
+
+def test_forget_drops_the_record_and_the_hand_start_but_keeps_when_it_was_first_seen_inactive() -> None:
+    at = datetime(2026, 11, 25, 21, 0, tzinfo=timezone.utc)
+    state = OwnershipState()
+    key = ("units", "staging-a")
+    state.records[key] = Ownership("units", "staging-a", "nights", at, None)
+    state.hand_starts[key] = HandStart("units", "staging-a", at)
+    state.inactive_since[key] = at
+    state.forget(key)
+    assert (state.records, state.hand_starts, state.inactive_since) == ({}, {}, {key: at})

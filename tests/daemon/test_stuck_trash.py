@@ -65,21 +65,6 @@ def age(paths: list[Path], created_at: datetime) -> None:
         os.utime(path, (created_at.timestamp(), created_at.timestamp()))
 
 
-@pytest.fixture
-def immutable(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
-    """Make a file immutable with ``chattr +i`` (skip where the filesystem or the user cannot); undone at the end."""
-    if os.geteuid() != 0 or shutil.which("chattr") is None:
-        pytest.skip("chattr +i needs root and e2fsprogs")
-
-    def make(path: Path) -> None:
-        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"chattr +i is not supported here: {done.stderr.strip()}")
-
-    yield make
-    subprocess.run(["chattr", "-R", "-i", str(tmp_path)], capture_output=True)
-
-
 def test_immutable_file_is_reported_not_claimed_retried_and_purged_once_removable(
     home: Path, five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path,
     capsys: pytest.CaptureFixture[str], immutable: Callable[[Path], None],

@@ -1,0 +1,96 @@
+"""remove_tree and write_file_atomically (daemon/files.py) on real files: what goes, what is reported, what is never touched."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from daemon.files import RemovalFailure, _root_causes, remove_tree, write_file_atomically
+
+
+def test_remove_tree_of_a_plain_file_removes_it(tmp_path: Path) -> None:
+    # The purge hands over trash entries; a stray file at that level is removed like a directory would be.
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x" * 10)
+    assert remove_tree(path) == []
+    assert not path.exists()
+
+
+def test_remove_tree_of_a_path_it_cannot_look_at_reports_the_path_and_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    below_a_file = tmp_path / "file" / "entry"
+    assert remove_tree(below_a_file) == [RemovalFailure(str(below_a_file), "Not a directory")]
+
+
+def test_remove_tree_of_an_immutable_file_reports_it_and_leaves_it(tmp_path: Path, immutable: Callable[[Path], None]) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x")
+    immutable(path)
+    assert remove_tree(path) == [RemovalFailure(str(path), "Operation not permitted")]
+    assert path.exists()
+
+
+def test_remove_tree_meeting_an_immutable_directory_reports_it_instead_of_raising(
+    tmp_path: Path, immutable: Callable[[Path], None]
+) -> None:
+    # The retry after a refusal makes the tree owner-writable; chmod of an immutable directory fails too,
+    # and that must not escape: a purge reports, it never raises.
+    root = tmp_path / "entry"
+    stuck = root / "stuck"
+    stuck.mkdir(parents=True)
+    (stuck / "weights.bin").write_bytes(b"x")
+    (root / "free.bin").write_bytes(b"x")
+    immutable(stuck)
+    failures = remove_tree(root)
+    assert sorted(failure.path for failure in failures) == [str(stuck), str(stuck / "weights.bin")]
+    assert not (root / "free.bin").exists()
+
+
+def test_remove_tree_retry_makes_read_only_directories_writable_but_never_follows_a_link_out(
+    tmp_path: Path, immutable: Callable[[Path], None]
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o755)
+    os.chmod(outside, 0o755)
+    root = tmp_path / "entry"
+    read_only = root / "read-only"
+    read_only.mkdir(parents=True)
+    stuck_file = read_only / "weights.bin"
+    stuck_file.write_bytes(b"x")
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    os.chmod(read_only, 0o500)
+    immutable(stuck_file)  # the refusal that makes remove_tree retry with owner-writable directories
+
+    assert remove_tree(root) == [RemovalFailure(str(stuck_file), "Operation not permitted")]
+    assert stat.S_IMODE(read_only.stat().st_mode) == 0o700
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o755
+    assert outside.is_dir() and not (root / "link").exists()
+
+
+def test_a_removal_error_without_a_system_reason_is_reported_with_its_message() -> None:
+    # shutil.rmtree raises OSError("Cannot call rmtree on a symbolic link") when a directory became a link.
+    error = OSError("Cannot call rmtree on a symbolic link")
+    assert _root_causes([("/trash/run/models/iris/v1", error)]) == [
+        RemovalFailure("/trash/run/models/iris/v1", "Cannot call rmtree on a symbolic link")
+    ]
+
+
+def test_write_file_atomically_replaces_the_file_readable_by_all_and_leaves_no_temp_file(tmp_path: Path, umask_zero: None) -> None:
+    path = tmp_path / "latest"
+    path.write_bytes(b"old")
+    write_file_atomically(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [entry.name for entry in tmp_path.iterdir()] == ["latest"]
+
+
+def test_write_file_atomically_that_fails_leaves_the_old_file_and_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "latest"
+    path.mkdir()  # os.replace of a file over a directory fails
+    with pytest.raises(IsADirectoryError):
+        write_file_atomically(path, b"new")
+    assert [entry.name for entry in tmp_path.iterdir()] == ["latest"]

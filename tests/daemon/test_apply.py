@@ -322,3 +322,23 @@ def test_moving_to_trash_makes_the_trash_again_if_it_vanished_mid_run(home: Path
     assert (home / ".retentiond" / "trash" / "run1" / "trashed_at").is_file()
     with pytest.raises(FileNotFoundError):
         store.move_to_trash(home / "models" / "iris" / "v4", "run1")
+
+
+def test_a_name_whose_every_version_goes_is_listed_once_right_after_its_last_deletion(
+    home: Path, write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Not at the end of the run: BentoML users see the emptied name go as soon as its last version went.
+    import daemon.store
+
+    for day in range(3):
+        add_model(home, "old", f"v{day}", NOW - timedelta(days=40 + day))
+    (home / "models" / "old" / "latest").unlink()  # latest would protect one
+    listed: list[str] = []
+    swept: list[str] = []
+    real_listing, real_sweep = daemon.store.remove_name_dir_if_emptied, Store.remove_emptied_name_dir
+    monkeypatch.setattr(daemon.store, "remove_name_dir_if_emptied", lambda name_dir: listed.append(name_dir.name) or real_listing(name_dir))
+    monkeypatch.setattr(Store, "remove_emptied_name_dir", lambda store, kind, name: swept.append(name) or real_sweep(store, kind, name))
+    config = write_config('[[retention]]\nname = "ci"\nkeep_newer_than = "7d"\nallow_remove_all = true\n')
+    assert run_apply(config, capsys)[0] == EXIT_OK
+    assert not (home / "models" / "old").exists()
+    assert (listed, swept) == (["old"], [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -94,3 +95,38 @@ def test_write_file_atomically_that_fails_leaves_the_old_file_and_no_temp_file(t
     with pytest.raises(IsADirectoryError):
         write_file_atomically(path, b"new")
     assert [entry.name for entry in tmp_path.iterdir()] == ["latest"]
+
+
+def test_a_file_that_vanishes_while_its_tree_is_removed_is_what_we_wanted_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process (or NFS finishing a silly-rename) removes a file first: a stand-in for os.unlink does that.
+    root = tmp_path / "entry"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "weights.bin").write_bytes(b"x")
+    real_unlink = os.unlink
+
+    def beaten_to_it(path: str, *, dir_fd: int | None = None) -> None:
+        real_unlink(path, dir_fd=dir_fd)
+        if path == "weights.bin":
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+
+    monkeypatch.setattr(os, "unlink", beaten_to_it)
+    assert remove_tree(root) == []
+    assert not root.exists()
+
+
+def test_a_directory_left_non_empty_is_a_failure_of_its_own_only_when_nothing_below_it_failed() -> None:
+    not_empty = OSError(errno.ENOTEMPTY, "Directory not empty")
+    refused = OSError(errno.EPERM, "Operation not permitted")
+    # a/ is not empty because a/x refused: only a/x is a cause; b/ is not empty with nothing below it failing
+    # (something was written into it meanwhile): it is a cause; z/ sorts last.
+    errors = [("/t/a/x", refused), ("/t/a", not_empty), ("/t/b", not_empty), ("/t/c", refused), ("/t/z", not_empty)]
+    assert [failure.path for failure in _root_causes(errors)] == ["/t/a/x", "/t/b", "/t/c", "/t/z"]
+
+
+def test_a_directory_whose_name_ends_in_a_space_is_matched_to_the_failures_below_it() -> None:
+    not_empty = OSError(errno.ENOTEMPTY, "Directory not empty")
+    refused = OSError(errno.EPERM, "Operation not permitted")
+    errors = [("/t/weights /x", refused), ("/t/weights ", not_empty)]
+    assert [failure.path for failure in _root_causes(errors)] == ["/t/weights /x"]

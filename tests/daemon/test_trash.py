@@ -316,3 +316,20 @@ def test_stuck_entries_are_reported_once_per_run_with_their_tag(home: Path, immu
     trash.purge(["run-a"])
     assert [(entry.kind, entry.name, entry.version) for entry in reported] == [("model", "iris", "v1")]
     assert reported[0].describe().startswith("trash entry model iris:v1 cannot be purged: ")
+
+
+def test_recover_removes_a_name_directory_an_interrupted_run_emptied_and_says_so(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    trashed(home, "iris", "v1", "run-a")  # the run died before it removed models/iris
+    assert Trash(Store(home)).recover() == ["model iris: removed the emptied name directory"]
+    assert not (home / "models" / "iris").exists()
+
+
+def test_a_deleted_version_stays_in_the_trash_once_a_stop_is_requested(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    copy = trashed(home, "iris", "v1", "run-a")
+    stop = threading.Event()
+    stop.set()
+    trash = Trash(Store(home), stop=stop)
+    trash.finish(copy, "ci")
+    assert trash.drain() == [] and copy.is_dir()  # the next run empties it

@@ -8,6 +8,7 @@ breaks one bento of a store whose models a policy would otherwise delete.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -421,3 +422,24 @@ def test_bentos_unchanged_since_the_scan_are_not_read_again(
     assert code == EXIT_OK
     assert {(a["version"], a["outcome"]) for a in result["actions"]} == {("v2", "ok"), ("v3", "ok"), ("v4", "ok")}
     assert read_again == []
+
+
+def test_bentos_that_cannot_be_read_again_stop_the_model_deletions_naming_the_reason(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from daemon import executor
+
+    race_after_scan(monkeypatch, lambda store_home: add_bento(store_home, "svc", "new", NOW, []) and None)
+
+    def failing_disk(store_home: Path) -> Any:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(executor, "scan_bentos", failing_disk)
+    code, result = run_apply(write_config(), capsys)
+    assert code == EXIT_OK
+    assert {a["error"] for a in result["actions"]} == {
+        "bentos changed since the plan; model deletions blocked: references of bentos unknown "
+        "(cannot read them again: Input/output error)"
+    }
+    assert versions(home) == set(five_versions)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -7,6 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from policies import Artifact, DiskPolicy, DiskSample, DiskUsage, Inventory, RetentionPolicy, evaluate
+from policies.disk import plan_eviction
+from policies.model import DiskReport
 from policies.predict import predict_crossing
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
@@ -172,3 +175,77 @@ def test_disk_policy_without_a_disk_reading_warns() -> None:
 def test_inconsistent_disk_policies_are_refused(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         pressure(**fields)
+
+
+# --- from the mutation run (tests/mutation/README.md) ---------------------------------------------------------
+
+
+def test_used_bytes_exactly_at_the_high_watermark_do_not_trigger() -> None:
+    plan = evaluate(store(*many_versions(), used_gib=85), [pressure()], NOW)
+    assert plan.actions == ()
+    assert plan.disk_reports == (DiskReport("pressure", (), 0, 0),)
+
+
+def test_a_store_exactly_at_its_budget_does_not_trigger() -> None:
+    items = [artifact("iris", "v1", days_old=3), artifact("iris", "v2", days_old=2, is_latest=True)]
+    plan = evaluate(store(*items, used_gib=10), [DiskPolicy(name="budget", max_store_size="2GiB")], NOW)
+    assert plan.actions == ()
+    assert plan.disk_reports == (DiskReport("budget", (), 0, 0),)
+
+
+def test_evictions_are_delete_actions_with_size_and_a_report_of_exactly_what_they_free() -> None:
+    plan = evaluate(store(*many_versions(), used_gib=90), [pressure()], NOW)
+    (report,) = plan.disk_reports
+    assert report.policy == "pressure"
+    assert report.needed_bytes == 10 * GIB
+    assert report.planned_bytes == sum(action.size_bytes or 0 for action in plan.actions) == 10 * GIB
+    first = plan.actions[0]
+    assert (first.action, first.kind, first.name, first.version, first.policy, first.size_bytes) == (
+        "delete", "model", "iris", "v0", "pressure", GIB
+    )
+
+
+def test_every_trigger_is_a_reason_of_each_eviction() -> None:
+    policy = pressure(max_store_size="5GiB")
+    plan = evaluate(store(*many_versions(), used_gib=90), [policy], NOW)
+    assert plan.actions[0].reasons == (
+        "filesystem 90% used, above high_watermark 85%; store 12.0 GiB over max_store_size 5GiB",
+    )
+
+
+def test_two_unprotected_versions_of_a_name_lose_only_the_older_one() -> None:
+    items = [artifact("iris", "v1", days_old=3), artifact("iris", "v2", days_old=2)]
+    plan = evaluate(store(*items, used_gib=99), [pressure()], NOW)
+    assert evicted(plan) == ["iris:v1"]
+    assert plan.disk_reports[0].blocked_by == {"last version of its name": GIB}
+
+
+def test_the_blocked_report_groups_protections_by_kind() -> None:
+    young_directory = dataclasses.replace(artifact("iris", "v2", days_old=9), modified_at=NOW - timedelta(minutes=5))
+    items = [
+        artifact("iris", "v1", days_old=10),
+        young_directory,
+        artifact("iris", "v3", days_old=8, problem="no model.yaml"),
+        artifact("iris", "v4", days_old=7, is_latest=True),
+        artifact("iris", "v5", days_old=6),
+        artifact("solo", "v1", days_old=11),
+    ]
+    plan = evaluate(store(*items, used_gib=99), [pressure()], NOW)
+    assert plan.disk_reports[0].blocked_by == {
+        "younger than min_age": GIB, "invalid store entry": GIB, "latest": GIB, "last version of its name": GIB,
+    }
+
+
+def test_a_backup_gate_note_becomes_a_reason_and_no_note_adds_none() -> None:
+    items = [artifact("iris", f"v{day}", days_old=day) for day in (3, 2, 1)]
+    inventory = store(*items, used_gib=99)
+    assert inventory.disk is not None
+
+    def gate(candidate: Artifact) -> tuple[str | None, str | None]:
+        return None, ("pushed to cloud first" if candidate.version == "v3" else None)
+
+    actions, _ = plan_eviction(pressure(), inventory, inventory.disk, (), lambda _: [], NOW, gate)
+    assert [action.reasons for action in actions] == [
+        ("filesystem 99% used, above high_watermark 85%", "pushed to cloud first"),
+        ("filesystem 99% used, above high_watermark 85%",),
+    ]

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
@@ -241,3 +243,67 @@ def test_blast_radius_by_bytes_refuses_only_that_policy() -> None:
     assert plan.refusals == (
         Refusal("iris", "300 B exceed max_delete_bytes_per_run 250B; nothing of policy iris is deleted this run"),
     )
+
+
+# --- from the mutation run (tests/mutation/README.md) ---------------------------------------------------------
+
+BERLIN = ZoneInfo("Europe/Berlin")
+AFTER_DST_START = datetime(2025, 3, 30, 10, 0, tzinfo=timezone.utc)  # 12:00 in Berlin, the day clocks went forward
+
+
+def at(when: datetime, version: str, **extra: Any) -> Artifact:
+    return Artifact(kind="model", name="iris", version=version, created_at=when, modified_at=when, size_bytes=100, **extra)
+
+
+def test_a_version_young_by_creation_time_is_kept_even_when_its_directory_looks_old() -> None:
+    # A copy that kept old mtimes (cp -a, a restore) is still as young as its creation_time says.
+    young = dataclasses.replace(artifact("iris", "v01", timedelta(minutes=10)), modified_at=NOW - timedelta(days=30))
+    plan = evaluate(Inventory((artifact("iris", "v00", timedelta(minutes=5), is_latest=True), young)), [policy(keep_last=1)], NOW)
+    assert deleted(plan) == set()
+    assert kept_reasons(plan, "iris:v01") == ["younger than min_age 1h (created 2026-11-22T09:50:00Z)"]
+
+
+def test_keep_newer_than_does_not_keep_a_version_exactly_that_old() -> None:
+    items = (artifact("iris", "v00", timedelta(days=1), is_latest=True), artifact("iris", "v01", timedelta(days=14)))
+    plan = evaluate(Inventory(items), [policy(keep_last=1, keep_newer_than="14d")], NOW)
+    assert deleted(plan) == {"iris:v01"}
+
+
+def test_keep_newer_than_counts_days_on_the_wall_clock_of_the_zone() -> None:
+    # One day before 12:00 CEST on 2025-03-30 is 12:00 CET on 2025-03-29: 11:00 UTC, 23 hours earlier.
+    items = (at(AFTER_DST_START - timedelta(hours=2), "v00", is_latest=True), at(datetime(2025, 3, 29, 10, 30, tzinfo=timezone.utc), "v01"))
+    plan = evaluate(Inventory(items), [policy(keep_last=1, keep_newer_than="1d")], AFTER_DST_START, zone=BERLIN)
+    assert deleted(plan) == {"iris:v01"}
+
+
+def test_min_age_counts_days_on_the_wall_clock_of_the_zone() -> None:
+    items = (at(AFTER_DST_START - timedelta(hours=2), "v00", is_latest=True), at(datetime(2025, 3, 29, 10, 30, tzinfo=timezone.utc), "v01"))
+    plan = evaluate(Inventory(items), [policy(keep_last=1, min_age="1d")], AFTER_DST_START, zone=BERLIN)
+    assert deleted(plan) == {"iris:v01"}
+
+
+def test_keep_daily_buckets_days_in_the_zone() -> None:
+    # 22:30 and 23:30 UTC on 2025-03-29 are 23:30 on the 29th and 00:30 on the 30th in Berlin: two days there.
+    items = (
+        at(datetime(2025, 3, 29, 23, 30, tzinfo=timezone.utc), "late"),
+        at(datetime(2025, 3, 29, 22, 30, tzinfo=timezone.utc), "early"),
+        at(datetime(2025, 3, 28, 12, 0, tzinfo=timezone.utc), "before"),
+    )
+    plan = evaluate(Inventory(items), [policy(keep_daily=2)], datetime(2025, 3, 31, 10, 0, tzinfo=timezone.utc), zone=BERLIN)
+    assert deleted(plan) == {"iris:before"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule", "expected"),
+    [
+        ("keep_last", 3, "last", 3), ("keep_hourly", 3, "hourly", 3), ("keep_daily", 3, "daily", 3),
+        ("keep_weekly", 3, "weekly", 3), ("keep_monthly", 3, "monthly", 3), ("keep_yearly", 3, "yearly", 3),
+        ("keep_within", "2d", "within", "2d"), ("keep_within_hourly", "2d", "within_hourly", "2d"),
+        ("keep_within_daily", "2d", "within_daily", "2d"), ("keep_within_weekly", "2d", "within_weekly", "2d"),
+        ("keep_within_monthly", "2d", "within_monthly", "2d"), ("keep_within_yearly", "2d", "within_yearly", "2d"),
+    ],
+)
+def test_each_keep_key_of_a_policy_reaches_its_rule(field: str, value: Any, rule: str, expected: Any) -> None:
+    rules = policy(**{field: value}).rules()
+    assert str(getattr(rules, rule)) == str(expected)
+    assert not rules.is_empty()

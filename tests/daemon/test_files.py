@@ -130,3 +130,16 @@ def test_a_directory_whose_name_ends_in_a_space_is_matched_to_the_failures_below
     refused = OSError(errno.EPERM, "Operation not permitted")
     errors = [("/t/weights /x", refused), ("/t/weights ", not_empty)]
     assert [failure.path for failure in _root_causes(errors)] == ["/t/weights /x"]
+
+
+def test_remove_tree_retry_never_follows_a_link_it_could_not_remove(tmp_path: Path, immutable: Callable[[Path], None]) -> None:
+    # The link sits in a directory that refuses changes, so it is still there when the retry walks the tree.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.chmod(outside, 0o755)
+    stuck = tmp_path / "entry" / "stuck"
+    stuck.mkdir(parents=True)
+    (stuck / "link").symlink_to(outside, target_is_directory=True)
+    immutable(stuck)
+    remove_tree(tmp_path / "entry")
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o755

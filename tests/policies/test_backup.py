@@ -144,3 +144,9 @@ def test_disk_policy_that_cannot_reach_its_target_names_bentocloud_as_the_blocke
 
 def test_without_a_requirement_nothing_changes() -> None:
     assert deleted(evaluate(Inventory(iris()), [keep_two()], NOW)) == ["v2", "v3", "v4", "v5"]
+
+
+def test_an_upload_in_an_unknown_state_is_not_held_and_says_which_state() -> None:
+    answer = upload_answer("paused")
+    assert answer.status != "held"
+    assert answer.reason == "upload to BentoCloud in an unknown state ('paused')"

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from policies.durations import Duration, Size, format_bytes, go_add_date
+from policies.durations import Duration, Size, describe_type, format_bytes, go_add_date
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -143,3 +143,74 @@ def test_a_long_malformed_duration_is_refused_at_once() -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         Duration.parse("9" * 100_000 + "q")
     assert time.monotonic() - started < 2  # rescanning the digits from every offset took minutes
+
+
+# --- from the mutation run (tests/mutation/README.md): what a person reads in config errors and reports --------
+
+DURATION_ERRORS = {
+    5: "a duration must be text like '90s', '15m', '6h', '7d', '2w', '3mo', '1y', not a number",
+    "": "empty duration; expected e.g. '90s', '15m', '6h', '7d', '2w', '3mo', '1y'",
+    "1M": "invalid duration '1M': 'M' is ambiguous; write 'mo' for months or 'm' for minutes",
+    "1" * 31 + "s": f"duration '{'1' * 31}s': a number has more than 30 digits",
+    "1d1d": "duration '1d1d' repeats the unit 'd'",
+    "1h1d": "duration '1h1d': units must go from largest to smallest",
+    "1d 12h": "invalid duration '1d 12h'; expected numbers with units y, mo, w, d, h, m, s "
+    "(e.g. '90s', '15m', '6h', '7d', '2w', '3mo', '1y', '1d12h')",
+}
+SIZE_ERRORS = {
+    85: "a bare number (85) is ambiguous; write a share such as '85%' or a size with its unit such as '500MB', '200GiB', '4096B'",
+    True: "a size must be text like '500MB' (powers of 1000), '200GiB' (powers of 1024) or '85%', not true/false",
+    "85": "invalid size '85'; a share ends in '%' (e.g. '85%'), bytes need a unit (e.g. '500MB', '4096B')",
+    "12 parsecs": "invalid size '12 parsecs'; expected e.g. '500MB' (powers of 1000), '200GiB' (powers of 1024) or '85%'",
+    "101%": "percentage '101%' is outside 0%..100%",
+    "1.5B": "size '1.5B': a byte count is a whole number",
+}
+
+
+@pytest.mark.parametrize(("text", "message"), DURATION_ERRORS.items(), ids=[repr(text) for text in DURATION_ERRORS])
+def test_a_malformed_duration_is_refused_with_the_message_that_says_how_to_write_it(text: object, message: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        Duration.parse(text)  # type: ignore[arg-type]
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(("text", "message"), SIZE_ERRORS.items(), ids=[repr(text) for text in SIZE_ERRORS])
+def test_a_malformed_size_is_refused_with_the_message_that_says_how_to_write_it(text: object, message: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        Size.parse(text)  # type: ignore[arg-type]
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("text", ["0%", "100%"])
+def test_the_ends_of_the_percentage_range_are_sizes(text: str) -> None:
+    assert Size.parse(text).percent == float(text[:-1])
+
+
+def test_a_duration_prints_as_written_and_a_computed_one_in_canonical_form() -> None:
+    assert str(Duration.parse("36h")) == "36h"
+    assert str(Duration(days=1, seconds=12 * 3600)) == "1d12h"
+    assert Duration(1, 2, 3, 4 * 3600 + 5 * 60 + 6).canonical() == "1y2mo3d4h5m6s"
+    assert Duration(seconds=3599).canonical() == "59m59s"
+    assert Duration().canonical() == "0s"
+
+
+def test_approx_seconds_counts_365_day_years_and_30_day_months() -> None:
+    assert Duration(1, 2, 3, 4).approx_seconds() == (365 + 60 + 3) * 86400 + 4
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [(1023, "1023 B"), (1024, "1.0 KiB"), (1536 * 1024, "1.5 MiB"), (5 * 1024**3, "5.0 GiB"), (3 * 1024**4, "3.0 TiB"),
+     (5000 * 1024**4, "5000.0 TiB")],
+)
+def test_format_bytes_uses_powers_of_1024_up_to_tib(count: int, text: str) -> None:
+    assert format_bytes(count) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [(True, "true/false"), (1, "a number"), (1.5, "a number"), ([1], "an array"), ((1,), "an array"), ({}, "a table"),
+     (datetime(2020, 1, 1), "a date-time"), (date(2020, 1, 1), "a date"), (datetime(2020, 1, 1, 1).time(), "a time"), (None, "NoneType")],
+)
+def test_describe_type_says_how_a_toml_value_was_written(value: object, said: str) -> None:
+    assert describe_type(value) == said

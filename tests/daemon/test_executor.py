@@ -1,0 +1,137 @@
+"""The executor (daemon/executor.py) carrying out hand-made plans on a real store: each way an action ends.
+
+Written for mutants of the mutation run (tests/mutation/README.md) in branches no other test reached.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from daemon.audit import AuditLog, read_records
+from daemon.executor import Actors, RunResult, execute
+from daemon.inventory import scan_store
+from daemon.store import Store
+from daemon.trash import Trash
+from policies.model import Action, Plan
+from tests.daemon.conftest import NOW
+from tests.fakestore import add_model
+
+
+@pytest.fixture
+def actors(home: Path, tmp_path: Path) -> Iterator[Actors]:
+    store = Store(home)
+    audit = AuditLog(tmp_path / "audit.jsonl", "run-1")
+    try:
+        yield Actors(store=store, trash=Trash(store), audit=audit, run_id="run-1")
+    finally:
+        audit.close()
+
+
+def delete(version: str, name: str = "iris") -> Action:
+    return Action("delete", "model", name, version, "ci", ("not kept by any rule",), 100)
+
+
+def run(home: Path, actors: Actors, *actions: Action, archive_dir: Path | None = None) -> RunResult:
+    inventory = scan_store(home)
+    if archive_dir is not None:
+        actors = Actors(actors.store, actors.trash, actors.audit, actors.run_id, archive_dir=archive_dir)
+    result = execute(Plan(at=NOW, actions=actions), inventory, actors)
+    actors.trash.close(actors.run_id)
+    return result
+
+
+def outcomes(result: RunResult) -> list[tuple[str | None, str, str | None]]:
+    return [(done.action.version, done.outcome, done.error) for done in result.results]
+
+
+@pytest.fixture
+def three(home: Path) -> None:
+    for day, version in enumerate(("v2", "v1", "v0")):
+        add_model(home, "iris", version, NOW - timedelta(days=day + 1))
+
+
+def test_a_deployment_action_without_deployment_providers_is_skipped_and_said_why(home: Path, three: None, actors: Actors) -> None:
+    stop = Action("terminate", "deployment", "staging-a", None, "nights", ("downtime",), provider="cloud")
+    result = run(home, actors, stop)
+    assert outcomes(result) == [(None, "skipped", "no deployment providers in this run")]
+    assert result.results[0].action == stop
+
+
+def test_a_deletion_of_a_version_the_scan_did_not_see_is_skipped_and_said_why(home: Path, three: None, actors: Actors) -> None:
+    result = run(home, actors, delete("v9"))
+    assert outcomes(result) == [("v9", "skipped", "not in the inventory this plan was made from")]
+
+
+def test_a_version_that_went_between_the_recheck_and_the_move_was_deleted_by_someone_else(
+    home: Path, three: None, actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_move = Store.move_to_trash
+
+    def someone_else_first(store: Store, path: Path, run_id: str) -> Path:
+        os.rename(path, home / "elsewhere")  # another tool takes it away at that very moment
+        return real_move(store, path, run_id)
+
+    monkeypatch.setattr(Store, "move_to_trash", someone_else_first)
+    result = run(home, actors, delete("v0"))
+    assert outcomes(result) == [("v0", "skipped", "already deleted by someone else")]
+
+
+def test_a_deletion_whose_latest_repair_fails_is_ok_with_the_reason_and_its_copy_is_purged(
+    home: Path, three: None, actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_repair(*args: object, **kwargs: object) -> str | None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Store, "repair_latest", failing_repair)
+    result = run(home, actors, delete("v0"))
+    assert outcomes(result) == [("v0", "ok", "deleted, but clean-up failed: Read-only file system")]
+    assert result.results[0].action == delete("v0")
+    assert not (home / "models" / "iris" / "v0").exists()
+    assert list((home / ".retentiond" / "trash").glob("*/models/iris/v0")) == []
+
+
+def test_a_version_that_cannot_be_archived_is_not_deleted(home: Path, tmp_path: Path, three: None, actors: Actors) -> None:
+    not_a_directory = tmp_path / "archive"
+    not_a_directory.write_text("")
+    result = run(home, actors, delete("v0"), archive_dir=not_a_directory)
+    assert outcomes(result) == [("v0", "failed", f"cannot archive to {not_a_directory}: File exists")]
+    assert (home / "models" / "iris" / "v0" / "model.yaml").exists()
+
+
+def test_an_archived_version_is_named_by_its_kind_name_and_version(home: Path, tmp_path: Path, three: None, actors: Actors) -> None:
+    result = run(home, actors, delete("v0"), archive_dir=tmp_path / "archive")
+    assert outcomes(result) == [("v0", "ok", None)]
+    assert [path.name for path in (tmp_path / "archive").iterdir()] == ["iris-v0.tar.gz"]
+
+
+def test_every_deletion_is_audited_as_intended_then_deleted(home: Path, tmp_path: Path, three: None, actors: Actors) -> None:
+    run(home, actors, delete("v0"))
+    actors.audit.sync()
+    events = [(record["event"], record.get("action"), record.get("version")) for record in read_records(tmp_path / "audit.jsonl")]
+    assert ("artifact.delete_intended", "delete", "v0") in events
+    assert ("artifact.deleted", "delete", "v0") in events
+
+
+def test_a_disk_policy_deletion_whose_latest_repair_fails_is_purged_at_once_despite_the_undo_window(
+    home: Path, three: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_repair(*args: object, **kwargs: object) -> str | None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Store, "repair_latest", failing_repair)
+    store = Store(home)
+    audit = AuditLog(tmp_path / "audit.jsonl", "run-1")
+    trash = Trash(store, retention=timedelta(days=7), purging_policies=frozenset({"pressure"}))
+    pressure = Action("delete", "model", "iris", "v0", "pressure", ("filesystem 99% used",), 100)
+    try:
+        execute(Plan(at=NOW, actions=(pressure,)), scan_store(home), Actors(store, trash, audit, "run-1"))
+        trash.drain()
+    finally:
+        audit.close()
+    assert list((home / ".retentiond" / "trash").glob("*/models/iris/v0")) == []

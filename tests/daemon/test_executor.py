@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemon.audit import AuditLog, read_records
-from daemon.executor import Actors, RunResult, execute
+from daemon.executor import NOT_STARTED, ActionResult, Actors, RunResult, execute
 from daemon.inventory import scan_store
 from daemon.store import Store
 from daemon.trash import Trash
@@ -135,3 +136,58 @@ def test_a_disk_policy_deletion_whose_latest_repair_fails_is_purged_at_once_desp
     finally:
         audit.close()
     assert list((home / ".retentiond" / "trash").glob("*/models/iris/v0")) == []
+
+
+class Recorder:
+    """A RunProgress that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.plans: list[Plan] = []
+        self.outcomes: list[str] = []
+
+    def begin(self, plan: Plan) -> None:
+        self.plans.append(plan)
+
+    def advance(self, result: ActionResult) -> None:
+        self.outcomes.append(result.outcome)
+
+
+def test_a_run_counts_each_outcome_and_tells_its_progress(home: Path, tmp_path: Path, three: None, actors: Actors) -> None:
+    not_a_directory = tmp_path / "archive"
+    not_a_directory.write_text("")
+    archiving = Actors(actors.store, actors.trash, actors.audit, actors.run_id, archive_dir=not_a_directory)
+    plan = Plan(at=NOW, actions=(delete("v0"), delete("v9")))
+    progress = Recorder()
+    result = execute(plan, scan_store(home), archiving, progress)
+    assert result.run_id == "run-1"
+    assert progress.plans == [plan] and progress.outcomes == ["failed", "skipped"]
+    assert result.counters() == {
+        "actions_planned": 2, "actions_ok": 0, "actions_failed": 1, "actions_skipped": 1, "actions_not_started": 0,
+        "bytes_freed": 0, "kept": 0,
+    }
+
+
+def test_a_run_stopped_before_its_first_batch_reports_every_action_as_not_started(home: Path, three: None, actors: Actors) -> None:
+    stop = threading.Event()
+    stop.set()
+    result = execute(Plan(at=NOW, actions=(delete("v0"), delete("v1"))), scan_store(home), actors, stop=stop)
+    data = result.to_dict()
+    assert (data["interrupted"], data["interrupted_during"]) == (True, "actions")
+    assert [(action["version"], action["outcome"], action["error"]) for action in data["actions"]] == [
+        ("v0", "skipped", NOT_STARTED), ("v1", "skipped", NOT_STARTED),
+    ]
+    assert result.counters()["actions_not_started"] == 2
+    assert (home / "models" / "iris" / "v0").is_dir()
+
+
+def test_an_emptied_name_directory_that_cannot_be_removed_is_audited(
+    home: Path, tmp_path: Path, three: None, actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def busy(store: Store, kind: str, name: str) -> bool:
+        raise OSError(errno.EBUSY, "Device or resource busy")
+
+    monkeypatch.setattr(Store, "remove_emptied_name_dir", busy)
+    run(home, actors, delete("v0"))  # v1 and v2 remain: the name is swept at the end of the run
+    actors.audit.sync()
+    details = [record["detail"] for record in read_records(tmp_path / "audit.jsonl") if record["event"] == "store.cleanup_failed"]
+    assert details == ["cannot remove the emptied model directory iris: Device or resource busy"]

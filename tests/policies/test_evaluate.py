@@ -307,3 +307,11 @@ def test_each_keep_key_of_a_policy_reaches_its_rule(field: str, value: Any, rule
     rules = policy(**{field: value}).rules()
     assert str(getattr(rules, rule)) == str(expected)
     assert not rules.is_empty()
+
+
+def test_keep_within_counts_back_from_the_newest_version_not_from_now() -> None:
+    items = (artifact("iris", "v1", timedelta(days=10)), artifact("iris", "v2", timedelta(days=11)),
+             artifact("iris", "v3", timedelta(days=13)))
+    plan = evaluate(Inventory(items), [policy(keep_within="2d")], NOW)
+    assert deleted(plan) == {"iris:v3"}
+    assert kept_reasons(plan, "iris:v2") == ["within 2d"]

@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from policies import Artifact, DiskPolicy, DiskUsage, Inventory, RetentionPolicy, evaluate
-from policies.model import Refusal, UnknownReferences
+from policies import Artifact, DiskPolicy, DiskUsage, Inventory, OffhoursPolicy, RetentionPolicy, evaluate
+from policies.model import Refusal, StoreHistory, StoreLimits, TrashPurge, TrashRun, UnknownReferences
+from policies.store_limits import shrink_refusal
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
 OLD = NOW - timedelta(days=30)
@@ -315,3 +316,50 @@ def test_keep_within_counts_back_from_the_newest_version_not_from_now() -> None:
     plan = evaluate(Inventory(items), [policy(keep_within="2d")], NOW)
     assert deleted(plan) == {"iris:v3"}
     assert kept_reasons(plan, "iris:v2") == ["within 2d"]
+
+
+def test_a_store_that_shrank_past_max_shrink_keeps_every_planned_deletion_and_says_why() -> None:
+    items = tuple(series("iris", 6))
+    limits = StoreLimits(max_shrink_percent=50)
+    reason = shrink_refusal(StoreHistory(20), 6, limits)
+    assert reason is not None
+    plan = evaluate(Inventory(items, history=StoreHistory(20)), [policy(keep_last=2)], NOW, limits=limits)
+    assert plan.actions == ()
+    assert plan.refusals == (Refusal(None, f"store.max_shrink: {reason}"),)
+    refused = [(k.kind, k.name, k.version, k.policy, k.reasons) for k in plan.kept if k.reasons[0].startswith("refused")]
+    assert refused == [("model", "iris", f"v0{n}", "ci", (f"refused: store.max_shrink: {reason}",)) for n in (5, 4, 3, 2)]
+
+
+def test_evictions_are_chosen_against_the_disk_as_the_trash_purge_leaves_it() -> None:
+    gib = 1024**3
+    items = tuple(dataclasses.replace(item, size_bytes=gib) for item in series("iris", 6))
+    expired = TrashRun("run-old", NOW - timedelta(days=30), 10 * gib)
+    inventory = Inventory(items, disk=DiskUsage(100 * gib, 96 * gib), trash=(expired,))
+    pressure = DiskPolicy(name="pressure", high_watermark="85%", low_watermark="84%")
+    plan = evaluate(inventory, [pressure], NOW, limits=StoreLimits(trash_retention=timedelta(days=7)))
+    assert plan.trash_purge == TrashPurge(("run-old",), 10 * gib, "undo window over")
+    assert [action.version for action in plan.actions] == ["v05", "v04"]  # 86 GiB after the purge → 84 GiB
+    assert plan.disk_reports[0].needed_bytes == 2 * gib
+
+
+def test_only_the_acting_policies_decide() -> None:
+    gib = 1024**3
+    items = tuple(dataclasses.replace(item, size_bytes=gib) for item in series("iris", 6))
+    inventory = Inventory(items, disk=DiskUsage(100 * gib, 99 * gib))
+    pressure = DiskPolicy(name="pressure", high_watermark="85%")
+    plan = evaluate(inventory, [policy(keep_last=5), pressure], NOW, acting=["ci"])
+    assert [(action.policy, action.version) for action in plan.actions] == [("ci", "v05")]
+
+
+def test_an_off_hours_policy_whose_provider_could_not_list_is_refused_when_it_acts() -> None:
+    nights = OffhoursPolicy(name="nights", provider="cloud", downtime="always")
+    inventory = Inventory((), unlisted_providers=(("cloud", "HTTP 503"),))
+    refusal = Refusal("nights", "provider cloud could not list its deployments (HTTP 503); nothing of this policy is decided this run")
+    assert evaluate(inventory, [nights], NOW).refusals == (refusal,)
+    assert evaluate(inventory, [nights], NOW, acting=["nights"]).refusals == (refusal,)
+    assert evaluate(inventory, [nights], NOW, acting=["other"]).refusals == ()
+
+
+def test_the_plan_is_dated_in_utc() -> None:
+    plan = evaluate(Inventory(()), [policy(keep_last=1)], NOW.astimezone(BERLIN))
+    assert plan.at == NOW and plan.at.tzinfo == timezone.utc

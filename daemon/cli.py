@@ -105,7 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(plan)
     _add_policy(plan)
     plan.add_argument("--at", metavar="ISO8601", help="evaluate as of this instant instead of now (e.g. 2026-11-22T10:00:00Z)")
-    plan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    output = plan.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    output.add_argument(
+        "--summary", action="store_true",
+        help="one line per policy and name (delete N, keep M, bytes to free) instead of every version",
+    )
 
     apply = commands.add_parser("apply", help="run the policies once now, under the store lock, then exit")
     _add_config(apply)

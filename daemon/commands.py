@@ -44,7 +44,10 @@ def plan(arguments: argparse.Namespace) -> int:
         print_json(planned.plan.to_dict())
     else:
         from daemon import render
-        render.print_plan(planned.plan, planned.inventory)
+        if arguments.summary:
+            render.print_plan_summary(planned.plan, planned.inventory)
+        else:
+            render.print_plan(planned.plan, planned.inventory)
     return EXIT_OK
 
 
@@ -123,8 +126,8 @@ def status(arguments: argparse.Namespace) -> int:
     if arguments.json:
         print_json(report)
     else:
-        from daemon import render
-        render.print_status(report)
+        from daemon.render_status import print_status
+        print_status(report)
     return EXIT_OK
 
 
@@ -171,8 +174,8 @@ def deployments(arguments: argparse.Namespace) -> int:
         if arguments.json:
             print_json(rows)
         else:
-            from daemon import render
-            render.print_deployments(rows)
+            from daemon.render_status import print_deployments
+            print_deployments(rows)
         return EXIT_OK
     result = manual_deployment_action(settings, arguments.deployments_command, arguments.name, arguments.provider)
     return _after_acting(EXIT_ACTIONS_FAILED if result.failed else EXIT_OK, lambda: _print_outcomes(result, arguments.json))
@@ -227,8 +230,8 @@ def audit(arguments: argparse.Namespace) -> int:
         for record in records:
             print(json.dumps(record, separators=(",", ":")))
     else:
-        from daemon import render
-        render.print_audit(records)
+        from daemon.render_audit import print_audit
+        print_audit(records)
     return EXIT_OK
 
 

@@ -55,10 +55,9 @@ def test_plan_human_output_is_a_table_per_name_with_totals(
 ) -> None:
     assert main(["plan", "--config", str(write_config())]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "model iris" in out
-    for column in ("version", "created", "size", "decision", "reasons"):
-        assert column in out
-    assert "ci: not kept by any rule" in out and "ci: latest" in out
+    assert "model iris (policy ci): delete 3" in out
+    assert out.splitlines()[1].split() == ["VERSION", "CREATED", "SIZE", "DECISION", "REASONS"]
+    assert "not kept by any rule" in out and "latest" in out
     assert "3 version(s) to delete" in out
 
 

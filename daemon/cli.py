@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, NoReturn
 
 from daemon import logs
-from daemon.errors import EXIT_OK, EXIT_USAGE, RetentiondError
+from daemon.errors import EXIT_OK, EXIT_USAGE, RetentiondError, UsageError
 from daemon.literal import print_line, visible
 
 DESCRIPTION = """\
@@ -28,10 +28,6 @@ with no file the built-in defaults apply (store = $BENTOML_HOME or ~/bentoml,
 no policy acts). Exit codes: 0 ok, 1 some actions failed, 2 usage error,
 75 store busy, 78 invalid config.
 """
-
-
-class UsageError(Exception):
-    """A command-line value that argparse could not check by itself."""
 
 
 def parse_instant(text: str, option: str = "--at") -> datetime:
@@ -117,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_policy(apply)
     apply.add_argument("--json", action="store_true", help="print the plan with each action's outcome as JSON")
     apply.add_argument(
-        "--wait", metavar="SECONDS", type=float, default=0,
+        "--wait", metavar="SECONDS", type=_seconds, default=0,
         help="wait this long for the store lock instead of exiting 75 at once",
     )
     apply.add_argument(
@@ -155,9 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("tag", metavar="NAME:VERSION")
     restore.add_argument("--kind", choices=("model", "bento"), help="when both a model and a bento of that tag are in the trash")
     _add_config(restore)
+    restore.add_argument("--json", action="store_true", help="print what was restored (or why not) as one JSON object")
 
-    check = commands.add_parser("check-config", help="validate the config and print the effective values (secrets redacted)")
+    check = commands.add_parser(
+        "check-config",
+        help="validate the config, warn about policies that would surprise, print the effective values (secrets redacted)",
+    )
     _add_config(check)
+    check.add_argument("--json", action="store_true", help="print the effective config as JSON instead of TOML")
 
     audit = commands.add_parser("audit", help="read the audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
@@ -172,6 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(verify)
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _seconds(text: str) -> float:
+    """argparse type of a wait: a number of seconds, 0 or more (a usage error otherwise, exit 2)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or more seconds")
+    return seconds
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.cli import UsageError, parse_instant
 from daemon.config import load_config
-from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK, RunInterrupted
+from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK, RestoreError, RunInterrupted
 from daemon.literal import print_line
 
 if TYPE_CHECKING:
@@ -128,7 +128,12 @@ def status(arguments: argparse.Namespace) -> int:
     else:
         from daemon.render_status import print_status
         print_status(report)
-    return EXIT_OK
+    return _listing_exit_code(report["deployments"])
+
+
+def _listing_exit_code(rows: list[dict[str, Any]]) -> int:
+    """Exit 1 when a provider could not list its deployments (its row has no name): the answer is incomplete."""
+    return EXIT_ACTIONS_FAILED if any(row.get("name") is None for row in rows) else EXIT_OK
 
 
 def window(arguments: argparse.Namespace) -> int:
@@ -176,7 +181,7 @@ def deployments(arguments: argparse.Namespace) -> int:
         else:
             from daemon.render_status import print_deployments
             print_deployments(rows)
-        return EXIT_OK
+        return _listing_exit_code(rows)
     result = manual_deployment_action(settings, arguments.deployments_command, arguments.name, arguments.provider)
     return _after_acting(EXIT_ACTIONS_FAILED if result.failed else EXIT_OK, lambda: _print_outcomes(result, arguments.json))
 
@@ -192,11 +197,25 @@ def _print_outcomes(result: RunResult, as_json: bool) -> None:
 
 
 def restore(arguments: argparse.Namespace) -> int:
-    from daemon.operations import restore_version
+    from daemon.operations import restore_version, split_tag
+    from policies.durations import format_bytes
+    from policies.model import format_instant
 
     settings = load_config(arguments.config).settings
-    restored = restore_version(settings, arguments.tag, arguments.kind)
-    print_line(f"restored {restored.kind} {restored.name}:{restored.version} (trashed {restored.trashed_at:%Y-%m-%dT%H:%M:%SZ})")
+    name, version = split_tag(arguments.tag)
+    outcome: dict[str, Any] = {"action": "restore", "kind": arguments.kind, "name": name, "version": version}
+    try:
+        restored = restore_version(settings, arguments.tag, arguments.kind)
+    except RestoreError as error:
+        if arguments.json:
+            print_json({**outcome, "outcome": "failed", "error": str(error)})
+        raise
+    if arguments.json:
+        print_json({**outcome, "kind": restored.kind, "size_bytes": restored.size_bytes,
+                    "trashed_at": format_instant(restored.trashed_at), "outcome": "ok", "error": None})
+    else:
+        print_line(f"restored {restored.kind} {restored.name}:{restored.version} ({format_bytes(restored.size_bytes)}, "
+                   f"trashed {format_instant(restored.trashed_at)})")
     return EXIT_OK
 
 
@@ -206,7 +225,12 @@ def check_config(arguments: argparse.Namespace) -> int:
     print_line(f"# config: {source} -- valid", sys.stderr)
     for warning in loaded.settings.unscheduled_warnings().values():
         print_line(f"retentiond: warning: {warning}", sys.stderr)
-    print(json.dumps(loaded.settings.model_dump(mode="json"), indent=2))
+    effective = loaded.settings.model_dump(mode="json")
+    if arguments.json:
+        print(json.dumps(effective, indent=2))
+    else:
+        from daemon.config_toml import to_toml
+        sys.stdout.write(to_toml(effective))
     return EXIT_OK
 
 

@@ -24,7 +24,7 @@ from daemon.deployments import (
     utc_now,
     with_deployments,
 )
-from daemon.errors import AuditError, ConfigError, RunInterrupted, StoreShrunkError
+from daemon.errors import AuditError, ConfigError, RunInterrupted, StoreShrunkError, UsageError
 from daemon.executor import Actors, RunProgress, RunResult, execute
 from daemon.inventory import scan_store
 from daemon.run_figures import policy_figures
@@ -52,11 +52,12 @@ def read_disk_usage(home: Path) -> DiskUsage:
 
 
 def check_policy_names(settings: Settings, requested: Collection[str] | None) -> None:
-    """Raise ConfigError if ``--policy`` names a policy the config does not have."""
+    """Raise UsageError (exit 2: the command line is wrong, not the config) if ``--policy`` names a policy the
+    config does not have."""
     unknown = sorted(set(requested or ()) - set(settings.policy_names()))
     if unknown:
         known = ", ".join(settings.policy_names()) or "none configured"
-        raise ConfigError(f"unknown policy {', '.join(unknown)} (configured: {known})")
+        raise UsageError(f"--policy: unknown policy {', '.join(unknown)} (configured: {known})")
 
 
 def take_inventory(

@@ -261,10 +261,12 @@ def test_closing_a_run_keeps_its_trash_while_a_version_is_in_it(home: Path, five
     assert (home / ".retentiond" / "trash" / "run1").is_dir()
 
 
-def test_apply_with_an_unknown_policy_is_a_config_error(
+def test_apply_with_an_unknown_policy_is_a_usage_error(
     home: Path, five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["apply", "--config", str(write_config()), "--policy", "nope"]) == 78
+    with pytest.raises(SystemExit) as caught:
+        main(["apply", "--config", str(write_config()), "--policy", "nope"])
+    assert caught.value.code == 2
     assert "unknown policy nope (configured: ci)" in capsys.readouterr().err
     assert versions(home) == set(five_versions)
 

@@ -220,10 +220,14 @@ def restore(arguments: argparse.Namespace) -> int:
 
 
 def check_config(arguments: argparse.Namespace) -> int:
+    from daemon.mounts import access_time_warnings
+
     loaded = load_config(arguments.config)
     source = str(loaded.path) if loaded.path else "built-in defaults (no config file found)"
     print_line(f"# config: {source} -- valid", sys.stderr)
     for warning in loaded.settings.unscheduled_warnings().values():
+        print_line(f"retentiond: warning: {warning}", sys.stderr)
+    for warning in access_time_warnings(loaded.settings.store.home, loaded.settings.policies):
         print_line(f"retentiond: warning: {warning}", sys.stderr)
     effective = loaded.settings.model_dump(mode="json")
     if arguments.json:

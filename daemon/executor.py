@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 from daemon.archive import archive_version
 from daemon.audit import AuditLog
 from daemon.deployments import DeploymentActor
+from daemon.inuse import InUseCheck
 from daemon.purge import StuckEntry
 from daemon.store import SkipAction, Store
 from daemon.trash import Trash
@@ -182,6 +183,7 @@ def execute(
     }
     audit = actors.audit
     name_dirs = _NameDirs(inventory)
+    in_use = InUseCheck(actors.store.home, inventory)
     result = RunResult(run_id=actors.run_id, plan=plan, inventory=inventory)
     trashed_by: dict[Path, int] = {}  # which result a version handed to the purger belongs to
     actions = list(plan.actions)
@@ -202,7 +204,7 @@ def execute(
                 result.results.append(outcome)
                 audit.record(_outcome_event(action, "skipped"), **_audit_fields(action), outcome="skipped", error=outcome.error)
                 continue
-            outcome, trashed = _carry_out(action, by_key, actors, name_dirs)
+            outcome, trashed = _carry_out(action, by_key, actors, name_dirs, in_use)
             if trashed is not None:
                 trashed_by[trashed] = len(result.results)
             result.results.append(outcome)
@@ -224,7 +226,7 @@ def execute(
 
 
 def _carry_out(
-    action: Action, by_key: dict[tuple[str, str, str], Artifact], actors: Actors, name_dirs: _NameDirs
+    action: Action, by_key: dict[tuple[str, str, str], Artifact], actors: Actors, name_dirs: _NameDirs, in_use: InUseCheck
 ) -> tuple[ActionResult, Path | None]:
     """Carry out one action; return its result and, for a deletion, where the version went in the trash."""
     store = actors.store
@@ -240,6 +242,9 @@ def _carry_out(
         path = store.recheck(artifact)
     except SkipAction as reason:
         return ActionResult(action, "skipped", str(reason)), None
+    held = in_use.holder(artifact, path)  # the last check before the version leaves the store
+    if held is not None:
+        return ActionResult(action, "skipped", held), None
     if actors.archive_dir is not None:
         try:
             archive_version(path, actors.archive_dir, artifact.kind, artifact.name, artifact.version)

@@ -325,7 +325,7 @@ def _measure_in_child(jobs: list[_Job], write_fd: int) -> NoReturn:
             facts, key, cacheable = _measure(*job)
             created = None if facts.created_at is None else (facts.created_at - _EPOCH) // _MICROSECOND
             rows.append((facts.size_bytes, facts.newest_mtime, created, facts.labels, facts.model_references,
-                         facts.problem, key, cacheable))
+                         facts.problem, key, cacheable, facts.newest_atime))
         with open(write_fd, "wb") as pipe:
             pipe.write(marshal.dumps(rows))
         code = 0
@@ -341,9 +341,10 @@ def _from_rows(payload: bytes, count: int) -> list[_Measured] | None:
     if not isinstance(rows, list) or len(rows) != count:
         return None
     return [
-        (VersionFacts(size, newest, None if created is None else _EPOCH + created * _MICROSECOND, labels, references, problem),
+        (VersionFacts(size, newest, None if created is None else _EPOCH + created * _MICROSECOND, labels, references, problem,
+                      newest_atime),
          key, cacheable)
-        for size, newest, created, labels, references, problem, key, cacheable in rows
+        for size, newest, created, labels, references, problem, key, cacheable, newest_atime in rows
     ]
 
 
@@ -356,6 +357,17 @@ def read_version(kind: ArtifactKind, name: str, version: str, path: Path, latest
     facts, _, _ = _measure(str(path), directory_info, KIND_DIRS[kind][1], name, version)
     name_problem = None if is_valid_tag_part(name) else f"invalid name {name!r}"
     return _artifact(kind, name, version, facts, stat_identity(directory_info), latest, name_problem)
+
+
+def read_access_time(kind: ArtifactKind, path: str) -> tuple[float, str | None]:
+    """Given a version directory, return the newest access time of its files other than the metadata
+    file that were read after they were written (0.0: none) and the first problem listing it (None: every
+    directory was read).
+
+    Raise OSError if the directory itself cannot be stat'ed.
+    """
+    _, _, newest_atime, _, problem = _walk(path, os.lstat(path), KIND_DIRS[kind][1])
+    return newest_atime, problem
 
 
 def _artifact(
@@ -384,6 +396,7 @@ def _artifact(
         model_references=facts.model_references,
         problem=problem,
         identity=identity,
+        last_read_at=datetime.fromtimestamp(facts.newest_atime, timezone.utc) if facts.newest_atime else None,
     )
 
 
@@ -395,7 +408,7 @@ def _measure(
     Facts that an I/O error shaped (an unlistable sub-directory, an unreadable metadata file) are not
     cached: the error may be gone next time.
     """
-    size_bytes, newest_mtime, metadata_info, walk_problem = _walk(path, directory_info, metadata_name)
+    size_bytes, newest_mtime, newest_atime, metadata_info, walk_problem = _walk(path, directory_info, metadata_name)
     size_hint = metadata_info.st_size if metadata_info is not None else 4096
     regular_file = metadata_info is not None and metadata_info.st_mode & _FILE_TYPE_BITS == _REGULAR
     fields, problem, io_failed = read_metadata(
@@ -408,17 +421,24 @@ def _measure(
         labels=fields.get("labels", {}),
         model_references=fields.get("model_references", ()),
         problem=problem or walk_problem,
+        newest_atime=newest_atime,
     )
     return facts, _version_key(directory_info, metadata_info), walk_problem is None and not io_failed
 
 
-def _walk(root: str, root_info: os.stat_result, metadata_name: str) -> tuple[int, float, os.stat_result | None, str | None]:
+def _walk(
+    root: str, root_info: os.stat_result, metadata_name: str
+) -> tuple[int, float, float, os.stat_result | None, str | None]:
     """Sum the apparent size of regular files and find the newest mtime, without following links.
 
-    Also return the metadata file's lstat (taken before it is read) and the first listing problem.
+    Also return the newest access time of the regular files other than the metadata file, counting a file
+    only once it was read after it was last written (0.0: none; directories' access times move when anyone
+    lists them, retentiond included), the metadata
+    file's lstat (taken before it is read) and the first listing problem.
     """
     size_bytes = 0
     newest = root_info.st_mtime
+    newest_atime = 0.0
     metadata_info = None
     problem = None
     pending = [root]
@@ -434,13 +454,17 @@ def _walk(root: str, root_info: os.stat_result, metadata_name: str) -> tuple[int
                     file_type = info.st_mode & _FILE_TYPE_BITS
                     if file_type == _REGULAR:
                         size_bytes += info.st_size
+                        # Writing a file sets its atime too: only an atime past the mtime is a read.
+                        atime = info.st_atime
+                        if atime > newest_atime and atime > info.st_mtime and not (directory is root and entry.name == metadata_name):
+                            newest_atime = atime
                     elif file_type == _DIRECTORY:
                         pending.append(entry.path)
                     if directory is root and entry.name == metadata_name:
                         metadata_info = info
         except OSError as error:
             problem = problem or f"cannot read {directory}: {error.strerror}"
-    return size_bytes, newest, metadata_info, problem
+    return size_bytes, newest, newest_atime, metadata_info, problem
 
 
 def tree_size(path: Path) -> int:

@@ -110,6 +110,12 @@ def _store_families(snapshot: Snapshot) -> Iterator[Metric]:
             versions.add_metric([kind], float(store["versions"].get(kind, 0)))
     yield size
     yield versions
+    in_use = GaugeMetricFamily(
+        "retentiond_versions_in_use", "Versions a running process held when the last run decided (never deleted)"
+    )
+    if snapshot.state.get("in_use") is not None:
+        in_use.add_metric([], float(snapshot.state["in_use"]))
+    yield in_use
     used = GaugeMetricFamily("retentiond_disk_used_ratio", "Used share of the store's filesystem")
     if snapshot.disk_used_ratio is not None:
         used.add_metric([], snapshot.disk_used_ratio)

@@ -112,6 +112,8 @@ def add_run(state: dict[str, Any], summary: RunSummary) -> None:
     if result.inventory.artifacts:
         gone = {(r.action.kind, r.action.name, r.action.version) for r in result.results if r.outcome == "ok"}
         set_store(state, result.inventory, gone)
+        # Only a run that decided reads /proc (the daemon's rescans for the store size do not).
+        state["in_use"] = len(result.inventory.in_use)
 
 
 def set_store(state: dict[str, Any], inventory: Inventory, gone: Collection[tuple[str, str, str | None]] = ()) -> None:

@@ -55,6 +55,10 @@ def _print_store(out: Output, store: dict[str, Any]) -> None:
                  entry["oldest"] or "unknown", entry["newest"] or "unknown")
                 for entry in rows
             ])
+    if "in_use" in store:
+        read = store.get("read_recently")
+        print_paragraph(out, f"in use by running processes: {_count(store['in_use'], 'version')}"
+                        + (f"; read recently (keep_used_within): {_count(read, 'version')}" if read is not None else ""))
     for warning in store.get("warnings", []):
         print_paragraph(out, f"warning: {warning}", style="yellow")
 

@@ -32,6 +32,7 @@ from daemon.scancache import scan_cache_in
 from daemon.state import StateFile, require_writable_state_dir
 from daemon.store import Store, check_store_root
 from daemon.trash import Trash
+from daemon.usage import observe_usage
 from policies import DiskSample, DiskUsage, Inventory, Plan, evaluate
 from policies.disk import disk_target
 
@@ -87,6 +88,7 @@ def make_plan(settings: Settings, now: datetime, acting: Collection[str] | None 
         inventory = with_deployments(take_inventory(home, state_dir=settings.daemon.state_dir), context)
     finally:
         close_context(context)
+    inventory = observe_usage(inventory, home, settings.policies)
     plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
     return PlannedRun(plan=plan, inventory=inventory)
 
@@ -298,6 +300,7 @@ def _act(
         if not offhours_only:
             check_shrink(settings, run.home, artifacts, accept_shrink)
             artifacts = _purge_trash_under_pressure(settings, acting, run, artifacts, now)
+            artifacts = observe_usage(artifacts, run.home, settings.policies)
         _stop_point(stop, "scan")
         inventory = with_deployments(artifacts, context)
         plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)

@@ -60,6 +60,9 @@ class VersionFacts(NamedTuple):
     labels: dict[str, str]
     model_references: tuple[str, ...]
     problem: str | None
+    # Newest access time of the files other than the metadata file (0.0: none). Never cached: a read moves
+    # it without touching the directory or the metadata file, so a cached value would go stale unseen.
+    newest_atime: float | None = None
 
 
 @contextlib.contextmanager

@@ -11,22 +11,25 @@ from typing import Any
 
 from daemon.config import Settings
 from daemon.errors import RetentiondError
+from daemon.inuse import find_holders
 from daemon.inventory import scan_store, tree_size
 from daemon.metrics import MetricsFile, offhours_savings
 from daemon.offhours_figures import PolicySavings
 from daemon.operations import list_all_deployments
+from daemon.reads import refresh_read_times
 from daemon.runner import read_disk_usage
 from daemon.service import retention_trigger
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root
-from policies.model import format_instant
-from policies.spec import ConfigPolicy, DiskPolicy, RetentionPolicy
+from policies.model import Inventory, format_instant
+from policies.spec import ArtifactPolicy, ConfigPolicy, DiskPolicy, RetentionPolicy
 
 
 def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
     """Given the config and the instant, return the whole status as plain JSON-ready values."""
     home = check_store_root(settings.store.home)
     inventory = scan_store(home, settings.daemon.state_dir)
+    usage = _usage(inventory, home, settings, now)
     disk = read_disk_usage(home)
     names: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"versions": 0, "size_bytes": 0, "oldest": None, "newest": None})
     for artifact in inventory.artifacts:
@@ -55,7 +58,7 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
             "size_bytes": store_bytes,
             "versions": len(inventory.artifacts),
             "names": [{"kind": kind, "name": name, **entry} for (kind, name), entry in sorted(names.items())],
-            "warnings": list(inventory.warnings),
+            **usage,
         },
         "disk": {
             "total_bytes": disk.total_bytes,
@@ -106,6 +109,24 @@ def _savings_total(savings: dict[str, PolicySavings]) -> dict[str, Any]:
         "deployment_hours_saved": round(sum(entry.deployment_hours for entry in savings.values()), 3),
         "cost_saved": round(sum(costs), 2) if costs else None,
         "deployments_down": sum(entry.down for entry in savings.values()),
+    }
+
+
+def _usage(inventory: Inventory, home: Path, settings: Settings, now: datetime) -> dict[str, Any]:
+    """Count the versions running processes hold and those a ``keep_used_within`` policy sees as read recently;
+    return them with the store's warnings (the scan's, and those of these checks)."""
+    holders, warnings = find_holders(inventory, home)
+    fresh = refresh_read_times(inventory, home, settings.policies)
+    reading = [policy for policy in settings.policies if isinstance(policy, ArtifactPolicy) and policy.keep_used_within]
+    cutoffs = [(policy, policy.keep_used_within.before(now, settings.daemon.zone)) for policy in reading if policy.keep_used_within]
+    read_recently = sum(
+        1 for artifact in fresh.artifacts
+        if any(policy.selects(artifact) and policy.read_recently(artifact, cutoff) for policy, cutoff in cutoffs)
+    )
+    return {
+        "in_use": len(holders),
+        "read_recently": read_recently if reading else None,
+        "warnings": [*fresh.warnings, *warnings],
     }
 
 

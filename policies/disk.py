@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from policies.durations import format_bytes
-from policies.model import Action, Artifact, DiskReport, DiskSample, DiskUsage, Inventory, format_instant
+from policies.model import IN_USE_BY, Action, Artifact, DiskReport, DiskSample, DiskUsage, Inventory, format_instant
 from policies.predict import predict_crossing
-from policies.spec import DiskPolicy
+from policies.spec import READ_RECENTLY, DiskPolicy
 
 Protections = Callable[[Artifact], list[str]]
 
@@ -115,6 +115,8 @@ def _protection_kind(reason: str) -> str:
     """Group a protection reason for the blocked report ("referenced by bento x:y" → "referenced by a bento")."""
     for prefix, kind in (
         ("latest", "latest"),
+        (IN_USE_BY, "in use by a process"),
+        (READ_RECENTLY, "read recently"),
         ("referenced by bento", "referenced by a bento"),
         ("label ", "pinned by label"),
         ("younger than min_age", "younger than min_age"),

@@ -1,9 +1,10 @@
 """Turn an inventory and the configured policies into a plan.
 
 Every retention policy decides for the artifacts it selects; an artifact is deleted
-only when no policy keeps it and no protection holds it. Protections (latest,
-referenced by a bento, pinned by label, younger than ``min_age``, invalid entry)
-always win. ``acting`` limits which policies may produce actions; the keeps of all
+only when no policy keeps it and no protection holds it. Protections (latest, in
+use by a running process, referenced by a bento, pinned by label, younger than
+``min_age``, invalid entry) always win; ``keep_used_within`` keeps what was read
+recently, for the policy that sets it. ``acting`` limits which policies may produce actions; the keeps of all
 policies still protect, so running one policy never deletes what another keeps.
 """
 
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import gc
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 
 from policies.disk import plan_eviction
-from policies.model import Action, Artifact, Deployment, DiskReport, Inventory, Kept, Plan, format_instant
+from policies.model import IN_USE_BY, Action, Artifact, Deployment, DiskReport, Inventory, Kept, Plan, VersionKey, format_instant
 from policies.offhours import decide_offhours, deciding_policy, ownership_by_key
 from policies.retention import apply_rules
 from policies.spec import ArtifactPolicy, ConfigPolicy, DiskPolicy, OffhoursPolicy, RetentionPolicy
@@ -121,10 +122,14 @@ def _evict_for_disk(
             warnings.append(f"disk policy {policy.name}: filesystem usage unknown; nothing evicted")
             continue
         cutoff = policy.min_age.before(now, zone)
+        read_cutoff = policy.keep_used_within.before(now, zone) if policy.keep_used_within else None
 
-        def held(artifact: Artifact, policy: DiskPolicy = policy, cutoff: datetime = cutoff) -> list[str]:
-            reasons = protections(artifact, referencing, policy, cutoff)
+        def held(
+            artifact: Artifact, policy: DiskPolicy = policy, cutoff: datetime = cutoff, read_cutoff: datetime | None = read_cutoff
+        ) -> list[str]:
+            reasons = protections(artifact, referencing, policy, cutoff, inventory.in_use)
             reasons.extend(pin for pinner in pinning for pin in pinner.pinning_labels(artifact))
+            reasons.extend(policy.read_recently(artifact, read_cutoff))
             return reasons
 
         deleted = {(action.kind, action.name, action.version or "") for action in actions if action.action == "delete"}
@@ -226,7 +231,9 @@ def _decide_retention(
     newer_than_cutoff = policy.keep_newer_than.before(now, zone) if policy.keep_newer_than else None
     newer_than_reason = f"newer than {policy.keep_newer_than}"
     min_age_cutoff = policy.min_age.before(now, zone)
+    read_cutoff = policy.keep_used_within.before(now, zone) if policy.keep_used_within else None
     pinning = bool(policy.keep_labels)
+    in_use = inventory.in_use
     for members in _selected_groups(policy, inventory, by_name):
         valid = [artifact for artifact in members if artifact.problem is None]
         rule_reasons = apply_rules([artifact.created_at for artifact in valid], rules, zone, now)  # type: ignore[misc]
@@ -245,15 +252,18 @@ def _decide_retention(
                 and (created_at is None or not created_at > min_age_cutoff)
                 and not artifact.modified_at > min_age_cutoff
                 and not (referencing and artifact.kind == "model" and artifact.tag in referencing)
+                and not (in_use and key in in_use)
             ):
                 reasons = []  # the common case: nothing protects it (what protections() would say)
             else:
-                reasons = protections(artifact, referencing, policy, min_age_cutoff)
+                reasons = protections(artifact, referencing, policy, min_age_cutoff, in_use)
             rule_kept = reasons_by_version.get(artifact.version)
             if rule_kept:
                 reasons.extend(rule_kept)
             if newer_than_cutoff is not None and created_at and created_at > newer_than_cutoff:
                 reasons.append(newer_than_reason)
+            if read_cutoff is not None:
+                reasons.extend(policy.read_recently(artifact, read_cutoff))
             if reasons:
                 verdict.keeps.append((policy.name, tuple(reasons)))
             else:
@@ -265,13 +275,17 @@ def protections(
     referencing: dict[str, list[str]],
     policy: ArtifactPolicy,
     min_age_cutoff: datetime,
+    in_use: Mapping[VersionKey, str] | None = None,
 ) -> list[str]:
-    """Given an artifact, return every protection that forbids deleting it (empty: none)."""
+    """Given an artifact (and who holds which version), return every protection that forbids deleting it (empty: none)."""
     reasons = []
     if artifact.problem is not None:
         reasons.append(f"invalid store entry: {artifact.problem}")
     if artifact.is_latest:
         reasons.append("latest")
+    holder = in_use.get((artifact.kind, artifact.name, artifact.version)) if in_use else None
+    if holder is not None:
+        reasons.append(f"{IN_USE_BY} {holder}")
     if artifact.kind == "model":
         reasons.extend(f"referenced by bento {bento}" for bento in referencing.get(artifact.tag, ()))
     reasons.extend(policy.pinning_labels(artifact))

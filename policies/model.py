@@ -23,6 +23,8 @@ class Artifact:
 
     ``problem`` is set when the entry is not a complete, valid store item; such an
     artifact is reported and never deleted, and ``created_at`` may then be None.
+    ``last_read_at`` is the newest access time of its files other than the metadata file, among
+    those read since they were written (None: none was, or not measured because no policy asks).
     """
 
     kind: ArtifactKind
@@ -37,6 +39,7 @@ class Artifact:
     problem: str | None = None
     # Opaque to the policies: how the executor recognises the very directory it planned for.
     identity: tuple[int, ...] = ()
+    last_read_at: datetime | None = None
 
     @property
     def tag(self) -> str:
@@ -117,9 +120,17 @@ class HandStart:
     identity: str = ""
 
 
+VersionKey = tuple[str, str, str]  # (kind, name, version)
+IN_USE_BY = "in use by"
+
+
 @dataclass(frozen=True)
 class Inventory:
-    """What the store holds at one instant: artifacts, scan warnings, and the disk under it."""
+    """What the store holds at one instant: artifacts, scan warnings, and the disk under it.
+
+    ``in_use`` names, for each version a running process holds, who holds it
+    ("pid 4242 (bentoml serve …)"); such a version is never deleted.
+    """
 
     artifacts: tuple[Artifact, ...]
     warnings: tuple[str, ...] = ()
@@ -128,6 +139,7 @@ class Inventory:
     deployments: tuple[Deployment, ...] = ()
     ownership: tuple[Ownership, ...] = ()
     hand_starts: tuple[HandStart, ...] = ()
+    in_use: Mapping[VersionKey, str] = field(default_factory=dict)
 
     def referencing_bentos(self) -> dict[str, list[str]]:
         """Return, for every model tag that some local bento references, the bento tags."""

@@ -14,7 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from policies._timespec_items import resolve_zone
 from policies.durations import Duration, Size, format_bytes
-from policies.model import Artifact, Deployment
+from policies.model import Artifact, Deployment, format_instant
 from policies.retention import BUCKETS, KeepRules
 from policies.windows import Holiday, TimeSpec
 
@@ -37,6 +37,7 @@ DurationField = Annotated[Duration, BeforeValidator(_to_duration), PlainSerializ
 SizeField = Annotated[Size, BeforeValidator(_to_size), PlainSerializer(str, return_type=str)]
 Count = Annotated[int, Field(ge=0, strict=True)]
 
+READ_RECENTLY = "read recently"
 KEEP_COUNT_KEYS = ("keep_last", *(f"keep_{name}" for name in BUCKETS))
 KEEP_WITHIN_KEYS = ("keep_within", *(f"keep_within_{name}" for name in BUCKETS))
 
@@ -54,6 +55,7 @@ class ArtifactPolicy(PolicyModel):
     labels: dict[str, str] = Field(default_factory=dict)
     keep_labels: dict[str, str] = Field(default_factory=dict)
     min_age: DurationField = Duration.parse("1h")
+    keep_used_within: DurationField | None = None
     max_delete_per_run: Annotated[int, Field(ge=1, strict=True)] | None = None
     max_delete_bytes_per_run: SizeField | None = None
 
@@ -87,6 +89,13 @@ class ArtifactPolicy(PolicyModel):
     def selects_labels(self, artifact: Artifact) -> bool:
         """Return True when the artifact carries every label this policy selects on."""
         return all(artifact.labels.get(key) == value for key, value in self.labels.items())
+
+    def read_recently(self, artifact: Artifact, cutoff: datetime | None) -> list[str]:
+        """Return the ``keep_used_within`` reason when the artifact's files were read after ``cutoff``."""
+        read_at = artifact.last_read_at
+        if cutoff is None or read_at is None or not read_at > cutoff:
+            return []
+        return [f"{READ_RECENTLY} (last read {format_instant(read_at)}, within keep_used_within {self.keep_used_within})"]
 
     def pinning_labels(self, artifact: Artifact) -> list[str]:
         """Return the ``keep_labels`` pairs the artifact carries (value ``*`` means any value)."""

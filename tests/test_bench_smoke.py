@@ -28,3 +28,17 @@ def test_quick_benchmark_prints_one_table_with_every_row(tmp_path: Path) -> None
         assert expected in rows, f"missing row {expected!r}:\n{finished.stdout}"
     assert "machine:" in finished.stdout and "python -m bench.run --quick" in finished.stdout
     assert list((tmp_path / "work").iterdir()) == [], "the stores are removed afterwards"
+
+
+def test_quick_in_use_benchmark_prints_its_table(tmp_path: Path) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench.inuse", "--quick", "--workdir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    rows = [line for line in finished.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| what | with the check | baseline |")
+    for expected in ("/proc scan: fd, maps and cwd", "psutil", "working directories only", "lease probe", "`plan`",
+                     "keep_used_within", "`apply` of 10 deletions"):
+        assert any(expected in row for row in rows[1:]), f"missing {expected!r}:\n{finished.stdout}"
+    assert list(tmp_path.iterdir()) == [], "the stores are removed afterwards"

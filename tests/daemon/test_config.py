@@ -29,6 +29,7 @@ def test_example_config_loads_and_sets_every_documented_key() -> None:
     assert (first.keep_last, first.keep_daily, first.keep_weekly, first.keep_monthly, first.keep_yearly) == (5, 7, 4, 6, 1)
     assert str(first.keep_within) == "2d" and str(first.keep_newer_than) == "14d"
     assert first.keep_labels == {"retention": "keep"} and first.schedule == "0 * * * *"
+    assert str(first.keep_used_within) == "7d" and str(settings.disk[0].keep_used_within) == "3d"
     assert settings.retention[1].kinds == ("bento",)
     disk = settings.disk[0]
     assert (str(disk.high_watermark), str(disk.low_watermark), str(disk.max_store_size)) == ("85%", "75%", "200GiB")

@@ -182,7 +182,7 @@ def test_hours_saved_are_in_status_and_metrics_after_a_window(
     assert 5.98 < nights["savings"]["cost_saved"] < 6.2 and report["savings"]["cost_saved"] == nights["savings"]["cost_saved"]
     assert main(["status", "--config", str(config('downtime = "never"'))]) == EXIT_OK
     human = " ".join(capsys.readouterr().out.split())  # the console wraps long lines at its width
-    assert re.search(r"nights: 3\.0 deployment-hours down, 6\.0\d saved; 0 down now", human), human
+    assert re.search(r"nights \(offhours\): last run .*; 3\.0 deployment-hours down, 6\.0\d saved, 0 deployments down now", human), human
     values = samples(textfile)
     assert values[("retentiond_deployments_terminated", (("policy", "nights"),))] == 0
     assert 5.98 < values[("retentiond_cost_saved_total", (("policy", "nights"),))] < 6.2

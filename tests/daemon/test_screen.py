@@ -61,7 +61,9 @@ def on_screen(config: Path, tmp_path: Path, *arguments: str) -> list[str]:
     command = shlex.join([sys.executable, "-m", "daemon", *arguments, "--config", str(config)])
     tmux = ["tmux", "-L", socket, "-f", str(settings)]
     # The exit code is printed after the command (tmux 3.3 leaves #{pane_dead_status} empty) and checked below.
-    shell = f"{command}; echo {EXIT_MARK}$?"
+    # Log lines (stderr) go to a file: they are the logger's, not the command's output (e.g. the in-use check's
+    # warning about processes it cannot read, on a host where even root cannot read PID 1).
+    shell = f"{command} 2>>{shlex.quote(str(tmp_path / 'screen-stderr.log'))}; echo {EXIT_MARK}$?"
     subprocess.run([*tmux, "new-session", "-d", "-x", str(WIDTH), "-y", "50", "-s", "screen", "-c", os.getcwd(), shell],
                    check=True, env=environment(), timeout=30)
     try:

@@ -17,6 +17,8 @@ from daemon.literal import print_line
 
 if TYPE_CHECKING:
     from daemon.executor import RunResult
+    from daemon.progress import ProgressLines
+    from daemon.render import ProgressBar
 
 # Start-up time is most of a small `plan` or `apply`, so each handler imports what only it needs:
 # the runner (store, executor, policies), the audit reader, and rich (daemon.render) only for human
@@ -59,10 +61,14 @@ def apply(arguments: argparse.Namespace) -> int:
     # SIGINT/SIGTERM stop the run at its next safe point (daemon.stop); the handlers go before printing.
     with StopRequest() as stop:
         settings = load_config(arguments.config).settings
-        bar = None
+        bar: ProgressBar | ProgressLines
         if sys.stdout.isatty() and not arguments.json:
             from daemon.render import ProgressBar
             bar = ProgressBar()
+        else:
+            # Off a terminal (a CI log) a line every few seconds instead, and only for a run that takes that long.
+            from daemon.progress import ProgressLines
+            bar = ProgressLines()
         try:
             result = observed_run(
                 settings, sorted(arguments.policy or settings.policy_names()),
@@ -76,8 +82,7 @@ def apply(arguments: argparse.Namespace) -> int:
             print_line(f"retentiond: {stop.signal_name}: {error}", sys.stderr)
             return stop.exit_code
         finally:
-            if bar is not None:
-                _after_acting(EXIT_OK, bar.stop)  # the bar is cosmetic: a fault in it must not replace the outcome
+            _after_acting(EXIT_OK, bar.stop)  # the bar is cosmetic: a fault in it must not replace the outcome
     if result.interrupted:
         exit_code = stop.exit_code
     else:

@@ -44,7 +44,7 @@ class ReactionResult:
 
 def budget_config(root: Path, home: Path, budget_bytes: int, interval_seconds: int) -> Path:
     """A config with one ``[[disk]]`` budget policy checked every ``interval_seconds``."""
-    policy = f'[[disk]]\nname = "budget"\nkinds = ["model"]\nmax_store_size = {budget_bytes}\ncheck_interval = "{interval_seconds}s"\n'
+    policy = f'[[disk]]\nname = "budget"\nkinds = ["model"]\nmax_store_size = "{budget_bytes}B"\ncheck_interval = "{interval_seconds}s"\n'
     return write_config(root, home, policy)
 
 

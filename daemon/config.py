@@ -8,6 +8,7 @@ problem becomes a ``ConfigError`` that names the key path and the file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -30,22 +31,28 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from daemon.config_paths import AbsolutePath, to_absolute_path
 from daemon.errors import ConfigError
 from daemon.providers.command import CommandHooks
 from daemon.providers.process import ProcessDeploymentSpec
 from daemon.redact import check_http_url, describe_url
 from policies.durations import Duration, Size
-from policies.spec import ConfigPolicy, DiskPolicy, DurationField, OffhoursPolicy, RetentionPolicy, SizeField
+from policies.spec import ConfigPolicy, DiskPolicy, DurationField, OffhoursPolicy, RetentionPolicy, SizeField, refuse_zero
 
 DEFAULT_CONFIG_PATH = Path("/etc/retentiond/config.toml")
 CONFIG_ENV = "RETENTIOND_CONFIG"
+ENV_PREFIX = "RETENTIOND_"
+MIN_TIMEOUT_SECONDS = 1
+MAX_TIMEOUT_SECONDS = 3600
+MESSAGE_CHARACTERS = 300
+MAX_TRASH_RETENTION_SECONDS = 1000 * 365 * 86400
 
 
 def default_store_home() -> Path:
-    """Return ``$BENTOML_HOME``, else ``~/bentoml``, as BentoML itself does."""
-    return Path(os.environ.get("BENTOML_HOME") or "~/bentoml").expanduser()
+    """Return ``$BENTOML_HOME``, else ``~/bentoml``, as BentoML itself does (``~`` is expanded by validation)."""
+    return Path(os.environ.get("BENTOML_HOME") or "~/bentoml")
 
 
 class Section(BaseModel):
@@ -53,43 +60,46 @@ class Section(BaseModel):
 
 
 class StoreSection(Section):
-    home: Path = Field(default_factory=default_store_home)
+    # Validated like a written value, so a relative $BENTOML_HOME is refused too.
+    home: AbsolutePath = Field(default_factory=default_store_home, validate_default=True)
     # Opt-in safety limits; without them a run deletes what the plan says and leaves no trash.
     trash_retention: DurationField | None = None
     max_shrink: SizeField | None = None
-    archive_dir: Path | None = None
+    archive_dir: AbsolutePath | None = None
 
     @field_validator("max_shrink")
     @classmethod
     def _percent_only(cls, value: Size | None) -> Size | None:
         if value is not None and value.percent is None:
             raise ValueError("max_shrink is a percentage such as '50%'")
+        refuse_zero(value, "would stop every run once a single version is gone; use e.g. '50%'")
         return value
 
     @property
     def trash_retention_span(self) -> timedelta | None:
         if self.trash_retention is None or self.trash_retention.is_zero:
             return None
-        return timedelta(seconds=self.trash_retention.approx_seconds())
-
-    @field_validator("home", "archive_dir")
-    @classmethod
-    def _expand(cls, value: Path | None) -> Path | None:
-        return value.expanduser() if value is not None else None
+        # A thousand years is forever for a trash entry; longer would overflow ``now - span``.
+        return timedelta(seconds=min(self.trash_retention.approx_seconds(), MAX_TRASH_RETENTION_SECONDS))
 
     @model_validator(mode="after")
     def _archive_outside_the_store_layout(self) -> StoreSection:
         if self.archive_dir is not None:
-            for subdir in ("models", "bentos"):
-                if self.archive_dir.resolve().is_relative_to((self.home / subdir).resolve()):
-                    raise ValueError(f"archive_dir {self.archive_dir} must not be inside {self.home / subdir}")
+            try:
+                archive = self.archive_dir.resolve()
+                layout = [(self.home / subdir).resolve() for subdir in ("models", "bentos")]
+            except (OSError, RuntimeError) as error:  # a symlink loop, a name too long
+                raise ValueError(f"archive_dir {self.archive_dir}: cannot resolve: {error}") from None
+            for directory in layout:
+                if archive.is_relative_to(directory):
+                    raise ValueError(f"archive_dir {self.archive_dir} must not be inside {directory}")
         return self
 
 
 class DaemonSection(Section):
     timezone: str = "UTC"
-    state_dir: Path = Path("/var/lib/retentiond")
-    audit_log: Path = Path("/var/log/retentiond/audit.jsonl")
+    state_dir: AbsolutePath = Path("/var/lib/retentiond")
+    audit_log: AbsolutePath = Path("/var/log/retentiond/audit.jsonl")
     audit_rotate_size: SizeField | None = None
 
     @field_validator("timezone")
@@ -97,20 +107,16 @@ class DaemonSection(Section):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA timezone {value!r} (e.g. 'UTC', 'Europe/Berlin')") from None
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name longer than the filesystem allows
+            raise ValueError(f"unknown IANA timezone {value[:60]!r} (e.g. 'UTC', 'Europe/Berlin')") from None
         return value
-
-    @field_validator("state_dir", "audit_log")
-    @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
 
     @field_validator("audit_rotate_size")
     @classmethod
     def _bytes_only(cls, value: Size | None) -> Size | None:
         if value is not None and value.bytes is None:
             raise ValueError("audit_rotate_size is a size such as '64MiB', not a percentage")
+        refuse_zero(value, "would never rotate; leave audit_rotate_size out for that, or use e.g. '64MiB'")
         return value
 
     @cached_property
@@ -121,14 +127,18 @@ class DaemonSection(Section):
 class MetricsSection(Section):
     """Prometheus metrics: a textfile-collector file and/or an HTTP endpoint (off by default)."""
 
-    textfile: Path | None = None
+    textfile: AbsolutePath | None = None
     listen_address: str = "127.0.0.1"
     listen_port: int | None = Field(default=None, ge=1, le=65535)
 
-    @field_validator("textfile")
+    @field_validator("listen_address")
     @classmethod
-    def _expand(cls, value: Path | None) -> Path | None:
-        return value.expanduser() if value is not None else None
+    def _ip_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value[:60]!r} is not an IP address (e.g. '127.0.0.1', '::1', '0.0.0.0')") from None
+        return value
 
 
 def _checked_url(value: SecretStr) -> SecretStr:
@@ -197,6 +207,16 @@ class NotifySection(Section):
         return self.timeout.approx_seconds()
 
 
+def check_request_timeout(value: Duration) -> Duration:
+    """Return a provider's request timeout. Raise ValueError unless it is 1s..1h.
+
+    0s fails every request at once; a socket cannot wait for years (the timeval overflows).
+    """
+    if not MIN_TIMEOUT_SECONDS <= value.approx_seconds() <= MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"timeout {value} must be between 1s and 1h")
+    return value
+
+
 class BentoCloudProviderConfig(Section):
     """``type = "bentocloud"``: token and endpoint from here, else the environment, else ~/.yatai.yaml."""
 
@@ -205,6 +225,11 @@ class BentoCloudProviderConfig(Section):
     api_token: SecretStr | None = None
     cluster: str = ""
     timeout: DurationField = Duration.parse("10s")
+
+    @field_validator("timeout")
+    @classmethod
+    def _sensible_timeout(cls, value: Duration) -> Duration:
+        return check_request_timeout(value)
 
 
 class ProcessProviderConfig(Section):
@@ -235,6 +260,17 @@ class KubernetesProviderConfig(Section):
     label_selector: str = ""
     timeout: DurationField = Duration.parse("10s")
 
+    @field_validator("timeout")
+    @classmethod
+    def _sensible_timeout(cls, value: Duration) -> Duration:
+        return check_request_timeout(value)
+
+    @field_validator("kubeconfig")
+    @classmethod
+    def _absolute_kubeconfig(cls, value: str) -> str:
+        # "" leaves the choice to $KUBECONFIG and ~/.kube/config; a relative file would depend on the working directory.
+        return str(to_absolute_path(value)) if value else value
+
     @field_validator("namespaces")
     @classmethod
     def _namespace_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -257,6 +293,7 @@ ProviderConfig = Annotated[
     BentoCloudProviderConfig | ProcessProviderConfig | CommandProviderConfig | KubernetesProviderConfig,
     Field(discriminator="type"),
 ]
+PROVIDER_TYPES = ("bentocloud", "process", "command", "kubernetes")
 
 
 class Settings(BaseSettings):
@@ -269,7 +306,8 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    store: StoreSection = Field(default_factory=StoreSection)
+    # Validated from an empty table, so that an error in a default (a relative $BENTOML_HOME) is named store.home.
+    store: StoreSection = Field(default_factory=dict, validate_default=True)
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     notify: NotifySection = Field(default_factory=NotifySection)
@@ -356,54 +394,110 @@ class LoadedConfig:
 def resolve_config_path(explicit: str | None) -> tuple[Path | None, bool]:
     """Return (path, required): the file to read and whether its absence is an error."""
     if explicit:
-        return Path(explicit).expanduser(), True
+        return _expand_config_path(explicit), True
     from_env = os.environ.get(CONFIG_ENV)
     if from_env:
-        return Path(from_env).expanduser(), True
+        return _expand_config_path(from_env), True
     return DEFAULT_CONFIG_PATH, False
+
+
+def _expand_config_path(text: str) -> Path:
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~user of an unknown user
+        raise ConfigError(f"config file {_shorten(text)}: cannot expand ~: unknown user or no home directory") from None
 
 
 def load_config(explicit: str | None = None) -> LoadedConfig:
     """Given ``--config`` (or None), return the validated config. Raise ConfigError naming file and key."""
+    check_environment()
     path, required = resolve_config_path(explicit)
-    data: dict[str, Any] = {}
-    if path is not None and path.exists():
-        data = _read_toml(path)
-    elif required:
-        raise ConfigError(f"config file {path} does not exist")
-    else:
-        path = None
+    data = _read_toml(path, required) if path is not None else None
+    if data is None:
+        path, data = None, {}
     try:
         settings = Settings(**data)
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, path)) from None
+    except SettingsError as error:
+        # pydantic-settings could not decode an environment value (a section or list is JSON there).
+        cause = f": {error.__cause__}" if error.__cause__ else ""
+        raise ConfigError(f"invalid config in the environment ({', '.join(environment_overrides())}): {error}{cause}") from None
+    except Exception as error:  # a validator bug must still be exit 78 naming the file, never a traceback
+        where = str(path) if path else "built-in defaults"
+        raise ConfigError(f"invalid config in {where}: {type(error).__name__}: {_shorten(str(error))}") from None
     return LoadedConfig(settings=settings, path=path)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def environment_overrides() -> list[str]:
+    """Return the names of the ``RETENTIOND_*`` variables (any letter case, as pydantic-settings reads them) that override keys."""
+    return sorted(key for key in os.environ if key.upper().startswith(ENV_PREFIX) and key != CONFIG_ENV)
+
+
+def check_environment() -> None:
+    """Raise ConfigError naming each ``RETENTIOND_*`` variable that is empty or names no section.
+
+    pydantic-settings would read an empty ``RETENTIOND_STORE__HOME`` as the working directory
+    and skip ``RETENTIOND_STOR__HOME`` silently.
+    """
+    problems = []
+    for key in environment_overrides() + ([CONFIG_ENV] if CONFIG_ENV in os.environ else []):
+        section = key[len(ENV_PREFIX):].split("__", 1)[0].lower()
+        if os.environ[key] == "":
+            problems.append(f"  {key}: the variable is empty; unset it, or give it a value")
+        elif key != CONFIG_ENV and section not in Settings.model_fields:
+            problems.append(f"  {key}: unknown key {section!r} (sections: {', '.join(Settings.model_fields)})")
+    if problems:
+        raise ConfigError("invalid config in the environment:\n" + "\n".join(problems))
+
+
+def _read_toml(path: Path, required: bool) -> dict[str, Any] | None:
+    """Return the file's TOML table, or None when an optional file is absent. Raise ConfigError naming the file."""
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8 text (byte {error.start}: {error.reason})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     except OSError as error:
-        raise ConfigError(f"{path}: cannot read config: {error.strerror}") from None
+        raise ConfigError(f"{path}: cannot read config: {error.strerror or error}") from None
+    except ValueError as error:  # a NUL byte in the path given on the command line
+        raise ConfigError(f"{_shorten(str(path))}: cannot read config: {error}") from None
 
 
 def describe_validation_error(error: ValidationError, path: Path | None) -> str:
     """Return one line per problem: ``<file>: <key.path>: <message>``."""
     where = str(path) if path else "built-in defaults"
-    overrides = sorted(key for key in os.environ if key.startswith("RETENTIOND_") and key != CONFIG_ENV)
+    overrides = environment_overrides()
     if overrides:
         where += f" (with environment overrides {', '.join(overrides)})"
     lines = [f"invalid config in {where}:"]
     for problem in error.errors():
-        key_path = format_key_path(problem["loc"])
+        key_path = format_key_path(_without_provider_tag(problem["loc"]))
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"  {key_path or '(top level)'}: {message}")
+        lines.append(f"  {_shorten(key_path or '(top level)')}: {_shorten(message)}")
     return "\n".join(lines)
+
+
+def _shorten(text: str) -> str:
+    """Cut ``text`` so that a megabyte-long value cannot flood the terminal or the journal."""
+    return text if len(text) <= MESSAGE_CHARACTERS else f"{text[:MESSAGE_CHARACTERS]}…"
+
+
+def _without_provider_tag(location: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop the step pydantic adds for the provider's ``type`` (``providers.x.command.list``): the file has no such table."""
+    if len(location) > 2 and location[0] == "providers" and location[2] in PROVIDER_TYPES:
+        return (*location[:2], *location[3:])
+    return location
 
 
 def format_key_path(location: tuple[int | str, ...]) -> str:

@@ -16,6 +16,7 @@ directory that cannot be written is logged and the run goes on.
 
 from __future__ import annotations
 
+import errno
 import json
 from collections import Counter as Tally
 from collections.abc import Callable, Collection, Iterator
@@ -29,6 +30,7 @@ import structlog
 from filelock import FileLock, Timeout
 
 from daemon.config import Settings
+from daemon.errors import ConfigError
 from daemon.offhours_figures import Overdue, PolicySavings, SavingsFile, hourly_costs, overdue
 from daemon.ownership import OwnershipFile, OwnershipState
 from daemon.run_figures import RunSummary
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
 log = structlog.get_logger("retentiond")
+# Failures to bind that are about the port (taken, or privileged) rather than the address.
+_PORT_ERRNOS = {errno.EADDRINUSE, errno.EACCES}
 KINDS = ("model", "bento")
 
 
@@ -202,10 +206,21 @@ class Metrics:
         return snapshot
 
     def serve(self, address: str, port: int) -> None:
-        """Serve ``/metrics`` over HTTP on ``address:port`` in a background thread, rendered at each scrape."""
+        """Serve ``/metrics`` on ``address:port`` in a background thread, rendered at each scrape, instead of any earlier endpoint.
+
+        Raise ConfigError naming ``metrics.listen_port`` or ``metrics.listen_address`` if it cannot
+        listen there; an endpoint already served stays up then.
+        """
         from daemon.metric_families import serve
 
-        self._server = serve(lambda: self.snapshot(read_only=True), address, port)
+        try:
+            server = serve(lambda: self.snapshot(read_only=True), address, port)
+        except (OSError, OverflowError, ValueError) as error:
+            key = "metrics.listen_port" if isinstance(error, OSError) and error.errno in _PORT_ERRNOS else "metrics.listen_address"
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            raise ConfigError(f"{key}: cannot listen on {address} port {port}: {reason}") from None
+        self.close()
+        self._server = server
 
     def close(self) -> None:
         if self._server is not None:

@@ -91,14 +91,20 @@ def retention_trigger(schedule: str, settings: Settings) -> CronTrigger:
 class Service:
     """The daemon: owns the scheduler, the metrics and the reload logic."""
 
-    def __init__(self, config_argument: str | None, notifier: Notifier) -> None:
-        self.config_argument = config_argument
+    def __init__(
+        self, config_argument: str | None, notifier: Notifier,
+        stop: threading.Event | None = None, reload_requested: threading.Event | None = None,
+    ) -> None:
         self.notifier = notifier
-        self.settings = load_config(config_argument).settings
+        self.stop = stop or threading.Event()
+        self.reload_requested = reload_requested or threading.Event()
+        loaded = load_config(config_argument)
+        # A reload reads the file the daemon started with: were /etc/retentiond/config.toml to vanish,
+        # the built-in defaults (no policy acts) would otherwise replace it without a word.
+        self.config_argument = str(loaded.path) if loaded.path is not None else config_argument
+        self.settings = loaded.settings
         check_store_root(self.settings.store.home)
         require_writable_state_dir(self.settings)
-        self.stop = threading.Event()
-        self.reload_requested = threading.Event()
         self._run_lock = threading.Lock()
         self.metrics = Metrics(self.settings, refresh_seconds=METRICS_REFRESH_SECONDS)
         self.samples: deque[DiskSample] = deque(maxlen=SAMPLES_KEPT)
@@ -120,12 +126,15 @@ class Service:
         return self.baseline.store_bytes
 
     def start(self) -> None:
-        """Schedule the jobs, start serving metrics, and tell systemd we are ready."""
-        self._schedule()
-        self.scheduler.start()
+        """Start serving metrics, schedule the jobs, and tell systemd we are ready.
+
+        Raise ConfigError naming the key if the metrics endpoint cannot listen (nothing is scheduled then).
+        """
         metrics = self.settings.metrics
         if metrics.listen_port is not None:
             self.metrics.serve(metrics.listen_address, metrics.listen_port)
+        self._schedule()
+        self.scheduler.start()
         self.metrics.write_textfile()
         log.info("daemon.started", store=str(self.settings.store.home), jobs=[job.id for job in self.scheduler.get_jobs()])
         self.notifier.send("READY=1", f"STATUS=watching {self.settings.store.home}")
@@ -180,21 +189,51 @@ class Service:
         return EXIT_OK
 
     def reload(self) -> None:
-        """Re-read the config; keep the old one, loudly, if the new one is invalid."""
+        """Re-read the config; keep the old one, loudly, if the new one cannot be used. Never raise.
+
+        This is the boundary of SIGHUP: whatever goes wrong (an invalid or unreadable file, a store
+        that is gone, a metrics port that is taken, a bug) is logged and the daemon runs on as it was.
+        """
         try:
-            settings = load_config(self.config_argument).settings
-            check_store_root(settings.store.home)
-            require_writable_state_dir(settings)
-        except ConfigError as error:
-            log.error("config.reload_failed", error=str(error))
-            self.notifier.send(f"STATUS=config reload failed; still running the previous config: {str(error)[:200]}")
+            self._apply_new_config()
+        except Exception as error:
+            text = str(error) if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
+            log.error("config.reload_failed", error=text)
+            self.notifier.send(f"STATUS=config reload failed; still running the previous config: {text[:200]}")
             return
-        with self._run_lock:
-            self.settings = settings
-            self.metrics.settings = settings
-            self._schedule()
         log.info("config.reloaded", jobs=[job.id for job in self.scheduler.get_jobs()])
         self.notifier.send("STATUS=config reloaded")
+
+    def _apply_new_config(self) -> None:
+        """Load, check and switch to the config file as it is now. Raise, with the old config in force, if it cannot be used."""
+        settings = load_config(self.config_argument).settings
+        check_store_root(settings.store.home)
+        require_writable_state_dir(settings)
+        old = self.settings
+        endpoint, old_endpoint = _endpoint(settings), _endpoint(old)
+        if endpoint != old_endpoint and endpoint is not None:
+            self.metrics.serve(*endpoint)  # raises before anything changed; the old endpoint keeps serving
+        with self._run_lock:
+            try:
+                self.settings = self.metrics.settings = settings
+                self._schedule()
+            except Exception:
+                self.settings = self.metrics.settings = old
+                self._schedule()
+                if endpoint != old_endpoint:
+                    self._restore_endpoint(old_endpoint)
+                raise
+        if endpoint is None:
+            self.metrics.close()
+
+    def _restore_endpoint(self, endpoint: tuple[str, int] | None) -> None:
+        if endpoint is None:
+            self.metrics.close()
+            return
+        try:
+            self.metrics.serve(*endpoint)
+        except ConfigError as error:
+            log.error("metrics.serve_failed", error=str(error))
 
     def _run_policy(self, policy_name: str) -> RunResult | None:
         """A scheduled run of one policy; every failure is caught here so the daemon carries on."""
@@ -267,22 +306,30 @@ class Service:
         return now - last.at < UNREACHABLE_RETRY and used_bytes <= last.used_bytes + total_bytes // 100
 
 
+def _endpoint(settings: Settings) -> tuple[str, int] | None:
+    metrics = settings.metrics
+    return None if metrics.listen_port is None else (metrics.listen_address, metrics.listen_port)
+
+
 def run_service(config_argument: str | None) -> int:
     """Entry point of ``retentiond run``. Raise ConfigError (exit 78) if the config is invalid at start."""
-    notifier = Notifier()
-    service = Service(config_argument, notifier)
+    stop, reload_requested = threading.Event(), threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal.received", signal=signal.Signals(signum).name)
-        service.stop.set()
+        stop.set()
 
     def request_reload(_signum: int, _frame: FrameType | None) -> None:
-        service.reload_requested.set()
+        reload_requested.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    # Before the first scan, which can take minutes: SIGHUP's default action would end the process.
+    # SIGTERM keeps its default until then, so that stopping a daemon still starting up is immediate.
     signal.signal(signal.SIGHUP, request_reload)
+    notifier = Notifier()
     try:
+        service = Service(config_argument, notifier, stop, reload_requested)
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
         service.start()
         return service.serve_forever()
     finally:

@@ -48,7 +48,15 @@ class SkipAction(Exception):
 
 
 def check_store_root(home: Path) -> Path:
-    """Given ``store.home``, return it resolved. Raise ConfigError if it is not a BentoML home."""
+    """Given ``store.home``, return it resolved. Raise ConfigError if it is not a BentoML home or cannot be looked at."""
+    try:
+        return _check_store_root(home)
+    except (OSError, RuntimeError) as error:  # a parent we may not search, a name too long, a symlink loop
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise ConfigError(f"store.home {home}: cannot look at it: {reason}") from None
+
+
+def _check_store_root(home: Path) -> Path:
     if not home.exists():
         raise ConfigError(f"store.home {home} does not exist")
     if home.is_symlink():

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
 from policies._calendar_ends import CYCLE_YEARS, day_number, instant_at_wall, local_wall, shift_clamped
 
-_DURATION_PART = re.compile(r"(\d+)(mo|y|w|d|h|m|s)")
+_DURATION_PART = re.compile(r"(\d+)(mo|y|w|d|h|m|s)", re.ASCII)
 _UNIT_ORDER = ("y", "mo", "w", "d", "h", "m", "s")
+# Spans past datetime's range are fine (before/after stop at its ends), but approx_seconds of a
+# 400-digit count would overflow a float: 30 digits are already ~10^22 years.
+MAX_DURATION_DIGITS = 30
 
 
 @dataclass(frozen=True, order=True)
@@ -34,10 +37,14 @@ class Duration:
 
     @classmethod
     def parse(cls, text: str) -> Duration:
-        """Given ``"1d12h"``-style text, return the Duration. Raise ValueError if malformed."""
+        """Given ``"1d12h"``-style text, return the Duration. Raise ValueError if malformed or not text."""
+        if not isinstance(text, str):
+            raise ValueError(
+                f"a duration must be text like '90s', '15m', '6h', '7d', '2w', '3mo', '1y', not {describe_type(text)}"
+            )
         if "M" in text:
             raise ValueError(
-                f"invalid duration {text!r}: 'M' is ambiguous; write 'mo' for months or 'm' for minutes"
+                f"invalid duration {_shorten(text)}: 'M' is ambiguous; write 'mo' for months or 'm' for minutes"
             )
         cleaned = text.strip().lower()
         if not cleaned:
@@ -45,20 +52,21 @@ class Duration:
         position = 0
         seen: list[str] = []
         totals = dict.fromkeys(_UNIT_ORDER, 0)
-        for match in _DURATION_PART.finditer(cleaned):
-            if match.start() != position:
-                break
+        # Match only where the last part ended: finditer would rescan a long run of digits from every offset.
+        while (match := _DURATION_PART.match(cleaned, position)) is not None:
+            if len(match.group(1)) > MAX_DURATION_DIGITS:
+                raise ValueError(f"duration {_shorten(text)}: a number has more than {MAX_DURATION_DIGITS} digits")
             number, unit = int(match.group(1)), match.group(2)
             if unit in seen:
-                raise ValueError(f"duration {text!r} repeats the unit {unit!r}")
+                raise ValueError(f"duration {_shorten(text)} repeats the unit {unit!r}")
             if seen and _UNIT_ORDER.index(unit) < _UNIT_ORDER.index(seen[-1]):
-                raise ValueError(f"duration {text!r}: units must go from largest to smallest")
+                raise ValueError(f"duration {_shorten(text)}: units must go from largest to smallest")
             seen.append(unit)
             totals[unit] = number
             position = match.end()
         if position != len(cleaned) or not seen:
             raise ValueError(
-                f"invalid duration {text!r}; expected numbers with units y, mo, w, d, h, m, s "
+                f"invalid duration {_shorten(text)}; expected numbers with units y, mo, w, d, h, m, s "
                 "(e.g. '90s', '15m', '6h', '7d', '2w', '3mo', '1y', '1d12h')"
             )
         return cls(
@@ -154,12 +162,14 @@ def _offset_at(instant: datetime, zone: tzinfo) -> timedelta:
     return offset if offset is not None else timedelta(0)
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]i?b|b)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]i?b|b)$", re.IGNORECASE | re.ASCII)
+_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)\s*%$", re.ASCII)
 _SIZE_FACTORS = {
     "b": 1,
     "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4, "pb": 1000**5,
     "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4, "pib": 1024**5,
 }
+_SIZE_EXAMPLES = "'500MB' (powers of 1000), '200GiB' (powers of 1024) or '85%'"
 
 
 @dataclass(frozen=True)
@@ -171,31 +181,45 @@ class Size:
     text: str = ""
 
     @classmethod
-    def parse(cls, text: str | int) -> Size:
-        """Given ``"500MB"``, ``"200GiB"``, ``"85%"`` or a byte count, return the Size. Raise ValueError."""
-        if isinstance(text, bool):
-            raise ValueError("a size must be text like '500MB', '200GiB' or '85%'")
-        if isinstance(text, int):
-            if text < 0:
-                raise ValueError(f"size {text} is negative")
-            return cls(bytes=text, text=str(text))
+    def parse(cls, text: str) -> Size:
+        """Given ``"500MB"``, ``"200GiB"`` or ``"85%"``, return the Size. Raise ValueError if malformed.
+
+        A bare number (``0.85``, ``85``, ``"85"``) is refused: it could mean a share, bytes or
+        gigabytes, and read as bytes, ``high_watermark = 85`` would evict everything.
+        """
+        if isinstance(text, int | float) and not isinstance(text, bool):
+            raise ValueError(
+                f"a bare number ({_shorten(text)}) is ambiguous; write a share such as '85%' "
+                "or a size with its unit such as '500MB', '200GiB', '4096B'"
+            )
+        if not isinstance(text, str):
+            raise ValueError(f"a size must be text like {_SIZE_EXAMPLES}, not {describe_type(text)}")
         stripped = text.strip()
-        if stripped.endswith("%"):
-            try:
-                percent = float(stripped[:-1])
-            except ValueError:
-                raise ValueError(f"invalid percentage {text!r}") from None
+        percent_match = _PERCENT.match(stripped)
+        if percent_match:
+            percent = float(percent_match.group(1))
             if not 0 <= percent <= 100:
-                raise ValueError(f"percentage {text!r} is outside 0%..100%")
+                raise ValueError(f"percentage {_shorten(text)} is outside 0%..100%")
             return cls(percent=percent, text=stripped)
         match = _SIZE.match(stripped)
         if not match:
-            raise ValueError(
-                f"invalid size {text!r}; expected e.g. '500MB' (powers of 1000), "
-                "'200GiB' (powers of 1024) or '85%'"
-            )
-        unit = (match.group(2) or "b").lower()
-        return cls(bytes=int(float(match.group(1)) * _SIZE_FACTORS[unit]), text=stripped)
+            if _PERCENT.match(stripped + "%") or stripped.endswith("%"):
+                hint = "a share ends in '%' (e.g. '85%'), bytes need a unit (e.g. '500MB', '4096B')"
+            else:
+                hint = f"expected e.g. {_SIZE_EXAMPLES}"
+            raise ValueError(f"invalid size {_shorten(text)}; {hint}")
+        number, unit = match.group(1), match.group(2).lower()
+        if unit == "b" and "." in number:
+            raise ValueError(f"size {_shorten(text)}: a byte count is a whole number")
+        whole, _, fraction = number.partition(".")
+        # Exact arithmetic: float() of a long digit string rounds, or overflows to inf.
+        scale = 10 ** len(fraction)
+        count = (int(whole) * scale + int(fraction or "0")) * _SIZE_FACTORS[unit] // scale
+        return cls(bytes=count, text=stripped)
+
+    @property
+    def is_zero(self) -> bool:
+        return not (self.bytes or self.percent)
 
     def resolve(self, total_bytes: int) -> int:
         """Given the size of the filesystem, return this size in bytes."""
@@ -217,3 +241,18 @@ def format_bytes(count: int) -> str:
         value /= 1024
     return f"{count} B"  # pragma: no cover
 
+
+
+def describe_type(value: object) -> str:
+    """Return how a config value of this Python type was written, for messages ("a number", "a table")."""
+    names = {
+        bool: "true/false", int: "a number", float: "a number", list: "an array", tuple: "an array",
+        dict: "a table", datetime: "a date-time", date: "a date", time: "a time",
+    }
+    return next((name for kind, name in names.items() if isinstance(value, kind)), type(value).__name__)
+
+
+def _shorten(value: object, limit: int = 60) -> str:
+    """Return ``repr(value)``, cut to ``limit`` characters so a huge value does not flood the message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…"

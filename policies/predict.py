@@ -20,6 +20,9 @@ from policies.model import DiskSample
 
 MIN_SAMPLES = 5
 MAX_SAMPLES = 240
+# A crossing further away than this is none: a watermark above the filesystem's size would
+# otherwise put it past the year 9999, where datetime overflows.
+MAX_REACH = timedelta(days=100 * 365)
 
 
 @dataclass(frozen=True)
@@ -63,4 +66,7 @@ def predict_crossing(
         return Prediction(slope, now)
     if slope <= 0:
         return Prediction(slope, None)
-    return Prediction(slope, now + timedelta(seconds=(threshold_bytes - fitted_now) / slope))
+    seconds = (threshold_bytes - fitted_now) / slope
+    if seconds > MAX_REACH.total_seconds():
+        return Prediction(slope, None)
+    return Prediction(slope, now + timedelta(seconds=seconds))

@@ -20,10 +20,9 @@ from policies.windows import Holiday, TimeSpec
 
 
 def _to_duration(value: Any) -> Duration:
+    # Duration.parse and Size.parse raise ValueError for every other type, which pydantic reports with the key path.
     if isinstance(value, Duration):
         return value
-    if not isinstance(value, str):
-        raise ValueError("a duration must be text like '90s', '15m', '6h', '7d', '2w', '3mo', '1y'")
     return Duration.parse(value)
 
 
@@ -36,6 +35,24 @@ def _to_size(value: Any) -> Size:
 DurationField = Annotated[Duration, BeforeValidator(_to_duration), PlainSerializer(str, return_type=str)]
 SizeField = Annotated[Size, BeforeValidator(_to_size), PlainSerializer(str, return_type=str)]
 Count = Annotated[int, Field(ge=0, strict=True)]
+MAX_INTERVAL_SECONDS = 365 * 86400
+# fnmatch translates a pattern in time quadratic in its '[' characters: 100 000 of them would stall every run.
+Glob = Annotated[str, Field(max_length=1024)]
+
+
+
+def refuse_zero(value: Size | Duration | None, why: str) -> None:
+    """Raise ValueError saying ``why`` when a limit is zero (a zero limit is a typo, not a wish)."""
+    if value is not None and value.is_zero:
+        raise ValueError(f"{value} {why}")
+
+
+def refuse_longer_than_a_year(value: Duration, key: str) -> Duration:
+    """Return an interval the daemon schedules by. Raise ValueError past a year (centuries overflow the scheduler's clock)."""
+    if value.approx_seconds() > MAX_INTERVAL_SECONDS:
+        raise ValueError(f"{key} {value} must be at most 1y")
+    return value
+
 
 READ_RECENTLY = "read recently"
 KEEP_COUNT_KEYS = ("keep_last", *(f"keep_{name}" for name in BUCKETS))
@@ -51,13 +68,19 @@ class ArtifactPolicy(PolicyModel):
 
     name: Annotated[str, Field(min_length=1)]
     kinds: tuple[Literal["model", "bento"], ...] = ("model", "bento")
-    match: tuple[str, ...] = ("*",)
+    match: tuple[Glob, ...] = ("*",)
     labels: dict[str, str] = Field(default_factory=dict)
     keep_labels: dict[str, str] = Field(default_factory=dict)
     min_age: DurationField = Duration.parse("1h")
     keep_used_within: DurationField | None = None
     max_delete_per_run: Annotated[int, Field(ge=1, strict=True)] | None = None
     max_delete_bytes_per_run: SizeField | None = None
+
+    @field_validator("max_delete_bytes_per_run")
+    @classmethod
+    def _positive_byte_limit(cls, value: Size | None) -> Size | None:
+        refuse_zero(value, "would refuse every deletion of this policy; leave the key out for no limit")
+        return value
 
     @model_validator(mode="after")
     def _selects_something(self) -> ArtifactPolicy:
@@ -127,7 +150,8 @@ class RetentionPolicy(ArtifactPolicy):
 
     @model_validator(mode="after")
     def _has_a_keep_rule(self) -> RetentionPolicy:
-        if self.rules().is_empty() and self.keep_newer_than is None:
+        # keep_newer_than = "0s" keeps nothing, like keep_last = 0.
+        if self.rules().is_empty() and (self.keep_newer_than is None or self.keep_newer_than.is_zero):
             keys = ", ".join((*KEEP_COUNT_KEYS, *KEEP_WITHIN_KEYS, "keep_newer_than"))
             raise ValueError(
                 f"retention policy {self.name!r} has no keep rule, so it would delete everything; "
@@ -168,6 +192,35 @@ class DiskPolicy(ArtifactPolicy):
     check_interval: DurationField = Duration.parse("10s")
     predict_full_within: DurationField | None = None
 
+    @field_validator("high_watermark")
+    @classmethod
+    def _high_above_zero(cls, value: Size | None) -> Size | None:
+        refuse_zero(value, "would count any used byte as pressure and evict every unprotected version; use e.g. '85%'")
+        return value
+
+    @field_validator("low_watermark")
+    @classmethod
+    def _low_above_zero(cls, value: Size | None) -> Size | None:
+        refuse_zero(value, "can never be reached, so every unprotected version would be evicted; use e.g. '75%'")
+        return value
+
+    @field_validator("max_store_size")
+    @classmethod
+    def _budget_above_zero(cls, value: Size | None) -> Size | None:
+        refuse_zero(value, "as a budget would evict every unprotected version; use e.g. '200GiB' or '50%'")
+        return value
+
+    @field_validator("check_interval")
+    @classmethod
+    def _check_within_a_year(cls, value: Duration) -> Duration:
+        return refuse_longer_than_a_year(value, "check_interval")
+
+    @field_validator("predict_full_within")
+    @classmethod
+    def _horizon_above_zero(cls, value: Duration | None) -> Duration | None:
+        refuse_zero(value, "predicts nothing; leave predict_full_within out to turn prediction off")
+        return value
+
     @model_validator(mode="after")
     def _watermarks_are_consistent(self) -> DiskPolicy:
         if self.high_watermark is None and self.max_store_size is None:
@@ -204,8 +257,8 @@ class OffhoursPolicy(PolicyModel):
 
     name: Annotated[str, Field(min_length=1)]
     provider: Annotated[str, Field(min_length=1)]
-    match: tuple[str, ...] = ("*",)
-    exclude: tuple[str, ...] = ()
+    match: tuple[Glob, ...] = ("*",)
+    exclude: tuple[Glob, ...] = ()
     downtime: str | None = None
     uptime: str | None = None
     holidays: tuple[str, ...] = ()
@@ -225,6 +278,19 @@ class OffhoursPolicy(PolicyModel):
         if resolve_zone(value) is None:
             raise ValueError(f"unknown IANA timezone {value!r}")
         return value
+
+    @field_validator("delete_after")
+    @classmethod
+    def _delete_after_above_zero(cls, value: Duration | None) -> Duration | None:
+        refuse_zero(value, "would delete a deployment as soon as it is terminated, so it never restarts; use e.g. '30d'")
+        return value
+
+    @field_validator("reconcile_interval")
+    @classmethod
+    def _reconcile_at_least_a_second(cls, value: Duration) -> Duration:
+        if value.approx_seconds() < 1:
+            raise ValueError(f"reconcile_interval {value} must be at least 1s (shorter re-runs the policy without pause)")
+        return refuse_longer_than_a_year(value, "reconcile_interval")
 
     @field_validator("downtime", "uptime")
     @classmethod

@@ -129,7 +129,7 @@ def test_a_real_prometheus_scrapes_the_daemon_and_answers_with_its_figures(tmp_p
     budget = store_bytes(home) // 2
     config = write_config(
         tmp_path, home,
-        f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}"\ncheck_interval = "1s"\n'
+        f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}B"\ncheck_interval = "1s"\n'
         f'[metrics]\nlisten_port = {metrics_port}\n',
     )
     daemon = Daemon(tmp_path, config)

@@ -39,6 +39,7 @@ NAME_PLACEHOLDER = "{name}"
 KNOWN_STATUSES = RUNNING_STATUSES | INACTIVE_STATUSES
 # Every attempt may last timeout_seconds while the store lock is held, so retry only once.
 HOOK_ATTEMPTS = 2
+MAX_WAIT_SECONDS = 24 * 3600
 KILL_WAIT_SECONDS = 5.0
 STDERR_TAIL_LINES = 5
 STDERR_TAIL_CHARS = 1000
@@ -53,7 +54,8 @@ class CommandHooks(BaseModel):
     terminate: str
     restart: str
     delete: str | None = None
-    timeout_seconds: float = Field(default=60, gt=0)
+    # Bounded: a timeout of 1e308 s overflows the wait, and inf would hold the store lock forever.
+    timeout_seconds: float = Field(default=60, gt=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False)
     env: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("list")

@@ -28,8 +28,9 @@ import psutil
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from daemon.config_paths import AbsolutePath
 from daemon.providers import DeploymentNotFound, ProviderError
-from daemon.providers.command import DEPLOYMENT_NAME_PATTERN
+from daemon.providers.command import DEPLOYMENT_NAME_PATTERN, MAX_WAIT_SECONDS
 from policies.model import Deployment
 
 log = structlog.get_logger("retentiond")
@@ -56,10 +57,11 @@ class ProcessDeploymentSpec(BaseModel):
 
     name: str = Field(pattern=DEPLOYMENT_NAME_PATTERN)
     command: list[str] = Field(min_length=1)
-    cwd: Path | None = None
+    cwd: AbsolutePath | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    stop_timeout_seconds: float = Field(default=30, ge=0)
-    log_file: Path | None = None
+    # Bounded: a wait of 1e308 s overflows the thread timeout, and inf would never reach SIGKILL.
+    stop_timeout_seconds: float = Field(default=30, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False)
+    log_file: AbsolutePath | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
 

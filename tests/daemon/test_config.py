@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -141,8 +145,8 @@ def test_check_config_redacts_secrets(capsys: pytest.CaptureFixture[str]) -> Non
          'downtime = "Mon-Fri 07:00-20:00 Nowhere/Land"\n',
          "offhours[0].downtime", "unknown timezone"),
         ('[providers.x]\ntype = "command"\nlist = "ls"\nterminate = "stop"\nrestart = "start {name}"\n',
-         "providers.x.command.terminate", "{name}"),
-        ('[providers.cloud]\ntype = "bentocloud"\ncolor = "blue"\n', "providers.cloud.bentocloud.color", "unknown key"),
+         "providers.x.terminate", "{name}"),
+        ('[providers.cloud]\ntype = "bentocloud"\ncolor = "blue"\n', "providers.cloud.color", "unknown key"),
     ],
 )
 def test_provider_and_offhours_errors_name_the_key_path(tmp_path: Path, text: str, key_path: str, message: str) -> None:
@@ -150,3 +154,128 @@ def test_provider_and_offhours_errors_name_the_key_path(tmp_path: Path, text: st
     with pytest.raises(ConfigError) as caught:
         load_config(str(path))
     assert f"{key_path}:" in str(caught.value) and message in str(caught.value)
+
+
+def run_cli(*arguments: str, env: dict[str, str] | None = None, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess (as ``nobody`` when ``user`` says so)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RETENTIOND_")}
+    environment.update(PYTHONPATH=str(REPO), **(env or {}))
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if user == "nobody" else []
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "daemon", *arguments], capture_output=True, text=True, cwd=REPO, env=environment, timeout=60
+    )
+
+
+def test_a_file_that_is_not_utf8_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'[daemon]\ntimezone = "Europe/Z\xfcrich"\n')
+    with pytest.raises(ConfigError, match=r"config.toml: not valid TOML: the file is not UTF-8 text \(byte 29"):
+        load_config(str(path))
+
+
+def test_arrays_nested_too_deeply_are_an_error_not_a_recursion_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(str(path))
+
+
+def test_a_config_file_behind_a_directory_we_may_not_search_exits_78(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "config.toml").write_text('[store]\nhome = "/srv/bm"\n')
+    tmp_path.chmod(0o755)
+    result = run_cli("check-config", "--config", str(private / "config.toml"), user="nobody")
+    assert result.returncode == 78 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot read config: Permission denied" in result.stderr
+
+
+@pytest.mark.parametrize("home", ["bentoml", "./bentoml", ".", ""])
+def test_a_relative_or_empty_store_home_is_refused(tmp_path: Path, home: str) -> None:
+    path = write(tmp_path, f'[store]\nhome = "{home}"\n')
+    with pytest.raises(ConfigError, match=r"store\.home: (relative path|the path is empty)"):
+        load_config(str(path))
+
+
+def test_store_home_keeps_tilde_expansion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_config(str(write(tmp_path, '[store]\nhome = "~/bm"\n'))).settings.store.home == tmp_path / "bm"
+
+
+def test_a_relative_bentoml_home_is_refused_as_the_default_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("daemon.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    monkeypatch.setenv("BENTOML_HOME", "bentoml")
+    with pytest.raises(ConfigError, match=r"store\.home: relative path 'bentoml'"):
+        load_config(None)
+
+
+@pytest.mark.parametrize("name", ["RETENTIOND_STORE__HOME", "RETENTIOND_DAEMON__TIMEZONE", "RETENTIOND_CONFIG"])
+def test_an_empty_environment_override_is_an_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    monkeypatch.setenv(name, "")
+    with pytest.raises(ConfigError, match=f"{name}: the variable is empty"):
+        load_config(str(write(tmp_path, '[store]\nhome = "/srv/bm"\n')))
+
+
+def test_an_override_of_an_unknown_section_is_an_error_naming_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RETENTIOND_STOR__HOME", "/srv/other")
+    with pytest.raises(ConfigError, match="RETENTIOND_STOR__HOME: unknown key 'stor'"):
+        load_config(str(write(tmp_path, "")))
+
+
+def test_an_override_that_is_not_json_is_an_error_naming_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RETENTIOND_DISK", "[{name = 'd'}]")
+    with pytest.raises(ConfigError, match=r"environment \(RETENTIOND_DISK\).*field \"disk\""):
+        load_config(str(write(tmp_path, "")))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "key_path"),
+    [
+        ("RETENTIOND_DISK", '[{"name": "d", "high_watermark": 0.85}]', "disk[0].high_watermark: a bare number"),
+        ("RETENTIOND_DISK", '[{"name": "d", "max_store_size": "0B"}]', "disk[0].max_store_size: 0B as a budget"),
+        ("RETENTIOND_STORE__MAX_SHRINK", "0.5", "store.max_shrink: a bare number (0.5)"),
+        ("RETENTIOND_DAEMON__STATE_DIR", "state", "daemon.state_dir: relative path"),
+        ("RETENTIOND_METRICS__LISTEN_ADDRESS", "localhost", "metrics.listen_address: 'localhost' is not an IP address"),
+        ("RETENTIOND_PROVIDERS__CLOUD", '{"type": "bentocloud", "timeout": 10}', "providers.cloud.timeout: a duration must be text"),
+    ],
+)
+def test_environment_values_get_the_same_checks_as_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, key_path: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(write(tmp_path, "")))
+    assert key_path in str(caught.value) and name in str(caught.value)
+
+
+def test_a_huge_value_does_not_flood_the_message(tmp_path: Path) -> None:
+    path = write(tmp_path, f'[[retention]]\nname = "a"\nkeep_last = 1\nmin_age = "{"9" * 100_000}q"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert "retention[0].min_age: invalid duration" in str(caught.value) and len(str(caught.value)) < 1000
+
+
+def test_a_store_home_too_long_to_look_at_exits_78(tmp_path: Path) -> None:
+    path = write(tmp_path, f'[store]\nhome = "/tmp/{"a" * 300}"\n[[retention]]\nname = "a"\nkeep_last = 1\n')
+    result = run_cli("plan", "--config", str(path))
+    assert result.returncode == 78 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot look at it: File name too long" in result.stderr
+
+
+def test_a_metrics_port_in_use_makes_run_exit_78_naming_the_key(tmp_path: Path) -> None:
+    from tests.fakestore import make_home
+
+    home = make_home(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write(
+            tmp_path,
+            f'[store]\nhome = "{home}"\n[daemon]\nstate_dir = "{tmp_path / "state"}"\naudit_log = "{tmp_path / "audit.jsonl"}"\n'
+            f"[metrics]\nlisten_port = {port}\n",
+        )
+        result = run_cli("run", "--config", str(path))
+    assert result.returncode == 78 and "Traceback" not in result.stderr, result.stderr
+    assert f"metrics.listen_port: cannot listen on 127.0.0.1 port {port}: Address already in use" in result.stderr

@@ -174,10 +174,10 @@ def test_unusable_credentials_are_a_config_error(
 
 
 @pytest.mark.parametrize(("extra", "key"), [
-    ('namespaces = ["Staging"]\n', "providers.k8s.kubernetes.namespaces"),
-    ('kinds = ["pod"]\n', "providers.k8s.kubernetes.kinds"),
-    ('kinds = []\n', "providers.k8s.kubernetes.kinds"),
-    ('namespace = "staging"\n', "providers.k8s.kubernetes.namespace"),
+    ('namespaces = ["Staging"]\n', "providers.k8s.namespaces"),
+    ('kinds = ["pod"]\n', "providers.k8s.kinds"),
+    ('kinds = []\n', "providers.k8s.kinds"),
+    ('namespace = "staging"\n', "providers.k8s.namespace"),
 ])
 def test_bad_provider_keys_exit_78_naming_the_key(write_config: Callable[..., Path], extra: str, key: str) -> None:
     config = write_config('[providers.k8s]\ntype = "kubernetes"\n' + extra)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -128,7 +129,7 @@ def test_store_grown_past_budget_is_cleaned_within_one_interval(tmp_path: Path, 
     home = make_home(tmp_path)
     populate(home, names=2, versions_per_name=5, now=NOW, files=2)
     budget = store_bytes(home) + 2000
-    config = write_config(tmp_path, home, f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}"\ncheck_interval = "1s"\n')
+    config = write_config(tmp_path, home, f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}B"\ncheck_interval = "1s"\n')
     daemon = daemon_factory(config)
     messages = daemon.read_messages(until="READY=1")
     assert messages[0].startswith("READY=1")
@@ -194,7 +195,7 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(tmp_path: Path, daemon_fa
     home = make_home(tmp_path)
     populate(home, names=1, versions_per_name=3, now=NOW)
     budget = store_bytes(home) + 1000
-    config = write_config(tmp_path, home, f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}"\ncheck_interval = "1s"\n')
+    config = write_config(tmp_path, home, f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}B"\ncheck_interval = "1s"\n')
     daemon = daemon_factory(config)
     daemon.read_messages(until="READY=1")
     good = config.read_text()
@@ -253,4 +254,165 @@ def test_daemon_warns_at_start_and_on_reload_about_a_retention_policy_without_sc
     daemon.process.send_signal(signal.SIGHUP)
     daemon.read_messages(until="config reloaded")
     assert [w["policy"] for w in warnings()] == ["timer-only", "timer-only"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serves_metrics(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
+            connection.sendall(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            return b"retentiond_" in b"".join(iter(lambda: connection.recv(65536), b""))
+    except OSError:
+        return False
+
+
+def test_sighup_with_every_kind_of_bad_config_keeps_the_daemon_and_a_good_one_takes_effect(
+    tmp_path: Path, daemon_factory  # type: ignore[no-untyped-def]
+) -> None:
+    home = make_home(tmp_path)
+    populate(home, names=1, versions_per_name=2, now=NOW)
+    first_port, taken_port, second_port = free_port(), free_port(), free_port()
+    policy = '[[disk]]\nname = "budget"\nmax_store_size = "10GiB"\ncheck_interval = "1s"\n'
+    good = write_config(tmp_path, home, f"[metrics]\nlisten_port = {first_port}\n{policy}").read_text()
+    config = tmp_path / "config.toml"
+    daemon = daemon_factory(config)
+    daemon.read_messages(until="READY=1")
+    assert serves_metrics(first_port)
+
+    def toml(text: str) -> None:
+        config.write_text(text)
+
+    def remove() -> None:
+        if config.is_dir() and not config.is_symlink():
+            config.rmdir()
+        elif config.exists() or config.is_symlink():
+            config.unlink()
+
+    gone = tmp_path / "gone"
+    make_home(gone)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", taken_port))
+    taken.listen()
+    bad_kinds = {
+        "not TOML": lambda: toml(good + "[[disk]\n"),
+        "not UTF-8": lambda: config.write_bytes(good.encode() + b'\n# caf\xe9\n[metrics]\ntextfile = "/tmp/\xff"\n'),
+        "a bare number for a percentage": lambda: toml(good.replace('max_store_size = "10GiB"', "high_watermark = 0.85")),
+        "a zero budget": lambda: toml(good.replace("10GiB", "0B")),
+        "a relative store.home": lambda: toml(good.replace(f'home = "{home}"', 'home = "bentoml"')),
+        "a store.home that no longer exists": lambda: toml(good.replace(str(home), str(gone / "bentoml"))),
+        "a listen_address that is no address": lambda: toml(good.replace("[metrics]\n", '[metrics]\nlisten_address = "metrics.local"\n')),
+        "a metrics port in use": lambda: toml(good.replace(str(first_port), str(taken_port))),
+        "the file vanished": lambda: None,
+        "a directory in its place": config.mkdir,
+        # Root may read any mode; a symlink loop is a file nobody can open.
+        "a file nobody can open": lambda: config.symlink_to(config),
+    }
+    try:
+        for kind, make_bad in bad_kinds.items():
+            remove()
+            make_bad()
+            if kind == "a store.home that no longer exists":
+                shutil.rmtree(gone)
+            daemon.process.send_signal(signal.SIGHUP)
+            daemon.read_messages(until="config reload failed", timeout=15)
+            assert daemon.process.poll() is None, (kind, daemon.logs())
+            assert serves_metrics(first_port), kind
+    finally:
+        taken.close()
+    logs = daemon.logs()
+    assert logs.count("config.reload_failed") == len(bad_kinds), logs
+    assert "Traceback" not in logs
+    for key in ("disk[0].high_watermark", "disk[0].max_store_size", "store.home", "metrics.listen_address", "metrics.listen_port"):
+        assert key in logs, key
+
+    remove()
+    toml(good.replace(str(first_port), str(second_port)) + '[[retention]]\nname = "hourly"\nkeep_last = 1\nschedule = "0 * * * *"\n')
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.read_messages(until="STATUS=config reloaded", timeout=15)
+    assert "retention:hourly" in daemon.logs()
+    assert serves_metrics(second_port) and not serves_metrics(first_port)
+    assert daemon.stop() == 0
+
+
+def test_reload_survives_any_exception_and_keeps_the_running_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon import logs
+    from daemon import service as service_module
+    from daemon.notify import Notifier
+
+    logs.configure()  # as the CLI does: events on stderr
+    home = make_home(tmp_path)
+    config = write_config(tmp_path, home, '[[disk]]\nname = "budget"\nmax_store_size = "10GiB"\n')
+    service = service_module.Service(str(config), Notifier())
+    service._schedule()
+    running, jobs = service.settings, [job.id for job in service.scheduler.get_jobs()]
+    assert jobs == ["disk:budget"]
+
+    def broken_loader(_argument: str | None) -> None:
+        raise RuntimeError("a bug in a validator")
+
+    monkeypatch.setattr(service_module, "load_config", broken_loader)
+    service.reload()
+    assert service.settings is running
+    assert "config.reload_failed" in capsys.readouterr().err
+
+    # A failure after the switch (here: building a trigger) puts the running config and its jobs back.
+    monkeypatch.undo()
+    config.write_text(config.read_text() + '[[retention]]\nname = "hourly"\nkeep_last = 1\nschedule = "0 * * * *"\n')
+
+    def broken_trigger(_schedule: str, _settings: object) -> None:
+        raise ValueError("no trigger today")
+
+    monkeypatch.setattr(service_module, "retention_trigger", broken_trigger)
+    service.reload()
+    assert service.settings is running and [job.id for job in service.scheduler.get_jobs()] == jobs
+    assert "ValueError: no trigger today" in capsys.readouterr().err
+
+
+def test_reload_after_the_default_config_file_vanished_keeps_it_instead_of_the_built_in_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon import logs
+    from daemon import service as service_module
+    from daemon.notify import Notifier
+
+    logs.configure()
+    home = make_home(tmp_path)
+    config = write_config(tmp_path, home, '[[disk]]\nname = "budget"\nmax_store_size = "10GiB"\n')
+    monkeypatch.setattr("daemon.config.DEFAULT_CONFIG_PATH", config)
+    monkeypatch.setenv("BENTOML_HOME", str(home))  # the built-in defaults would be a valid store too
+    service = service_module.Service(None, Notifier())
+    running = service.settings
+    config.unlink()
+    service.reload()
+    assert service.settings is running and service.settings.disk
+    assert "config.reload_failed" in capsys.readouterr().err
+
+
+def test_sighup_while_the_first_scan_runs_does_not_kill_the_daemon(tmp_path: Path, daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path)
+    populate(home, names=4, versions_per_name=500, now=NOW, files=1)
+    config = write_config(tmp_path, home, '[[disk]]\nname = "budget"\nmax_store_size = "10GiB"\n')
+    daemon = daemon_factory(config)
+
+    def scanning() -> bool:
+        # An open directory or file under the store: the start-up scan is under way, READY not yet sent.
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{daemon.process.pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{daemon.process.pid}/fd/{fd}").startswith(str(home / "models")):
+                        return True
+        return False
+
+    wait_for(scanning, timeout=30, interval=0.001)
+    daemon.process.send_signal(signal.SIGHUP)
+    messages = daemon.read_messages(until="STATUS=config reloaded", timeout=60)
+    assert messages[0].startswith("READY=1")  # the signal was taken before READY and acted on after it
+    assert daemon.process.poll() is None
     assert daemon.stop() == 0

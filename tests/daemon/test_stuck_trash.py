@@ -327,7 +327,7 @@ def test_daemon_jobs_meeting_a_stuck_entry_log_it_and_later_jobs_still_run(
     config = tmp_path / "config.toml"
     config.write_text(
         f'[store]\nhome = "{home}"\n[daemon]\nstate_dir = "{tmp_path / "state"}"\naudit_log = "{tmp_path / "audit.jsonl"}"\n'
-        f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}"\ncheck_interval = "1s"\n'
+        f'[[disk]]\nname = "budget"\nmax_store_size = "{budget}B"\ncheck_interval = "1s"\n'
     )
     audit_log = tmp_path / "audit.jsonl"
 
@@ -370,7 +370,7 @@ def test_disk_pressure_purge_meeting_a_stuck_entry_evicts_and_does_not_crash(
     config.write_text(config.read_text().replace("[daemon]\n", 'trash_retention = "30d"\n[daemon]\n', 1))
     assert main(["apply", "--config", str(config), "--policy", "ci"]) == EXIT_OK  # v2-v4 wait in the trash
     capsys.readouterr()
-    config.write_text(config.read_text() + '[[disk]]\nname = "pressure"\nhigh_watermark = "1%"\nlow_watermark = "0%"\n')
+    config.write_text(config.read_text() + '[[disk]]\nname = "pressure"\nhigh_watermark = "1%"\n')
     for _ in range(2):
         code, result = apply_json(config, capsys)
         assert code == EXIT_OK

@@ -107,7 +107,7 @@ def test_disk_pressure_purges_the_trash_first(
     config = with_store_keys(write_config(), 'trash_retention = "30d"')
     assert main(["apply", "--config", str(config), "--policy", "ci"]) == EXIT_OK
     assert any((home / ".retentiond" / "trash").iterdir())
-    config.write_text(config.read_text() + '[[disk]]\nname = "pressure"\nhigh_watermark = "1%"\nlow_watermark = "0%"\n')
+    config.write_text(config.read_text() + '[[disk]]\nname = "pressure"\nhigh_watermark = "1%"\n')
     assert main(["apply", "--config", str(config), "--policy", "pressure"]) == EXIT_OK
     assert list((home / ".retentiond" / "trash").iterdir()) == []
     assert "trash.purged" in [r["event"] for r in read_records(tmp_path / "log" / "audit.jsonl")]

@@ -132,6 +132,13 @@ def test_prediction_of_a_shrinking_disk_never_crosses() -> None:
     assert prediction is not None and prediction.crosses_at is None
 
 
+def test_prediction_of_a_threshold_beyond_the_calendar_never_crosses() -> None:
+    # A byte watermark far above the filesystem's size (high_watermark = "4195TB") put the crossing past year 9999.
+    samples = [DiskSample(NOW - timedelta(seconds=60 - s), 1000 + s) for s in range(0, 61, 5)]
+    prediction = predict_crossing(samples, threshold_bytes=4195 * 10**12, now=NOW, lookback=timedelta(minutes=5))
+    assert prediction is not None and prediction.crosses_at is None
+
+
 def test_prediction_through_noise_finds_the_trend() -> None:
     import random
 

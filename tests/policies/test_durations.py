@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -79,7 +80,7 @@ def test_hours_are_exact_elapsed_time_across_dst() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("500MB", 500_000_000), ("200GiB", 200 * 1024**3), ("1KB", 1000), ("1KiB", 1024), ("10", 10), ("1.5GB", 1_500_000_000)],
+    [("500MB", 500_000_000), ("200GiB", 200 * 1024**3), ("1KB", 1000), ("1KiB", 1024), ("10B", 10), ("1.5GB", 1_500_000_000)],
 )
 def test_size_parses_decimal_and_binary_units(text: str, expected: int) -> None:
     assert Size.parse(text).bytes == expected
@@ -101,3 +102,44 @@ def test_format_bytes_uses_binary_units() -> None:
     assert format_bytes(512) == "512 B"
     assert format_bytes(1536) == "1.5 KiB"
     assert format_bytes(3 * 1024**3) == "3.0 GiB"
+
+
+@pytest.mark.parametrize("value", [0.85, 85, 0, True, date(2026, 1, 1), ["85%"], {"percent": 85}, None])
+def test_size_refuses_anything_but_text_with_a_unit(value: object) -> None:
+    with pytest.raises(ValueError, match="bare number|must be text"):
+        Size.parse(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["85", "0.85", "1.5B", "1e3MB", "nan%", "inf%", "1e2%", "\u0661\u0662MB"])
+def test_size_refuses_numbers_without_a_unit_fractions_of_bytes_and_exotic_digits(text: str) -> None:
+    with pytest.raises(ValueError):
+        Size.parse(text)
+
+
+def test_size_counts_bytes_exactly_however_long_the_number() -> None:
+    assert Size.parse("12345678901234567890B").bytes == 12345678901234567890
+    assert Size.parse("1.1GB").bytes == 1_100_000_000 and Size.parse("0.5KiB").bytes == 512
+
+
+@pytest.mark.parametrize("value", [3600, 1.5, True, date(2026, 1, 1), ["1h"], None])
+def test_duration_refuses_anything_but_text(value: object) -> None:
+    with pytest.raises(ValueError, match="a duration must be text"):
+        Duration.parse(value)  # type: ignore[arg-type]
+
+
+def test_duration_refuses_numbers_too_long_to_count_in_seconds() -> None:
+    Duration.parse("9" * 30 + "y").approx_seconds()  # far past datetime's range, still a finite float
+    with pytest.raises(ValueError, match="more than 30 digits"):
+        Duration.parse("9" * 400 + "y")  # approx_seconds overflowed a float: OverflowError in the config validators
+
+
+def test_duration_refuses_non_ascii_digits() -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        Duration.parse("\u0661d")
+
+
+def test_a_long_malformed_duration_is_refused_at_once() -> None:
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="invalid duration"):
+        Duration.parse("9" * 100_000 + "q")
+    assert time.monotonic() - started < 2  # rescanning the digits from every offset took minutes

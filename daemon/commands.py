@@ -230,7 +230,11 @@ def check_config(arguments: argparse.Namespace) -> int:
     loaded = load_config(arguments.config)
     source = str(loaded.path) if loaded.path else "built-in defaults (no config file found)"
     print_line(f"# config: {source} -- valid", sys.stderr)
-    for warning in loaded.settings.unscheduled_warnings().values():
+    from daemon.surprises import config_surprises
+
+    surprises = [*loaded.settings.unscheduled_warnings().values(),
+                 *(warning for _, warning in config_surprises(loaded.settings, datetime.now(timezone.utc)))]
+    for warning in surprises:
         print_line(f"retentiond: warning: {warning}", sys.stderr)
     for warning in access_time_warnings(loaded.settings.store.home, loaded.settings.policies):
         print_line(f"retentiond: warning: {warning}", sys.stderr)

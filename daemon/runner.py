@@ -185,7 +185,9 @@ def finish_run(run: LockedRun, result: RunResult, settings: Settings, policies: 
     run.audit.record(event, **during, **result.counters(), by_policy=by_policy)
     for report in result.plan.disk_reports:
         if report.triggers:
-            log.info("disk.evaluated", run_id=run.run_id, report=report.describe(), blocked_bytes=report.blocked_bytes)
+            # A target the policy cannot reach needs a person (a bigger disk, fewer pins): a warning.
+            emit = log.info if report.reached else log.warning
+            emit("disk.evaluated", run_id=run.run_id, report=report.describe(), blocked_bytes=report.blocked_bytes)
     log.info(event, run_id=run.run_id, store=str(run.home), policies=policies, **during, **result.counters())
 
 

@@ -31,6 +31,7 @@ from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.runner import apply_once, read_disk_usage
 from daemon.state import require_writable_state_dir
 from daemon.store import check_store_root
+from daemon.surprises import config_surprises, offhours_surprises
 from policies import DiskPolicy, DiskSample
 from policies.disk import disk_target
 from policies.durations import format_bytes
@@ -143,6 +144,11 @@ class Service:
         self.scheduler.remove_all_jobs()
         for policy_name, warning in self.settings.unscheduled_warnings().items():
             log.warning("policy.unscheduled", policy=policy_name, warning=warning)
+        for policy_name, warning in config_surprises(self.settings, datetime.now(timezone.utc)):
+            log.warning("policy.never_acts", policy=policy_name, warning=warning)
+        if self.settings.offhours:
+            # Asks the providers once, in a worker thread: a slow provider must not delay READY=1.
+            self.scheduler.add_job(_warn_unmatched_offhours, args=[self.settings], id="check:offhours", name="offhours match")
         for policy in self.settings.retention:
             if policy.schedule is not None:
                 self.scheduler.add_job(
@@ -309,6 +315,11 @@ class Service:
 def _endpoint(settings: Settings) -> tuple[str, int] | None:
     metrics = settings.metrics
     return None if metrics.listen_port is None else (metrics.listen_address, metrics.listen_port)
+
+
+def _warn_unmatched_offhours(settings: Settings) -> None:
+    for policy_name, warning in offhours_surprises(settings).items():
+        log.warning("policy.never_acts", policy=policy_name, warning=warning)
 
 
 def run_service(config_argument: str | None) -> int:

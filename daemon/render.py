@@ -150,12 +150,12 @@ def print_plan(plan: Plan, inventory: Inventory, outcomes: dict[tuple[str, str, 
         single = len(policies) == 1
         counts = Counter(entry.decision for entry in versions.values())
         freed = sum(
-            artifacts[(kind, name, version)].size_bytes for version, entry in versions.items()
+            artifacts[(kind, name, version)].usage_bytes for version, entry in versions.items()
             if entry.decision == "delete" and (kind, name, version) in artifacts
         )
         # The title is a line of its own, with the policy when only one decided this name (its reasons then go without it).
         print_paragraph(out, f"{kind} {name}" + (f" (policy {policies[0]})" if single else "")
-                        + f": delete {counts['delete']} ({format_bytes(freed)}), keep {counts['keep']}")
+                        + f": delete {counts['delete']} ({format_bytes(freed)} on disk), keep {counts['keep']}")
         ordered = sorted(versions, key=lambda version: _created_key(artifacts.get((kind, name, version))), reverse=True)
         rows, styles = [], []
         for version in ordered:
@@ -165,7 +165,7 @@ def print_plan(plan: Plan, inventory: Inventory, outcomes: dict[tuple[str, str, 
             rows.append((
                 version,
                 format_instant(artifact.created_at) if artifact and artifact.created_at else "-",
-                format_bytes(artifact.size_bytes) if artifact else "-",
+                format_bytes(artifact.usage_bytes) if artifact else "-",
                 decision,
                 notes + _reasons(entry, single),
             ))
@@ -176,7 +176,9 @@ def print_plan(plan: Plan, inventory: Inventory, outcomes: dict[tuple[str, str, 
     _print_totals(out, plan)
 
 
-PLAN_COLUMNS = (Column("VERSION"), Column("CREATED"), Column("SIZE", right=True), Column("DECISION"), Column("REASONS", detail=True))
+# Sizes are disk usage (as du counts it): what deleting a version frees. JSON has both (size_bytes, disk_bytes).
+PLAN_COLUMNS = (Column("VERSION"), Column("CREATED"), Column("ON DISK", right=True), Column("DECISION"),
+                Column("REASONS", detail=True))
 
 
 def _with_outcome(
@@ -237,7 +239,7 @@ def print_plan_summary(plan: Plan, inventory: Inventory) -> None:
             continue
         counts = names[(action.policy, action.kind, action.name)]
         counts["delete"] += 1
-        counts["bytes"] += action.size_bytes or 0
+        counts["bytes"] += action.usage_bytes
     provider_of = {deployment.name: deployment.provider for deployment in inventory.deployments}
     for kept in plan.kept:
         if kept.kind == "deployment":
@@ -304,8 +306,7 @@ class ProgressBar:
         self._progress.start()
 
     def advance(self, result: ActionResult) -> None:
-        freed = result.action.size_bytes or 0 if result.outcome == "ok" else 0
-        self._progress.update(self._task, advance=freed, item=f"{result.action.name}:{result.action.version}")
+        self._progress.update(self._task, advance=result.bytes_freed, item=f"{result.action.name}:{result.action.version}")
 
     def stop(self) -> None:
         self._progress.stop()

@@ -15,7 +15,7 @@ from daemon.render_table import Column
 from policies.durations import format_bytes
 
 NAME_COLUMNS = (
-    Column("NAME"), Column("VERSIONS", right=True), Column("SIZE", right=True),
+    Column("NAME"), Column("VERSIONS", right=True), Column("ON DISK", right=True),
     Column("OLDEST", detail=True), Column("NEWEST", detail=True),
 )
 DEPLOYMENT_COLUMNS = (
@@ -44,14 +44,15 @@ def print_status(report: dict[str, Any]) -> None:
 
 def _print_store(out: Output, store: dict[str, Any]) -> None:
     names = store["names"]
+    on_disk = f", {_bytes(store.get('disk_bytes'))} on disk" if "disk_bytes" in store else ""
     print_paragraph(out, f"store {store['home']}: {_count(store['versions'], 'version')} of {_count(len(names), 'name')}, "
-                    f"{format_bytes(store['size_bytes'])}")
+                    f"{format_bytes(store['size_bytes'])} apparent size{on_disk}")
     for kind in ("model", "bento"):
         rows = [entry for entry in names if entry["kind"] == kind]
         if rows:
             out.print(f"{kind}s")
             print_table(out, NAME_COLUMNS, [
-                (entry["name"], str(entry["versions"]), format_bytes(entry["size_bytes"]),
+                (entry["name"], str(entry["versions"]), _bytes(entry.get("disk_bytes", entry["size_bytes"])),
                  entry["oldest"] or "unknown", entry["newest"] or "unknown")
                 for entry in rows
             ])
@@ -104,13 +105,13 @@ def _describe_evaluation(last: Mapping[str, Any]) -> str:
 
 
 def _print_trash(out: Output, trash: dict[str, Any]) -> None:
-    print_paragraph(out, f"trash: {_count(trash['versions'], 'version')}, {format_bytes(trash['size_bytes'])}")
+    print_paragraph(out, f"trash: {_count(trash['versions'], 'version')}, {_bytes(trash.get('disk_bytes', trash['size_bytes']))} on disk")
     stuck = trash["stuck"]
     if stuck["entries"]:
         print_paragraph(
             out,
             f"{stuck['entries']} entr{'y' if stuck['entries'] == 1 else 'ies'} cannot be purged "
-            f"({format_bytes(stuck['size_bytes'])} still on disk), retried every run; first: {stuck['first_error']}",
+            f"({_bytes(stuck.get('disk_bytes', stuck['size_bytes']))} still on disk), retried every run; first: {stuck['first_error']}",
             indent=2, style="yellow",
         )
 

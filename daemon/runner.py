@@ -151,6 +151,7 @@ def _report_stuck(trash: Trash, state: StateFile, run_id: str) -> None:
     if stuck:
         log.warning(
             "trash.purge_failed", run_id=run_id, entries=len(stuck), size_bytes=sum(entry.size_bytes for entry in stuck),
+            disk_bytes=sum(entry.disk_bytes for entry in stuck),
             first_error=stuck[0].error, retry="next run",
         )
     state.record_trash(stuck, datetime.now(timezone.utc))
@@ -226,7 +227,7 @@ def _purge_trash_under_pressure(
     acting_disk = [p for p in settings.disk if acting is None or p.name in acting]
     if not acting_disk or inventory.disk is None or not run.store.trash_dir.is_dir():
         return inventory
-    store_bytes = sum(artifact.size_bytes for artifact in inventory.artifacts)
+    store_bytes = sum(artifact.usage_bytes for artifact in inventory.artifacts)
     if not any(disk_target(p, inventory.disk, store_bytes, inventory.disk_samples, now).triggers for p in acting_disk):
         return inventory
     purged = run.trash.purge(now, everything=True)

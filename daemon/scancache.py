@@ -37,11 +37,12 @@ import structlog
 
 log = structlog.get_logger("retentiond")
 
-FORMAT = 2
+# 3: records carry disk_bytes; a cache of an older format is not read, so every version is measured again.
+FORMAT = 3
 SETTLE_SECONDS = 600.0
 VersionKey = tuple[int, int, int, int, int, int, int, int]
-# key (8 × int64), size_bytes, newest_mtime, created_at in µs since the epoch (or _NO_TIME)
-_RECORD = struct.Struct("<8qqdq")
+# key (8 × int64), size_bytes, newest_mtime, created_at in µs since the epoch (or _NO_TIME), disk_bytes
+_RECORD = struct.Struct("<8qqdqq")
 _NO_TIME = -(2**63)
 _KEY_LENGTH = 8
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -52,9 +53,14 @@ _active_state_dir: ContextVar[Path | None] = ContextVar("retentiond_scan_cache_d
 
 
 class VersionFacts(NamedTuple):
-    """What a scan learns from one version directory, apart from where it is."""
+    """What a scan learns from one version directory, apart from where it is.
+
+    ``size_bytes`` is the apparent size of its regular files (BentoML's own figure); ``disk_bytes`` the blocks
+    allocated to everything in it, the directories included, as ``du`` counts them: what deleting it frees.
+    """
 
     size_bytes: int
+    disk_bytes: int
     newest_mtime: float
     created_at: datetime | None
     labels: dict[str, str]
@@ -152,7 +158,7 @@ class ScanCache:
         if facts.newest_mtime >= now - SETTLE_SECONDS:
             return
         created = _NO_TIME if facts.created_at is None else (facts.created_at - _EPOCH) // _MICROSECOND
-        record = _RECORD.pack(*key, facts.size_bytes, facts.newest_mtime, created)
+        record = _RECORD.pack(*key, facts.size_bytes, facts.newest_mtime, created, facts.disk_bytes)
         extras = None
         if facts.labels or facts.model_references or facts.problem is not None:
             extras = [facts.labels, list(facts.model_references), facts.problem]
@@ -209,7 +215,7 @@ def _facts(record: tuple[Any, ...], extras: list[Any] | None) -> VersionFacts:
         references = tuple(map(str, raw_references))
         problem = None if raw_problem is None else str(raw_problem)
     created_at = None if created == _NO_TIME else _EPOCH + created * _MICROSECOND
-    return VersionFacts(record[8], record[9], created_at, labels, references, problem)
+    return VersionFacts(record[8], record[11], record[9], created_at, labels, references, problem)
 
 
 def _checksum(blob: bytes) -> str:

@@ -118,7 +118,7 @@ class Service:
         fingerprint = store_fingerprint(home)
         inventory = scan_store(home, self.settings.daemon.state_dir)
         self.metrics.record_store(inventory)
-        return _Baseline(sum(a.size_bytes for a in inventory.artifacts), fingerprint, datetime.now(timezone.utc))
+        return _Baseline(sum(a.usage_bytes for a in inventory.artifacts), fingerprint, datetime.now(timezone.utc))
 
     def _store_bytes(self, now: datetime) -> int:
         # Rescan only when a version came or went, or now and then for saves still being written.
@@ -275,7 +275,7 @@ class Service:
         used_now = read_disk_usage(self.settings.store.home).used_bytes
         if result.inventory.artifacts:  # off-hours runs do not walk the store
             # Out of the store is out of the budget, even when its trash copy could not be purged.
-            remaining = sum(a.size_bytes for a in result.inventory.artifacts) - result.bytes_deleted
+            remaining = sum(a.usage_bytes for a in result.inventory.artifacts) - result.bytes_deleted
             self.baseline = _Baseline(remaining, store_fingerprint(self.settings.store.home), datetime.now(timezone.utc))
         for report in result.plan.disk_reports:
             if report.triggers and not report.reached:

@@ -60,7 +60,7 @@ def disk_target(
     if policy.max_store_size is not None:
         budget = policy.max_store_size.resolve(disk.total_bytes)
         if store_bytes > budget:
-            triggers.append(f"store {format_bytes(store_bytes)} over max_store_size {policy.max_store_size}")
+            triggers.append(f"store {format_bytes(store_bytes)} on disk over max_store_size {policy.max_store_size}")
             needed = max(needed, store_bytes - budget)
     return DiskTarget(tuple(triggers), max(needed, 0))
 
@@ -75,8 +75,9 @@ def plan_eviction(
 ) -> tuple[list[Action], DiskReport]:
     """Given the inventory, disk usage and the deletions already planned, return evictions and a report."""
     remaining = [a for a in inventory.artifacts if (a.kind, a.name, a.version) not in already_deleted]
-    freed_already = sum(a.size_bytes for a in inventory.artifacts if (a.kind, a.name, a.version) in already_deleted)
-    store_bytes = sum(artifact.size_bytes for artifact in remaining)
+    # Disk usage, not apparent size: what the filesystem and the budget gain when a version goes.
+    freed_already = sum(a.usage_bytes for a in inventory.artifacts if (a.kind, a.name, a.version) in already_deleted)
+    store_bytes = sum(artifact.usage_bytes for artifact in remaining)
     usage = DiskUsage(disk.total_bytes, max(disk.used_bytes - freed_already, 0))
     target = disk_target(policy, usage, store_bytes, inventory.disk_samples, now)
     if not target.triggers:
@@ -98,15 +99,16 @@ def plan_eviction(
         if not held and versions_left[(artifact.kind, artifact.name)] <= 1:
             held = ["last version of its name"]
         if held:
-            blocked[_protection_kind(held[0])] += artifact.size_bytes
+            blocked[_protection_kind(held[0])] += artifact.usage_bytes
             continue
         if planned >= target.needed_bytes:
             break
         versions_left[(artifact.kind, artifact.name)] -= 1
-        planned += artifact.size_bytes
-        actions.append(
-            Action("delete", artifact.kind, artifact.name, artifact.version, policy.name, (reason,), artifact.size_bytes)
-        )
+        planned += artifact.usage_bytes
+        actions.append(Action(
+            "delete", artifact.kind, artifact.name, artifact.version, policy.name, (reason,), artifact.size_bytes,
+            disk_bytes=artifact.disk_bytes,
+        ))
     report = DiskReport(policy.name, target.triggers, target.needed_bytes, planned, dict(blocked))
     return actions, report
 

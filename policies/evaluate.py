@@ -328,7 +328,8 @@ def _merge(
             continue
         for verdict, policy in members:
             artifact = verdict.artifact
-            action = Action("delete", artifact.kind, artifact.name, artifact.version, policy.name, (NOT_KEPT,), artifact.size_bytes)
+            action = Action("delete", artifact.kind, artifact.name, artifact.version, policy.name, (NOT_KEPT,), artifact.size_bytes,
+                            disk_bytes=artifact.disk_bytes)
             # The verdict stored under the action's key is this one, unless the version is not text.
             source = artifact if artifact.version is not None else verdicts[(artifact.kind, artifact.name, "")].artifact
             created = source.created_at

@@ -25,6 +25,9 @@ class Artifact:
     artifact is reported and never deleted, and ``created_at`` may then be None.
     ``last_read_at`` is the newest access time of its files other than the metadata file, among
     those read since they were written (None: none was, or not measured because no policy asks).
+    ``size_bytes`` is the apparent size of its files (what BentoML reports); ``disk_bytes`` the disk
+    space it takes, as ``du`` counts it (allocated blocks, its directories included), which is what
+    deleting it frees (None when not measured: :attr:`usage_bytes` then falls back to the apparent size).
     """
 
     kind: ArtifactKind
@@ -40,10 +43,16 @@ class Artifact:
     # Opaque to the policies: how the executor recognises the very directory it planned for.
     identity: tuple[int, ...] = ()
     last_read_at: datetime | None = None
+    disk_bytes: int | None = None
 
     @property
     def tag(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @property
+    def usage_bytes(self) -> int:
+        """The disk space deleting this version frees: its disk usage, or its apparent size if that was not measured."""
+        return self.disk_bytes if self.disk_bytes is not None else self.size_bytes
 
 
 @dataclass(frozen=True)
@@ -152,7 +161,10 @@ class Inventory:
 
 @dataclass(frozen=True)
 class Action:
-    """One thing the executor should do, with the policy that asked for it and why."""
+    """One thing the executor should do, with the policy that asked for it and why.
+
+    A deletion carries the version's apparent ``size_bytes`` and its ``disk_bytes`` (what it frees).
+    """
 
     action: ActionName
     kind: str
@@ -162,6 +174,14 @@ class Action:
     reasons: tuple[str, ...]
     size_bytes: int | None = None
     provider: str | None = None
+    disk_bytes: int | None = None
+
+    @property
+    def usage_bytes(self) -> int:
+        """The disk space this deletion frees (its apparent size if its disk usage is unknown); 0 for others."""
+        if self.action != "delete":
+            return 0
+        return self.disk_bytes if self.disk_bytes is not None else self.size_bytes or 0
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -176,6 +196,7 @@ class Action:
             data["provider"] = self.provider
         else:
             data["size_bytes"] = self.size_bytes
+            data["disk_bytes"] = self.disk_bytes
         return data
 
 
@@ -242,7 +263,8 @@ class Plan:
 
     @property
     def bytes_to_free(self) -> int:
-        return sum(action.size_bytes or 0 for action in self.actions if action.action == "delete")
+        """The disk space the deletions free (disk usage, as ``du`` counts it)."""
+        return sum(action.usage_bytes for action in self.actions)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -57,7 +57,7 @@ def test_plan_human_output_is_a_table_per_name_with_totals(
     assert main(["plan", "--config", str(write_config())]) == EXIT_OK
     out = capsys.readouterr().out
     assert "model iris (policy ci): delete 3" in out
-    assert out.splitlines()[1].split() == ["VERSION", "CREATED", "SIZE", "DECISION", "REASONS"]
+    assert out.splitlines()[1].split() == ["VERSION", "CREATED", "ON", "DISK", "DECISION", "REASONS"]
     assert "not kept by any rule" in out and "latest" in out
     assert "3 version(s) to delete" in out
 

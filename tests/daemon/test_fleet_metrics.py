@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -40,14 +41,15 @@ def samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def tree_bytes(path: Path) -> int:
-    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+    """Disk usage as du counts it: what deleting ``path`` frees."""
+    return int(subprocess.run(["du", "-s", "-B1", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
 
 
 @pytest.fixture
 def two_names(home: Path) -> tuple[int, int]:
     """iris: 5 versions (policy a keeps 2), wine: 4 versions (policy b keeps 1); return the bytes each policy frees."""
     iris = [add_model(home, "iris", f"i{day}", NOW - timedelta(days=day + 1), file_bytes=100) for day in range(5)]
-    wine = [add_model(home, "wine", f"w{day}", NOW - timedelta(days=day + 1), file_bytes=1000) for day in range(4)]
+    wine = [add_model(home, "wine", f"w{day}", NOW - timedelta(days=day + 1), file_bytes=10_000) for day in range(4)]
     return sum(map(tree_bytes, iris[2:])), sum(map(tree_bytes, wine[1:]))
 
 

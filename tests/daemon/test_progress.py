@@ -14,6 +14,7 @@ from daemon.cli import main
 from daemon.errors import EXIT_OK
 from daemon.executor import ActionResult
 from daemon.progress import ProgressLines
+from policies.durations import format_bytes
 from policies.model import Action, Plan
 
 AT = datetime(2026, 11, 22, tzinfo=timezone.utc)
@@ -64,9 +65,10 @@ def test_apply_off_a_terminal_logs_progress_lines_when_it_takes_long_enough(
     monkeypatch.setattr(progress, "INTERVAL_SECONDS", 0.0)  # every deletion "takes" the whole interval
     assert main(["apply", "--config", str(write_config()), "--json"]) == EXIT_OK
     captured = capsys.readouterr()
+    actions = json.loads(captured.out)["actions"]  # stdout stays the one JSON object
+    freed = [sum(action["disk_bytes"] for action in actions[:count]) for count in (1, 2, 3)]
     assert [line["progress"] for line in progress_lines(captured.err)] == [
-        "deleting: 1/3 versions, 459 B freed", "deleting: 2/3 versions, 918 B freed", "deleting: 3/3 versions, 1.3 KiB freed"]
-    assert json.loads(captured.out)["actions"]  # stdout stays the one JSON object
+        f"deleting: {count}/3 versions, {format_bytes(bytes_freed)} freed" for count, bytes_freed in zip((1, 2, 3), freed)]
 
 
 def test_a_short_apply_logs_no_progress(

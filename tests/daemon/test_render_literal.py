@@ -212,7 +212,7 @@ def assert_literal(output: str, shown: list[str], terminal: bool) -> None:
     raw = sorted({repr(ch) for ch in output if ch != "\n" and unicodedata.category(ch) in ESCAPED_CATEGORIES})
     assert raw == [], f"raw control or format characters in the output: {raw}"
     # A line never ends in spaces, so a value's own trailing spaces may go with them (they showed nothing anyway).
-    missing = [value for value in shown if visible(value).rstrip(" ") not in output]
+    missing = [value for value in shown if visible(value).rstrip() not in output]
     assert missing == [], f"not shown literally: {[visible(value)[:80] for value in missing]}"
 
 

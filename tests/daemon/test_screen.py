@@ -114,7 +114,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]
     python = shlex.quote(sys.executable)
     text = config.read_text().replace('[daemon]', 'trash_retention = "7d"\n\n[daemon]')
     config.write_text(
-        text + 'keep_within = "1d"\n\n[[disk]]\nname = "budget"\nmax_store_size = "20KiB"\n\n'
+        text + 'keep_within = "1d"\n\n[[disk]]\nname = "budget"\nmax_store_size = "1GiB"\n\n'
         f'[providers.hooks]\ntype = "command"\nlist = "{python} {hook} list"\n'
         f'terminate = "{python} {hook} terminate {{name}}"\nrestart = "{python} {hook} restart {{name}}"\n\n'
         '[[offhours]]\nname = "nights"\nprovider = "hooks"\nmatch = ["staging-*"]\ndowntime = "always"\ngrace_period = "0s"\n'

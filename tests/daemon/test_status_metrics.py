@@ -29,6 +29,7 @@ def test_status_reports_store_disk_trash_and_runs(
     report = json.loads(capsys.readouterr().out)
     assert report["store"]["names"] == [
         {"kind": "model", "name": "iris", "versions": 2, "size_bytes": report["store"]["size_bytes"],
+         "disk_bytes": report["store"]["disk_bytes"],
          "oldest": report["store"]["names"][0]["oldest"], "newest": report["store"]["names"][0]["newest"]}
     ]
     assert report["trash"]["versions"] == 0

@@ -4,12 +4,14 @@ space (disk budgets, "to free", "freed") counts disk usage. `du` itself is the j
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from daemon import inventory, scancache
 from daemon.cli import main
@@ -61,18 +63,31 @@ def test_the_scan_measures_disk_usage_as_du_does_fresh_cached_and_in_the_forked_
     assert split == expected
 
 
-def test_a_scan_cache_of_the_format_before_disk_usage_is_measured_again(
+def as_format_2(path: Path) -> None:
+    """Rewrite a scan cache file as the version before disk usage wrote it: format 2, records without disk_bytes."""
+    _, _, content = path.read_bytes().partition(b"\n")
+    header_line, _, records = content.partition(b"\n")
+    header = json.loads(header_line)
+    new, old = struct.Struct("<8qqdqq"), struct.Struct("<8qqdq")
+    rows = [new.unpack_from(records, offset) for offset in range(0, len(records), new.size)]
+    header["format"] = 2
+    content = json.dumps(header, separators=(",", ":")).encode() + b"\n" + b"".join(old.pack(*row[:-1]) for row in rows)
+    path.write_bytes(scancache._checksum(content).encode() + b"\n" + content)
+
+
+def test_a_scan_cache_of_the_format_before_disk_usage_is_measured_again_without_a_warning(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     paths = odd_versions(home)
     state = tmp_path / "state"
-    with monkeypatch.context() as old:
-        old.setattr(scancache, "FORMAT", 2)
-        scan_store(home, state)
+    scan_store(home, state)
+    as_format_2(scancache.cache_path(state, home))
     measured: list[str] = []
     real_measure = inventory._measure
     monkeypatch.setattr(inventory, "_measure", lambda path, *rest: measured.append(path) or real_measure(path, *rest))
-    again = {artifact.version: artifact.disk_bytes for artifact in scan_store(home, state).artifacts}
+    with capture_logs() as logs:
+        again = {artifact.version: artifact.disk_bytes for artifact in scan_store(home, state).artifacts}
+    assert logs == []  # an older format is not "unreadable": it is simply not used
     assert sorted(measured) == sorted(str(path) for path in paths.values())
     assert again == {version: du_bytes(path) for version, path in paths.items()}
 

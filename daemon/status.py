@@ -157,7 +157,12 @@ def _trash(trash_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str)
         and Path(entry["path"]).is_relative_to(trash_dir) and os.path.lexists(entry["path"])
     ]
-    size_bytes, disk_bytes = tree_usage(trash_dir)
+    # What is in the trash, not the empty trash directory itself; what cannot be listed is not counted.
+    try:
+        in_trash = [tree_usage(entry) for entry in trash_dir.iterdir()]
+    except OSError:
+        in_trash = []
+    size_bytes, disk_bytes = sum(size for size, _ in in_trash), sum(disk for _, disk in in_trash)
     stuck_usage = [tree_usage(Path(entry["path"])) for entry in stuck]
     return {
         "path": str(trash_dir),

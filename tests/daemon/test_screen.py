@@ -198,3 +198,20 @@ def test_status_audit_and_deployments_at_80_columns_after_runs_a_restore_and_han
         piped = cli(config, *command)
         assert piped.returncode == 0, piped.stderr
         assert_readable(piped.stdout.splitlines(), piped=True)
+
+
+def test_the_readme_shows_summary_and_status_as_they_look_at_80_columns(demo: tuple[Path, Path]) -> None:
+    root, config = demo
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = {block.split("\n", 1)[0]: block.split("\n")[1:] for block in re.findall(r"```text\n(\$ retentiond .*?)```", readme, re.S)}
+    summary = next(lines for command, lines in blocks.items() if command.startswith("$ retentiond plan --summary"))
+    status = next(lines for command, lines in blocks.items() if command.startswith("$ retentiond status"))
+    for lines in (summary, status):
+        assert [line for line in lines if len(line) > WIDTH or line != line.rstrip()] == []
+    assert summary[0].split() == on_screen(config, root, "plan", "--summary")[0].split()
+    assert re.fullmatch(r"\d+ version\(s\) to delete, .* to free; \d+ kept\. \(at \S+Z\)", [line for line in summary if line][-1])
+    readme_header = next(line for line in status if line.startswith("NAME")).split()
+    screen_header = next(line for line in on_screen(config, root, "status") if line.startswith("NAME")).split()
+    assert readme_header == ["NAME", "VERSIONS", "ON", "DISK", "OLDEST", "NEWEST"]
+    assert screen_header == readme_header[:4]  # the demo's long name moves OLDEST and NEWEST under each row
+    assert any(line.startswith("  ci-models (retention): last run ") for line in status)

@@ -66,7 +66,7 @@ class Service:
         self.reload_requested = reload_requested or threading.Event()
         self.clock = clock
         self._run_lock = threading.Lock()
-        self.metrics = Metrics(self.settings, refresh_seconds=METRICS_REFRESH_SECONDS)
+        self.metrics = Metrics(self.settings, refresh_seconds=METRICS_REFRESH_SECONDS, clock=clock)
         self.scheduler = scheduler_for(self.settings)
         self.watcher = DiskWatcher(
             read_disk=lambda: read_disk_usage(self.settings.store.home),

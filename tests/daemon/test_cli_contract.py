@@ -20,7 +20,7 @@ import pytest
 
 from daemon.audit import read_records
 from tests.cloud_server import CloudServer
-from tests.daemon.test_service import Daemon
+from tests.helpers.daemon_process import Daemon
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -32,7 +32,7 @@ import psutil
 from bench.report import seconds
 from bench.stores import copy_store, grow_store, keep_half_policy, new_home, write_config
 from bench.timing import Measured, Sample, measure_call
-from daemon import logs, runner
+from daemon import logs, observe, runner
 from daemon.config import load_config
 from daemon.inuse import InUseCheck, probe_files, version_identities
 from daemon.inventory import scan_store
@@ -128,13 +128,13 @@ def psutil_scan() -> None:
 @contextmanager
 def check_switched_off() -> Iterator[None]:
     """The code as it was before issue 16: no scan before deciding, no re-check before deleting."""
-    real_observe, real_holder = runner.observe_usage, InUseCheck.holder
-    runner.observe_usage = lambda inventory, home, policies: inventory  # type: ignore[assignment]
+    real_observe, real_holder = observe.observe_usage, InUseCheck.holder
+    observe.observe_usage = lambda inventory, home, policies: inventory  # type: ignore[assignment]
     InUseCheck.holder = lambda self, artifact, path: None  # type: ignore[assignment,method-assign]
     try:
         yield
     finally:
-        runner.observe_usage = real_observe  # type: ignore[assignment]
+        observe.observe_usage = real_observe  # type: ignore[assignment]
         InUseCheck.holder = real_holder  # type: ignore[method-assign]
 
 

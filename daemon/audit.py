@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 import structlog
 
 from daemon.errors import AuditError
-from daemon.store import write_file_atomically
+from daemon.files import write_file_atomically
 
 GENESIS = "0" * 64
 TAIL_BYTES = 1024 * 1024

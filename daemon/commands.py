@@ -10,15 +10,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.cli import UsageError, parse_instant
 from daemon.config import load_config
-from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK, RestoreError, RunInterrupted
+from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK, RestoreError, RunInterrupted, UsageError
+from daemon.instants import parse_instant, utc_now
 from daemon.literal import print_line
 
 if TYPE_CHECKING:
     from daemon.executor import RunResult
     from daemon.progress import ProgressLines
     from daemon.render import ProgressBar
+    from policies.model import Plan
 
 # Start-up time is most of a small `plan` or `apply`, so each handler imports what only it needs:
 # the runner (store, executor, policies), the audit reader, and rich (daemon.render) only for human
@@ -40,7 +41,7 @@ def plan(arguments: argparse.Namespace) -> int:
     from daemon.runner import make_plan
 
     settings = load_config(arguments.config).settings
-    at = parse_instant(arguments.at) if arguments.at else datetime.now(timezone.utc)
+    at = parse_instant(arguments.at) if arguments.at else utc_now()
     planned = make_plan(settings, at, arguments.policy)
     if arguments.json:
         print_json(planned.plan.to_dict())
@@ -50,7 +51,15 @@ def plan(arguments: argparse.Namespace) -> int:
             render.print_plan_summary(planned.plan, planned.inventory)
         else:
             render.print_plan(planned.plan, planned.inventory)
-    return EXIT_OK
+    say_refusals(planned.plan)
+    # The code `apply` would exit with on this store at this instant: a safety limit that refuses is a failure.
+    return EXIT_ACTIONS_FAILED if planned.plan.refusals else EXIT_OK
+
+
+def say_refusals(plan: Plan) -> None:
+    """Name on stderr each safety limit that refused actions (the reason the exit code is 1), also under --json."""
+    for refusal in plan.refusals:
+        print_line(f"retentiond: refused: {refusal.describe()}", sys.stderr)
 
 
 def apply(arguments: argparse.Namespace) -> int:
@@ -96,6 +105,7 @@ def _print_run(result: RunResult, as_json: bool, signal_name: str | None) -> Non
     else:
         from daemon import render
         render.print_run(result)
+    say_refusals(result.plan)
     if result.interrupted:
         counters = result.counters()
         print_line(
@@ -127,7 +137,7 @@ def status(arguments: argparse.Namespace) -> int:
     from daemon.status import collect_status
 
     settings = load_config(arguments.config).settings
-    report = collect_status(settings, datetime.now(timezone.utc))
+    report = collect_status(settings, utc_now())
     if arguments.json:
         print_json(report)
     else:
@@ -148,7 +158,7 @@ def window(arguments: argparse.Namespace) -> int:
         spec = TimeSpec.parse(arguments.spec, arguments.holiday, arguments.holiday_timezone)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    instants = [parse_instant(text) for text in arguments.at] if arguments.at else [datetime.now(timezone.utc)]
+    instants = [parse_instant(text) for text in arguments.at] if arguments.at else [utc_now()]
     rows = []
     for instant in instants:
         change = spec.next_change(instant)
@@ -180,7 +190,7 @@ def deployments(arguments: argparse.Namespace) -> int:
 
     settings = load_config(arguments.config).settings
     if arguments.deployments_command == "list":
-        rows = list_all_deployments(settings, datetime.now(timezone.utc))
+        rows = list_all_deployments(settings, utc_now())
         if arguments.json:
             print_json(rows)
         else:
@@ -233,7 +243,7 @@ def check_config(arguments: argparse.Namespace) -> int:
     from daemon.surprises import config_surprises
 
     surprises = [*loaded.settings.unscheduled_warnings().values(),
-                 *(warning for _, warning in config_surprises(loaded.settings, datetime.now(timezone.utc)))]
+                 *(warning for _, warning in config_surprises(loaded.settings, utc_now()))]
     for warning in surprises:
         print_line(f"retentiond: warning: {warning}", sys.stderr)
     for warning in access_time_warnings(loaded.settings.store.home, loaded.settings.policies):
@@ -293,7 +303,7 @@ def _parse_since(text: str) -> datetime:
     from policies.durations import Duration
 
     try:
-        return Duration.parse(text).before(datetime.now(timezone.utc), timezone.utc)
+        return Duration.parse(text).before(utc_now(), timezone.utc)
     except ValueError:
         pass
     try:

@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     PlainSerializer,
     SecretStr,
@@ -33,19 +31,18 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from daemon.config_paths import AbsolutePath, to_absolute_path
+from daemon.config_paths import AbsolutePath
 from daemon.errors import ConfigError
-from daemon.providers.command import CommandHooks
-from daemon.providers.process import ProcessDeploymentSpec
+from daemon.provider_config import PROVIDER_TYPES, BentoCloudProviderConfig, ProviderConfig, Section
 from daemon.redact import check_http_url, describe_url
+from daemon.tags import is_valid_tag_part
 from policies.durations import Duration, Size
+from policies.model import StoreLimits
 from policies.spec import ConfigPolicy, DiskPolicy, DurationField, OffhoursPolicy, RetentionPolicy, SizeField, refuse_zero
 
 DEFAULT_CONFIG_PATH = Path("/etc/retentiond/config.toml")
 CONFIG_ENV = "RETENTIOND_CONFIG"
 ENV_PREFIX = "RETENTIOND_"
-MIN_TIMEOUT_SECONDS = 1
-MAX_TIMEOUT_SECONDS = 3600
 MESSAGE_CHARACTERS = 300
 MAX_TRASH_RETENTION_SECONDS = 1000 * 365 * 86400
 
@@ -55,10 +52,6 @@ def default_store_home() -> Path:
     return Path(os.environ.get("BENTOML_HOME") or "~/bentoml")
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class StoreSection(Section):
     # Validated like a written value, so a relative $BENTOML_HOME is refused too.
     home: AbsolutePath = Field(default_factory=default_store_home, validate_default=True)
@@ -66,6 +59,35 @@ class StoreSection(Section):
     trash_retention: DurationField | None = None
     max_shrink: SizeField | None = None
     archive_dir: AbsolutePath | None = None
+    # BentoCloud as the backup (daemon/guards.py): delete a version only when this bentocloud provider's
+    # registry holds it; optionally push it first. Off by default.
+    require_pushed: str | None = None
+    require_pushed_cache: DurationField = Duration.parse("10m")
+    push_before_delete: bool = False
+    push_timeout: DurationField = Duration.parse("1h")
+    # Remove version directories without their metadata file (killed saves) and BentoML tmp leftovers this old.
+    collect_incomplete_after: DurationField | None = None
+
+    @field_validator("collect_incomplete_after")
+    @classmethod
+    def _not_while_saving(cls, value: Duration | None) -> Duration | None:
+        # A save in progress touches its files all the time; an hour of silence is the least that says "killed".
+        if value is not None and value.approx_seconds() < 3600:
+            raise ValueError("collect_incomplete_after must be at least 1h: a younger directory may be a save in progress")
+        return value
+
+    @field_validator("push_timeout")
+    @classmethod
+    def _some_time_to_push(cls, value: Duration) -> Duration:
+        if value.approx_seconds() < 1:
+            raise ValueError("push_timeout must be at least 1s")
+        return value
+
+    @model_validator(mode="after")
+    def _push_needs_a_registry(self) -> StoreSection:
+        if self.push_before_delete and self.require_pushed is None:
+            raise ValueError("push_before_delete needs require_pushed (the bentocloud provider to push to)")
+        return self
 
     @field_validator("max_shrink")
     @classmethod
@@ -74,6 +96,11 @@ class StoreSection(Section):
             raise ValueError("max_shrink is a percentage such as '50%'")
         refuse_zero(value, "would stop every run once a single version is gone; use e.g. '50%'")
         return value
+
+    def limits(self, accept_shrink: bool = False) -> StoreLimits:
+        """Return the store-wide settings a run decides with (``accept_shrink``: ``apply --accept-shrink``)."""
+        percent = self.max_shrink.percent if self.max_shrink is not None else None
+        return StoreLimits(self.trash_retention_span, percent, accept_shrink)
 
     @property
     def trash_retention_span(self) -> timedelta | None:
@@ -207,95 +234,6 @@ class NotifySection(Section):
         return self.timeout.approx_seconds()
 
 
-def check_request_timeout(value: Duration) -> Duration:
-    """Return a provider's request timeout. Raise ValueError unless it is 1s..1h.
-
-    0s fails every request at once; a socket cannot wait for years (the timeval overflows).
-    """
-    if not MIN_TIMEOUT_SECONDS <= value.approx_seconds() <= MAX_TIMEOUT_SECONDS:
-        raise ValueError(f"timeout {value} must be between 1s and 1h")
-    return value
-
-
-class BentoCloudProviderConfig(Section):
-    """``type = "bentocloud"``: token and endpoint from here, else the environment, else ~/.yatai.yaml."""
-
-    type: Literal["bentocloud"]
-    endpoint: str | None = None
-    api_token: SecretStr | None = None
-    cluster: str = ""
-    timeout: DurationField = Duration.parse("10s")
-
-    @field_validator("timeout")
-    @classmethod
-    def _sensible_timeout(cls, value: Duration) -> Duration:
-        return check_request_timeout(value)
-
-
-class ProcessProviderConfig(Section):
-    """``type = "process"``: local processes declared here (e.g. ``bentoml serve`` on a CI agent)."""
-
-    type: Literal["process"]
-    deployments: tuple[ProcessDeploymentSpec, ...] = ()
-
-
-class CommandProviderConfig(CommandHooks):
-    """``type = "command"``: shell hook templates (systemd units, docker, kubectl)."""
-
-    type: Literal["command"]
-
-
-class KubernetesProviderConfig(Section):
-    """``type = "kubernetes"``: Deployments and StatefulSets of a cluster (daemon/providers/kubernetes.py).
-
-    Credentials: ``kubeconfig``, else ``$KUBECONFIG``, else ``~/.kube/config``, else the in-cluster
-    service account. No ``namespaces``: every namespace the credentials may list.
-    """
-
-    type: Literal["kubernetes"]
-    kubeconfig: str = ""
-    context: str = ""
-    namespaces: tuple[str, ...] = ()
-    kinds: tuple[Literal["deployment", "statefulset"], ...] = ("deployment", "statefulset")
-    label_selector: str = ""
-    timeout: DurationField = Duration.parse("10s")
-
-    @field_validator("timeout")
-    @classmethod
-    def _sensible_timeout(cls, value: Duration) -> Duration:
-        return check_request_timeout(value)
-
-    @field_validator("kubeconfig")
-    @classmethod
-    def _absolute_kubeconfig(cls, value: str) -> str:
-        # "" leaves the choice to $KUBECONFIG and ~/.kube/config; a relative file would depend on the working directory.
-        return str(to_absolute_path(value)) if value else value
-
-    @field_validator("namespaces")
-    @classmethod
-    def _namespace_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from daemon.providers.kubernetes_objects import is_valid_namespace
-
-        for name in value:
-            if not is_valid_namespace(name):
-                raise ValueError(f"{name!r} is not a namespace name (lower case letters, digits and '-', at most 63)")
-        return value
-
-    @field_validator("kinds")
-    @classmethod
-    def _some_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("name at least one kind: 'deployment', 'statefulset'")
-        return tuple(dict.fromkeys(value))
-
-
-ProviderConfig = Annotated[
-    BentoCloudProviderConfig | ProcessProviderConfig | CommandProviderConfig | KubernetesProviderConfig,
-    Field(discriminator="type"),
-]
-PROVIDER_TYPES = ("bentocloud", "process", "command", "kubernetes")
-
-
 class Settings(BaseSettings):
     """The whole effective configuration."""
 
@@ -347,6 +285,15 @@ class Settings(BaseSettings):
         for provider_name in self.providers:
             if not _is_valid_provider_name(provider_name):
                 raise ValueError(f"providers.{provider_name}: a provider name is letters, digits, '-', '_' or '.'")
+        if self.store.require_pushed is not None:
+            named = self.providers.get(self.store.require_pushed)
+            if not isinstance(named, BentoCloudProviderConfig):
+                bentocloud = ", ".join(sorted(n for n, p in self.providers.items() if isinstance(p, BentoCloudProviderConfig)))
+                what = "no provider" if named is None else f"provider of type {named.type!r}"
+                raise ValueError(
+                    f"store.require_pushed: {self.store.require_pushed!r} names {what}; it must name a provider of "
+                    f"type \"bentocloud\" ({bentocloud or 'none configured'})"
+                )
         for index, offhours in enumerate(self.offhours):
             if offhours.provider not in self.providers:
                 known = ", ".join(sorted(self.providers)) or "none configured"
@@ -384,9 +331,6 @@ class Settings(BaseSettings):
 
 
 def _is_valid_provider_name(name: str) -> bool:
-    # Imported here so that `check-config` without providers does not import the scanner (and PyYAML).
-    from daemon.inventory import is_valid_tag_part
-
     return is_valid_tag_part(name.lower()) and "/" not in name
 
 

@@ -7,15 +7,14 @@ simply not decided this time, and its ownership records stay as they are.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Literal
 
 import structlog
 
 from daemon.config import Settings
-from daemon.errors import ConfigError
 from daemon.ownership import OwnershipFile, OwnershipState
 from daemon.providers import DeploymentNotFound, PartialListing, Provider, ProviderError
 from daemon.providers.registry import build_providers
@@ -34,6 +33,12 @@ class DeploymentView:
     deployments: list[Deployment] = field(default_factory=list)
     listed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Providers that could not list at all, and why: their off-hours policies decide nothing (a refusal, exit 1).
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """Every listing problem in words: partial listings and providers that could not list."""
+        return [*self.warnings, *(f"provider {name}: cannot list deployments: {why}" for name, why in self.failed.items())]
 
 
 def list_deployments(providers: Mapping[str, Provider]) -> DeploymentView:
@@ -48,22 +53,17 @@ def list_deployments(providers: Mapping[str, Provider]) -> DeploymentView:
             view.warnings.append(f"provider {name}: listed only in part: {error}")
             continue
         except ProviderError as error:
-            view.warnings.append(f"provider {name}: cannot list deployments: {error}")
+            view.failed[name] = str(error)
             continue
         view.listed.append(name)
     return view
 
 
-def utc_now() -> datetime:
-    """Return the current instant, aware, in UTC: the clock a run reads unless it is given another."""
-    return datetime.now(timezone.utc)
-
-
 class DeploymentActor:
     """Carries out terminate/restart/delete_deployment and keeps the ownership records in step.
 
-    ``clock`` gives the instant of each action: a run passes its own, so that a run and its
-    records agree on the time (and tests can move it).
+    ``now`` is the run's instant: every action and record of the run is timed by it, so that a run
+    and its records agree on the time (and tests can move it).
     """
 
     def __init__(
@@ -73,14 +73,14 @@ class DeploymentActor:
         state: OwnershipState,
         policies: Sequence[OffhoursPolicy],
         deployments: Sequence[Deployment],
-        clock: Callable[[], datetime] = utc_now,
+        now: datetime,
     ) -> None:
         self.providers = providers
         self.ownership_file = ownership_file
         self.state = state
         self.policies = list(policies)
         self.deployments = {(d.provider, d.name): d for d in deployments}
-        self.clock = clock
+        self.now = now
 
     def carry_out(self, action: Action) -> tuple[Literal["ok", "failed", "skipped"], str | None]:
         """Do one deployment action; return (outcome, error). Raise nothing."""
@@ -132,7 +132,7 @@ class DeploymentActor:
         return "hand_start"
 
     def _ownership(self, action: Action, key: tuple[str, str]) -> Ownership:
-        now = self.clock()
+        now = self.now
         policy = next((policy for policy in self.policies if policy.name == action.policy), None)
         deployment = self.deployments.get(key)
         return Ownership(
@@ -144,7 +144,7 @@ class DeploymentActor:
 
     def _hand_start(self, key: tuple[str, str]) -> HandStart | None:
         """Return the record of a start by hand now, if the policy deciding the deployment is in downtime."""
-        now = self.clock()
+        now = self.now
         deployment = self.deployments.get(key)
         if deployment is None or hand_start_policy(self.policies, deployment, now) is None:
             return None
@@ -211,10 +211,7 @@ def gather_deployments(settings: Settings, acting: Collection[str] | None) -> De
         return None
     providers = build_providers(settings, wanted)
     ownership_file = OwnershipFile(settings.daemon.state_dir)
-    try:
-        state = ownership_file.load()
-    except (ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"ownership records {ownership_file.path} are unreadable: {error}") from None
+    state = ownership_file.load()
     return DeploymentContext(providers, list_deployments(providers), ownership_file, state)
 
 
@@ -227,4 +224,5 @@ def with_deployments(inventory: Inventory, context: DeploymentContext | None) ->
         ownership=tuple(context.state.records.values()),
         hand_starts=tuple(context.state.hand_starts.values()),
         warnings=(*inventory.warnings, *context.view.warnings),
+        unlisted_providers=tuple(context.view.failed.items()),
     )

@@ -1,14 +1,14 @@
 """The exceptions of retentiond. Only the CLI turns them into messages and exit codes.
 
     RetentiondError
-     ├── UsageError         a bad command-line value (an unknown --policy, a tag without a version) → exit 2
      ├── ConfigError        invalid configuration or store root    → exit 78
      ├── StoreBusyError     another run holds the store lock       → exit 75
      ├── AuditError         the audit log cannot be written (or read) → exit 1, nothing acted on
      ├── RestoreError       a version cannot be taken out of the trash → exit 1
      ├── ListingError       a provider cannot list its deployments, so a name cannot be looked up → exit 1
-     ├── StoreShrunkError   the store looks much smaller than last time → exit 1, nothing acted on
      └── RunInterrupted     a stop request (SIGINT, SIGTERM) reached a safe point → exit 130 / 143
+
+    UsageError              a command-line value argparse could not check by itself → exit 2
 """
 
 from __future__ import annotations
@@ -24,12 +24,6 @@ class RetentiondError(Exception):
     """Base of every error retentiond reports to its user."""
 
     exit_code = EXIT_ACTIONS_FAILED
-
-
-class UsageError(RetentiondError):
-    """A command-line value that argparse could not check by itself (it needs the config or the world)."""
-
-    exit_code = EXIT_USAGE
 
 
 class ConfigError(RetentiondError):
@@ -58,10 +52,6 @@ class ListingError(RetentiondError):
     """A provider could not list its deployments, so what was asked about them cannot be answered."""
 
 
-class StoreShrunkError(RetentiondError):
-    """The store looks much smaller than on the last run (an unmounted volume, a wrong home)."""
-
-
 class RunInterrupted(RetentiondError):
     """A stop request reached a safe point of a run: between two actions, or before the run acted at all.
 
@@ -72,3 +62,7 @@ class RunInterrupted(RetentiondError):
     def __init__(self, message: str, phase: str) -> None:
         super().__init__(message)
         self.phase = phase
+
+
+class UsageError(Exception):
+    """A command-line value that argparse could not check by itself."""

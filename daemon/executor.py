@@ -3,6 +3,11 @@
 Actions go in batches: the intents of a batch are written and fsynced before the
 first action of the batch starts; outcomes follow each action and are fsynced at
 the end of the batch. One failing action is recorded and the run goes on.
+
+BentoML saves bentos without any lock, so before each batch that deletes model
+versions the bentos are compared with what the scan saw (``_BentoGuard``); if they
+changed, their references are read again and a model version that is now
+referenced, or whose safety can no longer be decided, is skipped.
 """
 
 from __future__ import annotations
@@ -12,16 +17,20 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from daemon.archive import archive_version
 from daemon.audit import AuditLog
 from daemon.deployments import DeploymentActor
 from daemon.inuse import InUseCheck
+from daemon.inventory import bentos_fingerprint, scan_bentos
 from daemon.purge import StuckEntry
 from daemon.store import SkipAction, Store
 from daemon.trash import Trash
-from policies.model import Action, Artifact, ArtifactKind, Inventory, Plan
+from policies.model import Action, Artifact, ArtifactKind, BentoReferences, Inventory, Plan, UnknownReferences
+
+if TYPE_CHECKING:
+    from daemon.guards import RunGuards
 
 Outcome = Literal["ok", "failed", "skipped"]
 BATCH_SIZE = 64
@@ -153,6 +162,51 @@ class _NameDirs:
         return failures
 
 
+class _BentoGuard:
+    """Whether a planned model deletion is still safe, given the bentos as they are now, not as scanned.
+
+    Comparing ``bentos/`` with the scan's fingerprint costs a few stats per bento version; only when it
+    differs (a bento saved, removed or changed since; or no fingerprint) are the bentos read again.
+    """
+
+    def __init__(self, home: Path, inventory: Inventory) -> None:
+        self._home = home
+        self._fingerprint = inventory.bentos_fingerprint
+        self._current: BentoReferences | None = None  # None: as the plan saw them
+
+    def refresh(self) -> None:
+        """Read the bentos again if they changed since the scan (or since the last read)."""
+        try:
+            if self._fingerprint is not None and bentos_fingerprint(self._home) == self._fingerprint:
+                return
+            bentos = scan_bentos(self._home)
+            # A bento.yaml read while BentoML was still writing it can be valid YAML cut short at a tag.
+            steady = bentos_fingerprint(self._home) == bentos.bentos_fingerprint
+        except OSError as error:
+            self._undecidable(f"cannot read them again: {error.strerror or error}")
+            return
+        if not steady:
+            self._undecidable("they changed while they were read again")
+            return
+        self._fingerprint = bentos.bentos_fingerprint
+        self._current = bentos.bento_references()
+
+    def _undecidable(self, reason: str) -> None:
+        self._fingerprint = None  # read again before the next batch
+        self._current = BentoReferences({}, (UnknownReferences("bentos", reason),))
+
+    def veto(self, action: Action) -> str | None:
+        """Return why a planned deletion must now be skipped, or None."""
+        if action.kind != "model" or self._current is None:
+            return None
+        if self._current.blocked is not None:
+            return f"bentos changed since the plan; {self._current.blocked}"
+        holders = self._current.by_model.get(f"{action.name}:{action.version}")
+        if holders:
+            return f"bentos changed since the plan; now referenced by bento {', '.join(holders)}"
+        return None
+
+
 @dataclass(frozen=True)
 class Actors:
     """Everything that acts in a locked run: the store and its trash, the audit log, the deployment actor."""
@@ -163,6 +217,8 @@ class Actors:
     run_id: str
     deployments: DeploymentActor | None = None
     archive_dir: Path | None = None
+    # Leftover collection and push-before-delete (daemon/guards.py).
+    guards: RunGuards | None = None
 
 
 def execute(
@@ -184,8 +240,10 @@ def execute(
     audit = actors.audit
     name_dirs = _NameDirs(inventory)
     in_use = InUseCheck(actors.store.home, inventory)
+    bento_guard = _BentoGuard(actors.store.home, inventory)
     result = RunResult(run_id=actors.run_id, plan=plan, inventory=inventory)
     trashed_by: dict[Path, int] = {}  # which result a version handed to the purger belongs to
+    _purge_trash_first(plan, actors)
     actions = list(plan.actions)
     if progress is not None:
         progress.begin(plan)
@@ -197,6 +255,8 @@ def execute(
         for action in batch:
             audit.record(f"{_subject(action)}.{action.action}_intended", **_audit_fields(action))
         audit.sync()
+        if any(action.kind == "model" and action.action == "delete" for action in batch):
+            bento_guard.refresh()
         for action in batch:
             if stop is not None and stop.is_set():
                 result.interrupted_during = "actions"
@@ -204,7 +264,11 @@ def execute(
                 result.results.append(outcome)
                 audit.record(_outcome_event(action, "skipped"), **_audit_fields(action), outcome="skipped", error=outcome.error)
                 continue
-            outcome, trashed = _carry_out(action, by_key, actors, name_dirs, in_use)
+            vetoed = bento_guard.veto(action)
+            if vetoed is not None:
+                outcome, trashed = ActionResult(action, "skipped", vetoed), None
+            else:
+                outcome, trashed = _carry_out(action, by_key, actors, name_dirs, in_use)
             if trashed is not None:
                 trashed_by[trashed] = len(result.results)
             result.results.append(outcome)
@@ -225,6 +289,16 @@ def execute(
     return result
 
 
+def _purge_trash_first(plan: Plan, actors: Actors) -> None:
+    """Purge the trash runs the plan names (undo window over, or disk pressure), and retry the entries an earlier
+    run could not purge. What cannot be removed is reported by the trash as stuck and never stops the run."""
+    purge = plan.trash_purge
+    purged = actors.trash.purge(purge.runs if purge is not None else ())
+    if purge is not None:
+        actors.audit.record("trash.purged", reason=purge.reason, runs=purged, planned_runs=len(purge.runs),
+                            size_bytes=purge.size_bytes, stuck=len(actors.trash.stuck))
+
+
 def _carry_out(
     action: Action, by_key: dict[tuple[str, str, str], Artifact], actors: Actors, name_dirs: _NameDirs, in_use: InUseCheck
 ) -> tuple[ActionResult, Path | None]:
@@ -236,12 +310,19 @@ def _carry_out(
         outcome, error = actors.deployments.carry_out(action)
         return ActionResult(action, outcome, error), None
     artifact = by_key.get((action.kind, action.name, action.version or ""))
+    if actors.guards is not None and actors.guards.collects(action):
+        # A killed save is checked like any version: a process holding it means the save is not dead.
+        holder = None if artifact is None else (lambda path, artifact=artifact: in_use.holder(artifact, path))
+        outcome, error, trashed = actors.guards.collect(action, store, actors.trash, actors.run_id, holder)
+        return ActionResult(action, outcome, error), trashed
     if artifact is None:
         return ActionResult(action, "skipped", "not in the inventory this plan was made from"), None
     try:
         path = store.recheck(artifact)
     except SkipAction as reason:
         return ActionResult(action, "skipped", str(reason)), None
+    if actors.guards is not None and (kept := actors.guards.before_delete(artifact, actors.audit)):
+        return ActionResult(action, *kept), None
     held = in_use.holder(artifact, path)  # the last check before the version leaves the store
     if held is not None:
         return ActionResult(action, "skipped", held), None

@@ -18,9 +18,9 @@ import structlog
 
 from daemon.audit import tail_intact
 from daemon.config import Settings
-from daemon.deployments import utc_now
 from daemon.errors import RetentiondError, RunInterrupted, StoreBusyError
 from daemon.executor import RunResult
+from daemon.instants import utc_now
 from daemon.metrics import Metrics
 from daemon.notify_run import RunNotifier
 from daemon.run_figures import summarize, summarize_failure

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon.inventory import KIND_DIRS
+from daemon.layout import KIND_DIRS
 from daemon.mounts import hidden_processes, read_mounts
 from daemon.procscan import ProcessScan, Unreadable, VersionKey, command_line, scan_processes
 from policies.model import Artifact, Inventory

@@ -3,7 +3,10 @@
 Layout (REFERENCE.md §1): ``models/<name>/<version>/model.yaml``, ``models/<name>/latest``
 (a plain file holding the version), the same for ``bentos/`` with ``bento.yaml``.
 Symlinks are never followed. Whatever is not a complete, valid store entry becomes
-an artifact with a ``problem`` (never deleted) or a warning.
+an artifact with a ``problem`` (never deleted) or a warning. A bento, or a place
+under ``bentos/``, whose model references cannot be read is recorded as such
+(``Artifact.references_unknown``, ``Inventory.unreadable_bentos``): the policies then
+delete no model version.
 
 One ``scandir`` pass over the store; a version's facts come from the scan cache
 (``daemon.scancache``) when its directory is unchanged, else from walking it and
@@ -16,29 +19,23 @@ from __future__ import annotations
 import gc
 import marshal
 import os
-import re
 import signal
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple, NoReturn
 
 from daemon.errors import RunInterrupted
+from daemon.layout import KIND_DIRS, read_latest, stat_identity
 from daemon.metadata import read_metadata
 from daemon.scancache import ScanCache, VersionFacts, VersionKey, active_state_dir
-from policies.model import Artifact, ArtifactKind, Inventory
+from daemon.tags import is_valid_tag_part
+from policies.model import Artifact, ArtifactKind, Inventory, UnknownReferences
 
-TAG_PATTERN = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
-TAG_MAX_LENGTH = 63
-KIND_DIRS: dict[ArtifactKind, tuple[str, str]] = {
-    "model": ("models", "model.yaml"),
-    "bento": ("bentos", "bento.yaml"),
-}
-STATE_DIR_NAME = ".retentiond"
 # A cold scan of at least this many versions is split with a forked child (about 60 µs a version each side).
 SPLIT_MIN_VERSIONS = 2000
 # A stop request is looked at every so many measured versions (a few milliseconds of a cold scan).
@@ -49,25 +46,42 @@ _NO_FILE = (-1, -1, -1, -1)
 _FILE_TYPE_BITS, _REGULAR, _DIRECTORY = 0o170000, stat.S_IFREG, stat.S_IFDIR  # mode & _FILE_TYPE_BITS is S_IFMT(mode)
 
 
-def is_valid_tag_part(text: str) -> bool:
-    """Return True when ``text`` is a valid BentoML name or version."""
-    return len(text) <= TAG_MAX_LENGTH and TAG_PATTERN.match(text) is not None
-
-
-def scan_store(home: Path, cache_dir: Path | None = None, stop: threading.Event | None = None) -> Inventory:
+def scan_store(
+    home: Path, cache_dir: Path | None = None, stop: threading.Event | None = None, now: float | None = None
+) -> Inventory:
     """Given a BentoML home, return every model and bento version in it, with warnings.
 
     ``cache_dir`` (default: the one set by ``scancache.scan_cache_in``, else none) holds the
-    scan cache. Raise OSError only if the ``models``/``bentos`` directories exist but cannot be listed,
-    RunInterrupted (within a few hundred versions) once ``stop`` is set.
+    scan cache; ``now`` (seconds since the epoch; default: the clock) is the run's instant, which
+    tells the cache what is too recent to trust. Raise OSError only if the ``models`` directory exists but cannot be listed
+    (an unlistable ``bentos`` is recorded in ``Inventory.unreadable_bentos``), RunInterrupted
+    (within a few hundred versions) once ``stop`` is set.
     """
     state_dir = cache_dir if cache_dir is not None else active_state_dir()
     cache = ScanCache.load(state_dir, home) if state_dir is not None else None
+    # Taken before the listing: a bento saved while we scan then differs from it when the executor looks.
+    fingerprint = bentos_fingerprint(home)
     with _no_cycle_collection():
-        artifacts, warnings = _scan_kinds(home, cache, time.time(), stop)
+        artifacts, notes = _scan_kinds(home, cache, time.time() if now is None else now, KIND_DIRS, stop)
     if cache is not None:
         cache.save()
-    return Inventory(artifacts=tuple(artifacts), warnings=tuple(warnings))
+    return Inventory(
+        artifacts=tuple(artifacts), warnings=tuple(notes.warnings),
+        unreadable_bentos=tuple(notes.unreadable), bentos_fingerprint=fingerprint,
+    )
+
+
+def scan_bentos(home: Path) -> Inventory:
+    """Given a BentoML home, return its bentos alone, read afresh (no scan cache), as ``scan_store`` would.
+
+    For the check before model deletions: bentos are few. Raise OSError only if ``home`` cannot be searched.
+    """
+    fingerprint = bentos_fingerprint(home)
+    artifacts, notes = _scan_kinds(home, None, time.time(), ("bento",), None)
+    return Inventory(
+        artifacts=tuple(artifacts), warnings=tuple(notes.warnings),
+        unreadable_bentos=tuple(notes.unreadable), bentos_fingerprint=fingerprint,
+    )
 
 
 @contextmanager
@@ -100,29 +114,52 @@ class _Found(NamedTuple):
     facts: VersionFacts | None
 
 
+class _Notes:
+    """What a scan reports besides artifacts: warnings, and the places under ``bentos/`` it could not read."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self.unreadable: list[UnknownReferences] = []
+
+    def not_read(self, kind: ArtifactKind, warning: str, subject: str, reason: str) -> None:
+        """Warn about a place the scan skipped; if bentos may be in it, their references are unknown."""
+        self.warnings.append(warning)
+        if kind == "bento":
+            self.unreadable.append(UnknownReferences(subject, reason))
+
+
 def _scan_kinds(
-    home: Path, cache: ScanCache | None, now: float, stop: threading.Event | None
-) -> tuple[list[Artifact], list[str]]:
+    home: Path, cache: ScanCache | None, now: float, kinds: Iterable[ArtifactKind], stop: threading.Event | None
+) -> tuple[list[Artifact], _Notes]:
     found: list[_Found] = []
-    warnings: list[str] = []
-    for kind, (subdir, _) in KIND_DIRS.items():
+    notes = _Notes()
+    for kind in kinds:
+        subdir = KIND_DIRS[kind][0]
         kind_root = home / subdir
         if kind_root.is_symlink():
-            warnings.append(f"{subdir} is a symlink; not followed, nothing in it is ever deleted")
+            notes.not_read(kind, f"{subdir} is a symlink; not followed, nothing in it is ever deleted", subdir, "a symlink, not followed")
             continue
         if not kind_root.is_dir():
             continue
-        for name_entry in _sorted_entries(str(kind_root)):
+        try:
+            name_entries = _sorted_entries(str(kind_root))
+        except OSError as error:
+            if kind != "bento":
+                raise
+            notes.not_read(kind, f"cannot list {kind_root}: {error.strerror}", subdir, f"cannot list it: {error.strerror}")
+            continue
+        for name_entry in name_entries:
             _check_stop(stop)
             if name_entry.is_symlink():
-                warnings.append(f"{subdir}/{name_entry.name} is a symlink; not followed, never deleted")
+                place = f"{subdir}/{name_entry.name}"
+                notes.not_read(kind, f"{place} is a symlink; not followed, never deleted", place, "a symlink, not followed")
                 continue
             if not name_entry.is_dir(follow_symlinks=False):
                 continue
             if not is_valid_tag_part(name_entry.name):
                 # Such a directory breaks BentoML's own listing, even when it is empty.
-                warnings.append(f"{subdir}/{name_entry.name} is not a valid BentoML name; BentoML cannot list this store")
-            found.extend(_scan_name(kind, name_entry.name, name_entry.path, warnings, cache, now))
+                notes.warnings.append(f"{subdir}/{name_entry.name} is not a valid BentoML name; BentoML cannot list this store")
+            found.extend(_scan_name(kind, name_entry.name, name_entry.path, notes, cache, now))
     # Versions the cache did not answer for are measured in one batch, which a large cold scan splits in two.
     unknown = [(item.path, item.info, KIND_DIRS[item.kind][1], item.name, item.version) for item in found if item.facts is None]
     measured = iter(_measure_versions(unknown, stop))
@@ -137,7 +174,7 @@ def _scan_kinds(
                 cache.remember(f"{KIND_DIRS[item.kind][0]}/{item.name}", item.version, key, facts, now)
         identity = (item.info.st_dev, item.info.st_ino, item.info.st_mtime_ns)
         artifacts.append(_artifact(item.kind, item.name, item.version, facts, identity, item.latest, item.name_problem))
-    return artifacts, warnings
+    return artifacts, notes
 
 
 def _vanished(path: str) -> bool:
@@ -167,45 +204,56 @@ def store_fingerprint(home: Path) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(marks))
 
 
+def bentos_fingerprint(home: Path) -> tuple[object, ...]:
+    """Return what ``bentos/`` looks like: the lstat of it, of every entry in it and in its name directories,
+    and of each version's bento.yaml (or the error that stopped us). A bento saved, removed, replaced or
+    rewritten changes it. Costs a few stats per bento version and reads nothing."""
+    marks: list[tuple[object, ...]] = []
+    root = str(home / KIND_DIRS["bento"][0])
+    pending = [(root, 0)]  # depth 0: bentos/, 1: a name, 2: a version, 3: its bento.yaml
+    while pending:
+        path, depth = pending.pop()
+        try:
+            info = os.lstat(path)
+            marks.append((path, info.st_mode, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+            if depth == 3 or not stat.S_ISDIR(info.st_mode):
+                continue
+            if depth == 2:
+                pending.append((f"{path}/{KIND_DIRS['bento'][1]}", 3))
+                continue
+            with os.scandir(path) as entries:
+                pending.extend((entry.path, depth + 1) for entry in entries)
+        except OSError as error:
+            marks.append((path, "error", error.errno))
+    return tuple(sorted(marks, key=lambda mark: str(mark[0])))
+
+
 def _sorted_entries(directory: str | int) -> list[os.DirEntry[str]]:
     with os.scandir(directory) as entries:
         return sorted(entries, key=lambda entry: entry.name)
 
 
-def read_latest(name_dir: Path | str) -> str | None:
-    """Given ``models/<name>``, return what its ``latest`` file names, or None if absent or not a plain file."""
-    try:
-        fd = os.open(os.path.join(name_dir, "latest"), os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, 4096).decode("utf-8", "replace").strip() or None
-    finally:
-        os.close(fd)
-
-
 def _scan_name(
-    kind: ArtifactKind, name: str, name_dir: str, warnings: list[str], cache: ScanCache | None, now: float
+    kind: ArtifactKind, name: str, name_dir: str, notes: _Notes, cache: ScanCache | None, now: float
 ) -> list[_Found]:
     latest = read_latest(name_dir)
+    place = f"{KIND_DIRS[kind][0]}/{name}"
     try:
         # Versions are stat'ed relative to the open name directory: shorter lookups, and no symlink swapped in.
         name_fd = os.open(name_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as error:
-        warnings.append(f"{kind} {name}: cannot list {name_dir}: {error.strerror}")
+        notes.not_read(kind, f"{kind} {name}: cannot list {name_dir}: {error.strerror}", place, f"cannot list it: {error.strerror}")
         return []
     try:
         entries = _sorted_entries(name_fd)
-        found = _scan_versions(kind, name, name_dir, name_fd, entries, latest, warnings, cache, now)
+        found = _scan_versions(kind, name, name_dir, name_fd, entries, latest, notes, cache, now)
     except OSError as error:
-        warnings.append(f"{kind} {name}: cannot list {name_dir}: {error.strerror}")
+        notes.not_read(kind, f"{kind} {name}: cannot list {name_dir}: {error.strerror}", place, f"cannot list it: {error.strerror}")
         return []
     finally:
         os.close(name_fd)
     if latest is not None and not any(item.version == latest for item in found):
-        warnings.append(f"{kind} {name}: latest names {latest!r}, which does not exist")
+        notes.warnings.append(f"{kind} {name}: latest names {latest!r}, which does not exist")
     return found
 
 
@@ -216,7 +264,7 @@ def _scan_versions(
     name_fd: int,
     entries: list[os.DirEntry[str]],
     latest: str | None,
-    warnings: list[str],
+    notes: _Notes,
     cache: ScanCache | None,
     now: float,
 ) -> list[_Found]:
@@ -227,7 +275,8 @@ def _scan_versions(
     for entry in entries:
         version = entry.name
         if entry.is_symlink():
-            warnings.append(f"{kind} {name}:{version} is a symlink; not followed, never deleted")
+            warning = f"{kind} {name}:{version} is a symlink; not followed, never deleted"
+            notes.not_read(kind, warning, f"{subdir}/{name}/{version}", "a symlink, not followed")
             continue
         if not entry.is_dir(follow_symlinks=False):
             continue
@@ -325,7 +374,7 @@ def _measure_in_child(jobs: list[_Job], write_fd: int) -> NoReturn:
             facts, key, cacheable = _measure(*job)
             created = None if facts.created_at is None else (facts.created_at - _EPOCH) // _MICROSECOND
             rows.append((facts.size_bytes, facts.disk_bytes, facts.newest_mtime, created, facts.labels,
-                         facts.model_references, facts.problem, key, cacheable, facts.newest_atime))
+                         facts.model_references, facts.problem, facts.references_unknown, key, cacheable, facts.newest_atime))
         with open(write_fd, "wb") as pipe:
             pipe.write(marshal.dumps(rows))
         code = 0
@@ -342,9 +391,10 @@ def _from_rows(payload: bytes, count: int) -> list[_Measured] | None:
         return None
     return [
         (VersionFacts(size, disk, newest, None if created is None else _EPOCH + created * _MICROSECOND, labels, references,
-                      problem, newest_atime),
+                      problem, references_unknown, newest_atime),
          key, cacheable)
-        for size, disk, newest, created, labels, references, problem, key, cacheable, newest_atime in rows
+        for size, disk, newest, created, labels, references, problem, references_unknown, key, cacheable, newest_atime
+        in rows
     ]
 
 
@@ -398,6 +448,7 @@ def _artifact(
         problem=problem,
         identity=identity,
         last_read_at=datetime.fromtimestamp(facts.newest_atime, timezone.utc) if facts.newest_atime else None,
+        references_unknown=facts.references_unknown if kind == "bento" else None,
     )
 
 
@@ -424,6 +475,7 @@ def _measure(
         model_references=fields.get("model_references", ()),
         problem=problem or walk_problem,
         newest_atime=newest_atime,
+        references_unknown=fields["references_unknown"],
     )
     return facts, _version_key(directory_info, metadata_info), walk_problem is None and not io_failed
 
@@ -492,11 +544,6 @@ def tree_usage(path: Path) -> tuple[int, int]:
         return (info.st_size if stat.S_ISREG(info.st_mode) else 0), info.st_blocks * 512
     size_bytes, disk_bytes, *_ = _walk(str(path), info, "")
     return size_bytes, disk_bytes
-
-
-def stat_identity(info: os.stat_result) -> tuple[int, int, int]:
-    """Return (device, inode, mtime_ns): a version directory is this very one, unchanged."""
-    return (info.st_dev, info.st_ino, info.st_mtime_ns)
 
 
 def _version_key(directory_info: os.stat_result, metadata_info: os.stat_result | None) -> VersionKey:

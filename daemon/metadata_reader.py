@@ -304,7 +304,7 @@ def project(document: Any) -> dict[str, Any]:
     if "services" in document:
         services = document["services"]
         fields["services"] = (
-            [{"models": _references(s.get("models"))} if isinstance(s, dict) else None for s in services]
+            [({"models": _references(s["models"])} if "models" in s else {}) if isinstance(s, dict) else None for s in services]
             if isinstance(services, list)
             else None
         )
@@ -318,11 +318,13 @@ def _exact(value: Any) -> Any:
 
 
 def _references(entries: Any) -> list[Any] | None:
-    """A bento's model list: only string tags matter (a number or a null is no tag)."""
+    """A bento's model list, as much of it as ``metadata.model_references`` looks at: whether it is a list,
+    whether each entry is a mapping, and its ``tag`` if that is a string (None: not a list, not a mapping,
+    no string tag)."""
     if not isinstance(entries, list):
         return None
-    tags: list[Any] = []
-    for entry in entries:
-        tag = entry.get("tag") if isinstance(entry, dict) else entry
-        tags.append(tag if isinstance(tag, str) else None)
-    return tags
+    return [{"tag": _string_or_none(entry.get("tag"))} if isinstance(entry, dict) else None for entry in entries]
+
+
+def _string_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

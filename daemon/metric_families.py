@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from daemon.metrics import KINDS, Snapshot
+from daemon.metric_snapshot import KINDS, Snapshot
 
 
 class _Live(Collector):

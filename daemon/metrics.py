@@ -21,8 +21,7 @@ import json
 from collections import Counter as Tally
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +30,12 @@ from filelock import FileLock, Timeout
 
 from daemon.config import Settings
 from daemon.errors import ConfigError
+from daemon.files import write_file_atomically
+from daemon.instants import utc_now
+from daemon.metric_snapshot import KINDS, Snapshot
 from daemon.offhours_figures import Overdue, PolicySavings, SavingsFile, hourly_costs, overdue
 from daemon.ownership import OwnershipFile, OwnershipState
 from daemon.run_figures import RunSummary
-from daemon.store import write_file_atomically
 from policies import Inventory
 
 if TYPE_CHECKING:
@@ -43,21 +44,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("retentiond")
 # Failures to bind that are about the port (taken, or privileged) rather than the address.
 _PORT_ERRNOS = {errno.EADDRINUSE, errno.EACCES}
-KINDS = ("model", "bento")
 
 
-@dataclass
-class Snapshot:
-    """Everything one rendering shows (daemon/metric_families.py turns it into metric families)."""
-
-    state: dict[str, Any]
-    savings: dict[str, PolicySavings] = field(default_factory=dict)
-    overdue: Overdue = field(default_factory=lambda: Overdue({}, {}))
-    intervals: dict[str, float] = field(default_factory=dict)
-    watermarks: dict[str, tuple[float | None, float | None, float | None]] = field(default_factory=dict)
-    disk_used_ratio: float | None = None
-    written_at: float = 0.0
-    stale_after: float | None = None
 LOCK_WAIT_SECONDS = 10.0
 CRON_GAPS_LOOKED_AT = 10
 
@@ -135,10 +123,13 @@ class Metrics:
     """The metrics of one config: record runs, render the textfile, serve the endpoint.
 
     ``refresh_seconds``: how often the writer rewrites the textfile (the daemon); None for ``apply``,
-    whose textfile is stale after twice the shortest policy interval.
+    whose textfile is stale after twice the shortest policy interval. ``clock`` times each rendering.
     """
 
-    def __init__(self, settings: Settings, refresh_seconds: float | None = None) -> None:
+    def __init__(
+        self, settings: Settings, refresh_seconds: float | None = None, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.clock = clock
         self.settings = settings
         self.refresh_seconds = refresh_seconds
         self.file = MetricsFile(settings.daemon.state_dir)
@@ -169,7 +160,7 @@ class Metrics:
                 if self.settings.metrics.textfile is not None:
                     self._write(self.snapshot(state=state))
                 elif self.settings.offhours:
-                    _offhours(self.settings, datetime.now(timezone.utc), save=True)  # keep the savings ledger current
+                    _offhours(self.settings, self.clock(), save=True)  # keep the savings ledger current
         except (OSError, Timeout) as error:
             log.warning("metrics.write_failed", path=str(self.file.path), error=getattr(error, "strerror", None) or str(error))
 
@@ -193,7 +184,7 @@ class Metrics:
         Unless ``read_only``, the savings ledger is brought up to date and saved (under the metrics lock).
         """
         settings = self.settings
-        now = datetime.now(timezone.utc)
+        now = self.clock()
         snapshot = Snapshot(state=self.file.load() if state is None else state, written_at=now.timestamp())
         snapshot.intervals = policy_intervals(settings, now)
         snapshot.stale_after = (
@@ -235,7 +226,7 @@ def policy_intervals(settings: Settings, now: datetime) -> dict[str, float]:
     A cron schedule counts its longest gap among the next few runs (``0 3 * * 1-5`` is three days
     over a weekend); off-hours runs every ``reconcile_interval``. Disk policies run on demand: none.
     """
-    from daemon.service import retention_trigger
+    from daemon.schedule import retention_trigger
 
     intervals: dict[str, float] = {}
     for policy in settings.retention:
@@ -257,7 +248,7 @@ def policy_intervals(settings: Settings, now: datetime) -> dict[str, float]:
 
 
 def _disk(settings: Settings) -> tuple[float | None, dict[str, tuple[float | None, float | None, float | None]]]:
-    from daemon.runner import read_disk_usage
+    from daemon.observe import read_disk_usage
 
     try:
         disk = read_disk_usage(settings.store.home)
@@ -287,7 +278,7 @@ def _offhours(settings: Settings, now: datetime, save: bool) -> tuple[dict[str, 
     ledger = savings_file.load()
     try:
         ownership: OwnershipState | None = OwnershipFile(state_dir).load()
-    except (OSError, ValueError, KeyError, TypeError):
+    except ConfigError:
         ownership = None  # unreadable records: know nothing, close nothing
     if ownership is not None and ledger.reconcile(ownership.records.values(), now, costs) and save:
         try:

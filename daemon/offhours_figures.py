@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from daemon.store import write_file_atomically
+from daemon.files import write_file_atomically
 from policies.model import Deployment, Ownership
 from policies.offhours import deciding_policy
 from policies.spec import OffhoursPolicy

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from datetime import datetime
 
 from daemon.config import Settings
-from daemon.deployments import MANUAL_POLICY, DeploymentContext, list_deployments, utc_now, with_deployments
+from daemon.deployments import MANUAL_POLICY, DeploymentContext, list_deployments, with_deployments
 from daemon.errors import ListingError, RestoreError, UsageError
 from daemon.executor import RunResult, execute
+from daemon.instants import utc_now
 from daemon.ownership import OwnershipFile
 from daemon.providers.registry import build_providers
 from daemon.runner import LockedRun, finish_run, locked_run, ready_deployments
@@ -44,24 +45,22 @@ def manual_deployment_action(
     if provider is not None and provider not in settings.providers:
         known = ", ".join(sorted(settings.providers)) or "none configured"
         raise UsageError(f"--provider: unknown provider {provider!r} (configured: {known})")
-    with locked_run(settings, [MANUAL_POLICY], wait_seconds) as run:
+    with locked_run(settings, [MANUAL_POLICY], wait_seconds, clock=clock) as run:
         wanted = {provider} if provider else set(settings.providers)
         providers = build_providers(settings, wanted)
         ownership_file = OwnershipFile(settings.daemon.state_dir)
         context = DeploymentContext(providers, list_deployments(providers), ownership_file, ownership_file.load())
         try:
-            result = _manual(settings, run, context, action, name, clock)
+            result = _manual(settings, run, context, action, name)
         finally:
             context.close()
         finish_run(run, result, settings, [MANUAL_POLICY])
     return result
 
 
-def _manual(
-    settings: Settings, run: LockedRun, context: DeploymentContext, action: ActionName, name: str, clock: Callable[[], datetime]
-) -> RunResult:
-    now = clock()
-    actor = ready_deployments(context, run, settings, clock, now)
+def _manual(settings: Settings, run: LockedRun, context: DeploymentContext, action: ActionName, name: str) -> RunResult:
+    now = run.now
+    actor = ready_deployments(context, run, settings)
     matches = [d for d in context.view.deployments if d.name == name]
     if not matches and context.view.warnings:
         # Not a usage error: the deployment may well exist in the provider that did not answer.
@@ -112,7 +111,7 @@ def list_all_deployments(settings: Settings, now: datetime) -> list[dict[str, ob
             "policy": policy_name, "now": decision, "reasons": list(reasons),
             "next_window_change": format_instant(change) if change else None,
         })
-    rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.warnings)
+    rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.problems())
     return rows
 
 

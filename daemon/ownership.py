@@ -16,7 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from daemon.store import write_file_atomically
+from daemon.errors import ConfigError
+from daemon.files import write_file_atomically
 from policies.model import Deployment, HandStart, Ownership
 from policies.offhours import INACTIVE, RUNNING, deciding_policy, hand_start_holds, same_deployment, stop_window_open
 from policies.spec import OffhoursPolicy
@@ -24,8 +25,53 @@ from policies.spec import OffhoursPolicy
 Key = tuple[str, str]
 
 
-def _instant(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+def _instant(raw: Any, key: str) -> datetime:
+    """Given a stored instant, return it. Raise ValueError unless it is ISO 8601 with an offset."""
+    if not isinstance(raw, str):
+        raise ValueError(f"{key} {raw!r} is not an ISO 8601 instant")
+    instant = datetime.fromisoformat(raw)
+    if instant.tzinfo is None:
+        raise ValueError(f"{key} {raw!r} has no timezone")
+    return instant
+
+
+def _text(raw: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = raw.get(key, default) if default is not None else raw[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key} {value!r} is not a string")
+    return value
+
+
+def _parse_state(data: Any) -> OwnershipState:
+    """Given the parsed JSON of ownership.json, return the state. Raise ValueError, KeyError, TypeError or
+    AttributeError if it is not what ``OwnershipFile.save`` writes."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    state = OwnershipState()
+    for raw in data.get("records", []):
+        window_ends_at = raw.get("window_ends_at")
+        manual = raw.get("manual", False)
+        if not isinstance(manual, bool):
+            raise ValueError(f"manual {manual!r} is not true or false")
+        record = Ownership(
+            provider=_text(raw, "provider"), name=_text(raw, "name"), policy=_text(raw, "policy"),
+            terminated_at=_instant(raw["terminated_at"], "terminated_at"),
+            window_ends_at=_instant(window_ends_at, "window_ends_at") if window_ends_at is not None else None,
+            identity=_text(raw, "identity", ""), manual=manual,
+        )
+        state.records[(record.provider, record.name)] = record
+    for raw in data.get("started_by_hand", []):
+        hand_start = HandStart(
+            provider=_text(raw, "provider"), name=_text(raw, "name"), started_at=_instant(raw["started_at"], "started_at"),
+            identity=_text(raw, "identity", ""),
+        )
+        state.hand_starts[(hand_start.provider, hand_start.name)] = hand_start
+    for key, since in data.get("inactive_since", {}).items():
+        provider, separator, name = key.partition("/")
+        if not separator:
+            raise ValueError(f"inactive_since key {key!r} is not PROVIDER/NAME")
+        state.inactive_since[(provider, name)] = _instant(since, f"inactive_since of {key}")
+    return state
 
 
 @dataclass
@@ -119,30 +165,22 @@ class OwnershipFile:
         self.path = state_dir / "ownership.json"
 
     def load(self) -> OwnershipState:
-        """Return the stored state; a missing file is an empty state. Raise ValueError if it is corrupt."""
+        """Return the stored state; a missing file is an empty state.
+
+        Raise ConfigError naming the file if it cannot be read or is not what ``save`` writes: every
+        command that needs the records (plan, apply, deployments) then exits 78 with the same message.
+        """
         try:
-            data: dict[str, Any] = json.loads(self.path.read_text())
+            data = json.loads(self.path.read_bytes())
+            return _parse_state(data)
         except FileNotFoundError:
             return OwnershipState()
-        state = OwnershipState()
-        for raw in data.get("records", []):
-            record = Ownership(
-                provider=raw["provider"], name=raw["name"], policy=raw["policy"],
-                terminated_at=datetime.fromisoformat(raw["terminated_at"]),
-                window_ends_at=_instant(raw.get("window_ends_at")), identity=raw.get("identity", ""),
-                manual=bool(raw.get("manual", False)),
-            )
-            state.records[(record.provider, record.name)] = record
-        for raw in data.get("started_by_hand", []):
-            hand_start = HandStart(
-                provider=raw["provider"], name=raw["name"], started_at=datetime.fromisoformat(raw["started_at"]),
-                identity=raw.get("identity", ""),
-            )
-            state.hand_starts[(hand_start.provider, hand_start.name)] = hand_start
-        for key, since in data.get("inactive_since", {}).items():
-            provider, name = key.split("/", 1)
-            state.inactive_since[(provider, name)] = datetime.fromisoformat(since)
-        return state
+        except OSError as error:
+            raise ConfigError(f"ownership records {self.path} are unreadable: {error.strerror or error}") from None
+        except KeyError as error:
+            raise ConfigError(f"ownership records {self.path} are unreadable: an entry has no {error}") from None
+        except (ValueError, TypeError, AttributeError) as error:
+            raise ConfigError(f"ownership records {self.path} are unreadable: {error}") from None
 
     def save(self, state: OwnershipState) -> None:
         """Write the state atomically. Raise OSError if it cannot be written."""

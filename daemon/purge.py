@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.inventory import KIND_DIRS, tree_usage
-from daemon.store import RemovalFailure, remove_tree
+from daemon.files import RemovalFailure, remove_tree
+from daemon.inventory import tree_usage
+from daemon.layout import KIND_DIRS
 from policies.model import ArtifactKind
 
 _KIND_OF_SUBDIR: dict[str, ArtifactKind] = {subdir: kind for kind, (subdir, _) in KIND_DIRS.items()}

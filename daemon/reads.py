@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from daemon.inventory import KIND_DIRS, read_access_time
+from daemon.inventory import read_access_time
+from daemon.layout import KIND_DIRS
 from daemon.mounts import access_time_warnings
 from policies.model import Artifact, Inventory
 from policies.spec import ArtifactPolicy, ConfigPolicy

@@ -30,6 +30,9 @@ def print_status(report: dict[str, Any]) -> None:
     out.print()
     _print_disk(out, report["disk"])
     _print_trash(out, report["trash"])
+    backup = report.get("backup")
+    if isinstance(backup, Mapping):
+        print_paragraph(out, _describe_backup(backup))
     out.print()
     out.print("policies")
     if not report["policies"]:
@@ -102,6 +105,18 @@ def _describe_evaluation(last: Mapping[str, Any]) -> str:
         by = str(blocked) if blocked else "nothing left to evict"
     return (f"{when}: target not reachable, needed {_bytes(last.get('needed_bytes'))}, "
             f"could free {_bytes(last.get('planned_bytes'))}; blocked by {by}")
+
+
+def _describe_backup(backup: Mapping[str, Any]) -> str:
+    """Return what ``store.require_pushed`` held back at the last run, in words."""
+    head = f"backup: require_pushed {backup.get('provider')}"
+    if backup.get("source") != "last run":
+        return f"{head}: {backup.get('source')}"
+    by_reason = backup.get("by_reason")
+    reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(by_reason.items())) if isinstance(by_reason, Mapping) else ""
+    held = f"{_count(backup.get('held_back_versions') or 0, 'version')}, {_bytes(backup.get('held_back_bytes'))} held back"
+    error = f"; registry error: {backup['registry_error']}" if backup.get("registry_error") else ""
+    return f"{head} (last run {backup.get('at')}): {held}{' (' + reasons + ')' if reasons else ''}{error}"
 
 
 def _print_trash(out: Output, trash: dict[str, Any]) -> None:

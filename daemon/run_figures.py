@@ -56,10 +56,10 @@ def policy_figures(result: RunResult, policies: Iterable[str]) -> dict[str, Poli
         if kept.policy in figures:
             figures[kept.policy].kept += 1
     for refusal in result.plan.refusals:
-        # Refusals are text, "policy NAME: why" (policies/evaluate.py); the longest matching name owns it.
-        owner = max((name for name in figures if refusal.startswith(f"policy {name}: ")), key=len, default=None)
-        if owner is not None:
-            figures[owner].refusals += 1
+        # A refusal of the whole run's deletions (policy None) counts against every policy of the run.
+        for owner in figures if refusal.policy is None else [refusal.policy]:
+            if owner in figures:
+                figures[owner].refusals += 1
     return figures
 
 
@@ -127,7 +127,7 @@ def summarize(result: RunResult, policies: list[str], started_at: datetime, fini
     problems = [
         f"{r.action.action} {_subject(r)} (policy {r.action.policy}): {r.error}" for r in result.results if r.outcome == "failed"
     ]
-    problems.extend(result.plan.refusals)
+    problems.extend(refusal.describe() for refusal in result.plan.refusals)
     if result.interrupted:
         problems.append("interrupted: the rest is done by the next run")
     return RunSummary(

@@ -1,43 +1,43 @@
-"""One run: read the world once, decide, act under the lock. Used by the CLI and the daemon."""
+"""One run, the same pipeline for ``plan``, ``apply`` and the daemon: observe → decide → execute.
+
+Observe (daemon/observe.py) reads the world once: the store, the disk, processes, the trash, the
+deployments. Decide is ``policies.evaluate`` (through daemon/guards.py, which adds BentoCloud's
+answers): every safety limit (blast radius, ``max_shrink``, a provider that could not list) and
+the trash purge under disk pressure are plan content, so ``plan`` shows what ``apply`` does and
+exits as it would. Execute (daemon/executor.py) carries the plan out under the store lock.
+
+The run's instant is read once, when the store lock is taken (``apply``) or by the caller
+(``plan --at``), and passed down to everything that needs time; nothing below reads the clock
+(audit records carry the time they were written, as logs do).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
-import psutil
 import structlog
 
 from daemon.audit import AuditLog
 from daemon.config import Settings
-from daemon.deployments import (
-    DeploymentActor,
-    DeploymentContext,
-    close_context,
-    gather_deployments,
-    utc_now,
-    with_deployments,
-)
-from daemon.errors import AuditError, ConfigError, RunInterrupted, StoreShrunkError, UsageError
+from daemon.deployments import DeploymentActor, DeploymentContext, close_context, gather_deployments
+from daemon.errors import AuditError, ConfigError, RunInterrupted, UsageError
 from daemon.executor import Actors, RunProgress, RunResult, execute
-from daemon.inventory import scan_store
+from daemon.guards import RunGuards
+from daemon.instants import utc_now
+from daemon.observe import observe, offhours_only
 from daemon.run_figures import policy_figures
-from daemon.scancache import scan_cache_in
 from daemon.state import StateFile, require_writable_state_dir
 from daemon.store import Store, check_store_root
 from daemon.trash import Trash
-from daemon.usage import observe_usage
-from policies import DiskSample, DiskUsage, Inventory, Plan, evaluate
-from policies.disk import disk_target
+from policies import DiskSample, Inventory, Plan
 
 log = structlog.get_logger("retentiond")
-MIN_VERSIONS_FOR_SHRINK_CHECK = 10
 
 
 @dataclass(frozen=True)
@@ -46,85 +46,74 @@ class PlannedRun:
     inventory: Inventory
 
 
-def read_disk_usage(home: Path) -> DiskUsage:
-    """Return the usage of the filesystem holding ``home`` as ``df`` shows it (used / (used + available))."""
-    usage = psutil.disk_usage(str(home))
-    return DiskUsage(total_bytes=usage.used + usage.free, used_bytes=usage.used)
-
-
 def check_policy_names(settings: Settings, requested: Collection[str] | None) -> None:
-    """Raise UsageError (exit 2: the command line is wrong, not the config) if ``--policy`` names a policy the
-    config does not have."""
+    """Raise UsageError if ``--policy`` names a policy the config does not have."""
     unknown = sorted(set(requested or ()) - set(settings.policy_names()))
     if unknown:
         known = ", ".join(settings.policy_names()) or "none configured"
         raise UsageError(f"--policy: unknown policy {', '.join(unknown)} (configured: {known})")
 
 
-def take_inventory(
-    home: Path, disk_samples: Sequence[DiskSample] = (), state_dir: Path | None = None, stop: threading.Event | None = None
-) -> Inventory:
-    """Scan the store (through the scan cache in ``state_dir``, if given) and read the disk under it, once.
-
-    Raise ConfigError if the store cannot be listed, RunInterrupted once ``stop`` is set.
-    """
-    try:
-        with scan_cache_in(state_dir):
-            inventory = scan_store(home, stop=stop)
-    except OSError as error:
-        raise ConfigError(f"cannot list {error.filename or home}: {error.strerror or error}; nothing was deleted") from None
-    return dataclasses.replace(inventory, disk=read_disk_usage(home), disk_samples=tuple(disk_samples))
-
-
-def make_plan(settings: Settings, now: datetime, acting: Collection[str] | None = None) -> PlannedRun:
-    """Given the config and the instant, scan the store and return the plan (no lock, no changes).
+def make_plan(
+    settings: Settings, now: datetime, acting: Collection[str] | None = None, *, accept_shrink: bool = False
+) -> PlannedRun:
+    """Given the config and the instant, observe and decide as ``apply`` would, without the lock and without
+    acting (ownership records are brought up to date in memory only). Return the plan and what it saw.
 
     Off-hours policies are simulated at ``now`` against the deployments as they are.
     """
     check_policy_names(settings, acting)
     home = check_store_root(settings.store.home)
+    trash = Trash(Store(home), retry=StateFile(settings.daemon.state_dir).stuck_trash())
     context = gather_deployments(settings, acting)
     try:
-        inventory = with_deployments(take_inventory(home, state_dir=settings.daemon.state_dir), context)
+        if context is not None:
+            context.state.observe(context.view.deployments, context.view.listed, now, settings.offhours)
+        inventory = observe(settings, home, now, acting, context, trash)
     finally:
         close_context(context)
-    inventory = observe_usage(inventory, home, settings.policies)
-    plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
+    with RunGuards.open(settings, home, now, store_run=not offhours_only(settings, acting)) as guards:
+        plan = guards.decide(inventory, now, acting, settings.store.limits(accept_shrink))
     return PlannedRun(plan=plan, inventory=inventory)
 
 
 @dataclass
 class LockedRun:
-    """A run in progress: the store is locked and the audit log is open."""
+    """A run in progress: the store is locked (at ``now``, the run's instant) and the audit log is open."""
 
     home: Path
     store: Store
     trash: Trash
     audit: AuditLog
     run_id: str
-
+    now: datetime
     archive_dir: Path | None = None
 
-    def actors(self, deployments: DeploymentActor | None = None) -> Actors:
-        return Actors(self.store, self.trash, self.audit, self.run_id, deployments, self.archive_dir)
+    def actors(self, deployments: DeploymentActor | None = None, guards: RunGuards | None = None) -> Actors:
+        return Actors(self.store, self.trash, self.audit, self.run_id, deployments, self.archive_dir, guards)
 
 
 @contextmanager
 def locked_run(
-    settings: Settings, policies: list[str], wait_seconds: float, stop: threading.Event | None = None
+    settings: Settings,
+    policies: list[str],
+    wait_seconds: float,
+    stop: threading.Event | None = None,
+    clock: Callable[[], datetime] = utc_now,
 ) -> Iterator[LockedRun]:
-    """Lock the store, open the audit log, record ``run.started`` and empty leftover trash.
+    """Lock the store (the run's instant is read from ``clock`` then, once), open the audit log, record
+    ``run.started`` and repair what an interrupted run left in the store.
 
     Raise StoreBusyError, ConfigError or AuditError before anything is touched, RunInterrupted if
     ``stop`` is set while waiting for the lock. Once ``stop`` is set the trash purge ends early.
     """
     home = check_store_root(settings.store.home)
-    store = Store(home)
+    store = Store(home, clock)
     run_id = uuid.uuid4().hex[:12]
     rotate = settings.daemon.audit_rotate_size
     # Opened under the lock: the chain's last hash and a rotation must not race another run.
-    with store.locked(wait_seconds, stop), AuditLog(settings.daemon.audit_log, run_id, rotate.bytes if rotate else None) as audit:
-        audit.record("run.started", store=str(home), policies=policies)
+    with store.locked(wait_seconds, stop) as now, AuditLog(settings.daemon.audit_log, run_id, rotate.bytes if rotate else None) as audit:
+        audit.record("run.started", store=str(home), policies=policies, at=now.isoformat())
         audit.sync()
         state = StateFile(settings.daemon.state_dir)
         trash = Trash(
@@ -134,18 +123,16 @@ def locked_run(
         )
         for detail in trash.recover():
             audit.record("store.recovered", detail=detail)
-        purged = trash.purge(datetime.now(timezone.utc))
-        if purged:
-            log.info("trash.purged", run_id=run_id, runs=purged)
+        trash.purge(())  # entries an earlier run could not purge are retried by every run (restore included)
         try:
-            yield LockedRun(home, store, trash, audit, run_id, settings.store.archive_dir)
+            yield LockedRun(home, store, trash, audit, run_id, now, settings.store.archive_dir)
         finally:
             with suppress(OSError, AuditError):
                 trash.close(run_id)
-            _report_stuck(trash, state, run_id)
+            _report_stuck(trash, state, run_id, now)
 
 
-def _report_stuck(trash: Trash, state: StateFile, run_id: str) -> None:
+def _report_stuck(trash: Trash, state: StateFile, run_id: str, now: datetime) -> None:
     """Log the trash entries this run could not purge (one line, however many) and remember them for the next run."""
     stuck = trash.stuck
     if stuck:
@@ -154,17 +141,15 @@ def _report_stuck(trash: Trash, state: StateFile, run_id: str) -> None:
             disk_bytes=sum(entry.disk_bytes for entry in stuck),
             first_error=stuck[0].error, retry="next run",
         )
-    state.record_trash(stuck, datetime.now(timezone.utc))
+    state.record_trash(stuck, now)
 
 
-def ready_deployments(
-    context: DeploymentContext | None, run: LockedRun, settings: Settings, clock: Callable[[], datetime], now: datetime
-) -> DeploymentActor | None:
-    """Given a run's deployment context and its instant, update ownership from the fresh listing (under
-    the lock) and return the actor for deployment actions, which times each action by ``clock``."""
+def ready_deployments(context: DeploymentContext | None, run: LockedRun, settings: Settings) -> DeploymentActor | None:
+    """Given a run's deployment context, update ownership from the fresh listing as of the run's instant
+    (under the lock) and return the actor for deployment actions."""
     if context is None:
         return None
-    for dropped in context.state.observe(context.view.deployments, context.view.listed, now, settings.offhours):
+    for dropped in context.state.observe(context.view.deployments, context.view.listed, run.now, settings.offhours):
         run.audit.record("ownership.dropped", detail=dropped)
     try:
         context.ownership_file.save(context.state)
@@ -174,7 +159,7 @@ def ready_deployments(
             "daemon.state_dir must be writable"
         ) from None
     return DeploymentActor(
-        context.providers, context.ownership_file, context.state, settings.offhours, context.view.deployments, clock
+        context.providers, context.ownership_file, context.state, settings.offhours, context.view.deployments, run.now
     )
 
 
@@ -192,52 +177,6 @@ def finish_run(run: LockedRun, result: RunResult, settings: Settings, policies: 
     log.info(event, run_id=run.run_id, store=str(run.home), policies=policies, **during, **result.counters())
 
 
-def check_shrink(settings: Settings, home: Path, inventory: Inventory, accept: bool) -> None:
-    """With ``store.max_shrink``, refuse a run whose store has far fewer versions than the last run saw.
-
-    Raise StoreShrunkError naming both counts.
-    """
-    limit = settings.store.max_shrink
-    if limit is None or limit.percent is None or accept:
-        return
-    state = StateFile(settings.daemon.state_dir)
-    try:
-        before = state.last_store_versions(str(home))
-    except (OSError, ValueError) as error:
-        # Fail closed: without the last run's count the limit cannot be checked, and must not pass silently.
-        raise StoreShrunkError(
-            f"cannot read {state.path} ({getattr(error, 'strerror', None) or error}), which holds the store size "
-            "that store.max_shrink compares with. Nothing was deleted. Repair or remove the file, or run "
-            "`retentiond apply --accept-shrink` once."
-        ) from None
-    now_count = len(inventory.artifacts)
-    if before is None or before < MIN_VERSIONS_FOR_SHRINK_CHECK or now_count >= before * (1 - limit.percent / 100):
-        return
-    raise StoreShrunkError(
-        f"store {home} has {now_count} versions, the last run saw {before} (more than max_shrink {limit} fewer): "
-        "an unmounted volume or a wrong BENTOML_HOME? Nothing was deleted. "
-        "If the store really shrank, run `retentiond apply --accept-shrink` once."
-    )
-
-
-def _purge_trash_under_pressure(
-    settings: Settings, acting: Collection[str] | None, run: LockedRun, inventory: Inventory, now: datetime
-) -> Inventory:
-    """Under disk pressure the undo window gives way first: purge the trash, then read the disk again."""
-    acting_disk = [p for p in settings.disk if acting is None or p.name in acting]
-    if not acting_disk or inventory.disk is None or not run.store.trash_dir.is_dir():
-        return inventory
-    store_bytes = sum(artifact.usage_bytes for artifact in inventory.artifacts)
-    if not any(disk_target(p, inventory.disk, store_bytes, inventory.disk_samples, now).triggers for p in acting_disk):
-        return inventory
-    purged = run.trash.purge(now, everything=True)
-    stuck = run.trash.stuck
-    if purged or stuck:
-        run.audit.record("trash.purged", reason="disk pressure", runs=purged, stuck=len(stuck))
-    # Read again, not computed: what is stuck in the trash still takes space, and evictions must make up for it.
-    return dataclasses.replace(inventory, disk=read_disk_usage(run.home))
-
-
 def apply_once(
     settings: Settings,
     acting: Collection[str] | None = None,
@@ -252,24 +191,25 @@ def apply_once(
 ) -> RunResult:
     """Run the policies once under the store lock and return what happened.
 
-    The run decides as of one reading of ``clock``. Once ``stop`` is set the run ends at the next safe
-    point (the action in progress finishes), is recorded as ``run.interrupted`` and returned with
-    ``interrupted_during`` saying where.
+    The run's instant is read from ``clock`` once, when the lock is taken. Once ``stop`` is set the run
+    ends at the next safe point (the action in progress finishes), is recorded as ``run.interrupted`` and
+    returned with ``interrupted_during`` saying where. A safety limit that refuses actions is in the
+    result's plan (``refusals``), as ``plan`` shows it.
     Raise StoreBusyError, ConfigError (also when store.max_shrink is set and daemon.state_dir cannot be
-    written), AuditError or StoreShrunkError; RunInterrupted if ``stop`` is set before the store lock is
-    taken. Failed actions are in the result. ``on_locked`` is told once the lock is taken and
-    ``run.started`` written (daemon/fleet.py pings a run's start there: a busy store never starts one).
+    written), AuditError; RunInterrupted if ``stop`` is set before the store lock is taken; UsageError
+    for an unknown policy name. Failed actions are in the result. ``on_locked`` is told once the lock is
+    taken and ``run.started`` written (daemon/fleet.py pings a run's start there: a busy store never starts one).
     """
     check_policy_names(settings, acting)
     require_writable_state_dir(settings)
     policies = sorted(acting or settings.policy_names())
-    with locked_run(settings, policies, wait_seconds, stop) as run:
+    with locked_run(settings, policies, wait_seconds, stop, clock) as run:
         if on_locked is not None:
             on_locked(run)
         try:
-            result = _act(settings, acting, run, progress, disk_samples, stop, accept_shrink, clock)
+            result = _act(settings, acting, run, progress, disk_samples, stop, accept_shrink)
         except RunInterrupted as error:
-            result = RunResult(run.run_id, Plan(clock()), Inventory(()), interrupted_during=error.phase)
+            result = RunResult(run.run_id, Plan(run.now), Inventory(()), interrupted_during=error.phase)
         if stop is not None and stop.is_set() and not result.interrupted:
             # Every action was carried out, but the trash purge was cut short: what is left is trash for the next run.
             result.interrupted_during = "trash"
@@ -286,30 +226,22 @@ def _act(
     disk_samples: Sequence[DiskSample],
     stop: threading.Event | None,
     accept_shrink: bool,
-    clock: Callable[[], datetime],
 ) -> RunResult:
-    """The locked part of a run: list, scan, decide, act. Raise RunInterrupted at a safe point once ``stop`` is set."""
+    """The locked part of a run: observe, decide, execute. Raise RunInterrupted at a safe point once ``stop`` is set."""
     _stop_point(stop, "start")
     context = gather_deployments(settings, acting)
     try:
         _stop_point(stop, "deployments")
-        now = clock()
-        actor = ready_deployments(context, run, settings, clock, now)
-        offhours_only = acting is not None and set(acting) <= {policy.name for policy in settings.offhours}
-        # An off-hours run fires every few minutes; it has no business walking the store.
-        artifacts = (
-            Inventory(()) if offhours_only else take_inventory(run.home, disk_samples, settings.daemon.state_dir, stop)
-        )
-        if not offhours_only:
-            check_shrink(settings, run.home, artifacts, accept_shrink)
-            artifacts = _purge_trash_under_pressure(settings, acting, run, artifacts, now)
-            artifacts = observe_usage(artifacts, run.home, settings.policies)
+        actor = ready_deployments(context, run, settings)
+        inventory = observe(settings, run.home, run.now, acting, context, run.trash, stop=stop, disk_samples=disk_samples)
         _stop_point(stop, "scan")
-        inventory = with_deployments(artifacts, context)
-        plan = evaluate(inventory, settings.policies, now, zone=settings.daemon.zone, acting=acting)
-        if stop is not None and stop.is_set():
-            return RunResult(run.run_id, plan, inventory, interrupted_during="plan")  # every action "not started"
-        return execute(plan, inventory, run.actors(actor), progress, stop)
+        with RunGuards.open(settings, run.home, run.now, store_run=not offhours_only(settings, acting), stop=stop) as guards:
+            plan = guards.decide(inventory, run.now, acting, settings.store.limits(accept_shrink))
+            if stop is not None and stop.is_set():
+                return RunResult(run.run_id, plan, inventory, interrupted_during="plan")  # every action "not started"
+            result = execute(plan, inventory, run.actors(actor, guards), progress, stop)
+        guards.record(settings.daemon.state_dir, run.run_id)
+        return result
     finally:
         close_context(context)
 

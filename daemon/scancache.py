@@ -12,11 +12,12 @@ without touching the directory or its metadata file, is not noticed: versions
 are immutable.
 
 One file per store in ``daemon.state_dir``, replaced atomically: a checksum line,
-a JSON line (format, store, versions per name, the few labels/references/problems)
-and then fixed-size binary records, one per version, so that loading 100k versions costs
-a tenth of a second, not the half second JSON numbers would. It is best effort: a
-missing, damaged or foreign file is an empty cache, and a file that cannot be
-written is logged once and the scan goes on without it.
+a JSON line (format, store, versions per name, the few labels/references/problems and
+why a bento's references are unknown) and then fixed-size binary records, one per
+version, so that loading 100k versions costs a tenth of a second, not the half
+second JSON numbers would. It is best effort: a missing, damaged or foreign file
+is an empty cache, and a file that cannot be written is logged once and the scan
+goes on without it.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ import structlog
 
 log = structlog.get_logger("retentiond")
 
-# 3: records carry disk_bytes; a cache of an older format is not read, so every version is measured again.
-FORMAT = 3
+# 3: a bento's references_unknown is remembered (format 2 would read back as "known").
+# 4: records carry disk_bytes. A cache of an older format is not read: every version is measured again.
+FORMAT = 4
 SETTLE_SECONDS = 600.0
 VersionKey = tuple[int, int, int, int, int, int, int, int]
 # key (8 × int64), size_bytes, newest_mtime, created_at in µs since the epoch (or _NO_TIME), disk_bytes
@@ -66,6 +68,7 @@ class VersionFacts(NamedTuple):
     labels: dict[str, str]
     model_references: tuple[str, ...]
     problem: str | None
+    references_unknown: str | None  # bentos: why model_references may not be all of them (None: they are)
     # Newest access time of the files other than the metadata file (0.0: none). Never cached: a read moves
     # it without touching the directory or the metadata file, so a cached value would go stale unseen.
     newest_atime: float | None = None
@@ -160,8 +163,8 @@ class ScanCache:
         created = _NO_TIME if facts.created_at is None else (facts.created_at - _EPOCH) // _MICROSECOND
         record = _RECORD.pack(*key, facts.size_bytes, facts.newest_mtime, created, facts.disk_bytes)
         extras = None
-        if facts.labels or facts.model_references or facts.problem is not None:
-            extras = [facts.labels, list(facts.model_references), facts.problem]
+        if facts.labels or facts.model_references or facts.problem is not None or facts.references_unknown is not None:
+            extras = [facts.labels, list(facts.model_references), facts.problem, facts.references_unknown]
         self._new.setdefault(group, {})[version] = (record, extras)
 
     @property
@@ -208,14 +211,16 @@ def _facts(record: tuple[Any, ...], extras: list[Any] | None) -> VersionFacts:
     labels: dict[str, str] = {}
     references: tuple[str, ...] = ()
     problem = None
+    references_unknown = None
     if extras is not None:
-        raw_labels, raw_references, raw_problem = extras
+        raw_labels, raw_references, raw_problem, raw_unknown = extras
         # A hand-edited file must not smuggle in labels that are not strings: keep_labels compares them.
         labels = {str(name): str(value) for name, value in raw_labels.items()}
         references = tuple(map(str, raw_references))
         problem = None if raw_problem is None else str(raw_problem)
+        references_unknown = None if raw_unknown is None else str(raw_unknown)
     created_at = None if created == _NO_TIME else _EPOCH + created * _MICROSECOND
-    return VersionFacts(record[8], record[11], record[9], created_at, labels, references, problem)
+    return VersionFacts(record[8], record[11], record[9], created_at, labels, references, problem, references_unknown)
 
 
 def _checksum(blob: bytes) -> str:

@@ -10,121 +10,97 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections import deque
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from types import FrameType
 
 import structlog
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.config import Settings, load_config
+from daemon.diskwatch import DiskWatcher
 from daemon.errors import EXIT_OK, ConfigError, RetentiondError, RunInterrupted, StoreBusyError
 from daemon.executor import RunResult
 from daemon.fleet import observed_run
+from daemon.instants import utc_now
 from daemon.inventory import scan_store, store_fingerprint
 from daemon.metrics import Metrics
 from daemon.notify import Notifier, watchdog_interval_seconds
-from daemon.runner import apply_once, read_disk_usage
+from daemon.observe import read_disk_usage
+from daemon.runner import apply_once
+from daemon.schedule import WindowTrigger, retention_trigger, scheduler_for
 from daemon.state import require_writable_state_dir
 from daemon.store import check_store_root
 from daemon.surprises import config_surprises, offhours_surprises
-from policies import DiskPolicy, DiskSample
-from policies.disk import disk_target
+from policies import Inventory
 from policies.durations import format_bytes
-from policies.windows import TimeSpec
 
 log = structlog.get_logger("retentiond")
 
-MISFIRE_GRACE_SECONDS = 15 * 60  # a run that is late by minutes still runs (APScheduler's default drops it after 1 s)
 LOCK_WAIT_SECONDS = 30.0
-UNREACHABLE_RETRY = timedelta(minutes=5)
-SAMPLES_KEPT = 720
-RESCAN_EVERY = timedelta(minutes=1)
 METRICS_REFRESH_SECONDS = 60  # the textfile is rewritten this often (fresh disk and savings figures, a heartbeat)
 
 
-@dataclass
-class _Baseline:
-    """The store size from the last scan, and what the store's directories looked like then."""
-
-    store_bytes: int
-    fingerprint: tuple[tuple[str, int], ...]
-    at: datetime
-
-
-@dataclass
-class _Unreachable:
-    at: datetime
-    used_bytes: int
-
-
-class WindowTrigger(BaseTrigger):
-    """Fires at every edge of an off-hours window and at least every ``reconcile`` in between."""
-
-    def __init__(self, window: TimeSpec, reconcile: timedelta) -> None:
-        self.window = window
-        self.reconcile = reconcile
-
-    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
-        if previous_fire_time is None:
-            return now
-        regular = previous_fire_time + self.reconcile
-        edge = self.window.next_change(previous_fire_time)
-        return min(regular, edge) if edge is not None else regular
-
-
-def scheduler_for(settings: Settings) -> BackgroundScheduler:
-    """Return a scheduler in ``daemon.timezone`` that coalesces, never overlaps a job, and runs late jobs."""
-    return BackgroundScheduler(
-        timezone=settings.daemon.zone,
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS},
-    )
-
-
-def retention_trigger(schedule: str, settings: Settings) -> CronTrigger:
-    return CronTrigger.from_crontab(schedule, timezone=settings.daemon.zone)
-
-
 class Service:
-    """The daemon: owns the scheduler, the metrics and the reload logic."""
+    """The daemon: owns the scheduler, the metrics, the disk watcher and the reload logic.
+
+    Built from values (the loaded settings, the path to reload from, a clock); nothing is read or
+    scanned here. ``prime`` walks the store once, ``start`` serves and schedules. Each job reads the
+    clock once and runs as of that instant.
+    """
 
     def __init__(
-        self, config_argument: str | None, notifier: Notifier,
-        stop: threading.Event | None = None, reload_requested: threading.Event | None = None,
+        self,
+        settings: Settings,
+        config_path: str | None,
+        notifier: Notifier,
+        stop: threading.Event | None = None,
+        reload_requested: threading.Event | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        self.settings = settings
+        # A reload reads the file the daemon started with: were /etc/retentiond/config.toml to vanish,
+        # the built-in defaults (no policy acts) would otherwise replace it without a word.
+        self.config_argument = config_path
         self.notifier = notifier
         self.stop = stop or threading.Event()
         self.reload_requested = reload_requested or threading.Event()
-        loaded = load_config(config_argument)
-        # A reload reads the file the daemon started with: were /etc/retentiond/config.toml to vanish,
-        # the built-in defaults (no policy acts) would otherwise replace it without a word.
-        self.config_argument = str(loaded.path) if loaded.path is not None else config_argument
-        self.settings = loaded.settings
-        check_store_root(self.settings.store.home)
-        require_writable_state_dir(self.settings)
+        self.clock = clock
         self._run_lock = threading.Lock()
-        self.metrics = Metrics(self.settings, refresh_seconds=METRICS_REFRESH_SECONDS)
-        self.samples: deque[DiskSample] = deque(maxlen=SAMPLES_KEPT)
-        self._unreachable: dict[str, _Unreachable] = {}
+        self.metrics = Metrics(self.settings, refresh_seconds=METRICS_REFRESH_SECONDS, clock=clock)
         self.scheduler = scheduler_for(self.settings)
-        self.baseline = self._measure_baseline()
+        self.watcher = DiskWatcher(
+            read_disk=lambda: read_disk_usage(self.settings.store.home),
+            scan=self._scan_store,
+            fingerprint=lambda: store_fingerprint(self.settings.store.home),
+        )
 
-    def _measure_baseline(self) -> _Baseline:
-        home = self.settings.store.home
-        fingerprint = store_fingerprint(home)
-        inventory = scan_store(home, self.settings.daemon.state_dir)
+    @classmethod
+    def load(
+        cls,
+        config_argument: str | None,
+        notifier: Notifier,
+        stop: threading.Event | None = None,
+        reload_requested: threading.Event | None = None,
+    ) -> Service:
+        """Load and check the config, then build the service from it (nothing scanned yet).
+
+        Raise ConfigError (exit 78) if the config, its store or its state directory cannot be used.
+        """
+        loaded = load_config(config_argument)
+        check_store_root(loaded.settings.store.home)
+        require_writable_state_dir(loaded.settings)
+        config_path = str(loaded.path) if loaded.path is not None else config_argument
+        return cls(loaded.settings, config_path, notifier, stop, reload_requested)
+
+    def _scan_store(self) -> Inventory:
+        inventory = scan_store(self.settings.store.home, self.settings.daemon.state_dir)
         self.metrics.record_store(inventory)
-        return _Baseline(sum(a.usage_bytes for a in inventory.artifacts), fingerprint, datetime.now(timezone.utc))
+        return inventory
 
-    def _store_bytes(self, now: datetime) -> int:
-        # Rescan only when a version came or went, or now and then for saves still being written.
-        if store_fingerprint(self.settings.store.home) != self.baseline.fingerprint or now - self.baseline.at > RESCAN_EVERY:
-            self.baseline = self._measure_baseline()
-        return self.baseline.store_bytes
+    def prime(self) -> None:
+        """Walk the store once (its size for max_store_size, its figures for the metrics): minutes on a large one."""
+        self.watcher.measure(self.clock())
 
     def start(self) -> None:
         """Start serving metrics, schedule the jobs, and tell systemd we are ready.
@@ -144,7 +120,7 @@ class Service:
         self.scheduler.remove_all_jobs()
         for policy_name, warning in self.settings.unscheduled_warnings().items():
             log.warning("policy.unscheduled", policy=policy_name, warning=warning)
-        for policy_name, warning in config_surprises(self.settings, datetime.now(timezone.utc)):
+        for policy_name, warning in config_surprises(self.settings, self.clock()):
             log.warning("policy.never_acts", policy=policy_name, warning=warning)
         if self.settings.offhours:
             # Asks the providers once, in a worker thread: a slow provider must not delay READY=1.
@@ -170,7 +146,7 @@ class Service:
             self.scheduler.add_job(
                 self._check_disk, IntervalTrigger(seconds=disk_policy.check_interval.approx_seconds()),
                 args=[disk_policy.name], id=f"disk:{disk_policy.name}", name=disk_policy.name,
-                next_run_time=datetime.now(timezone.utc),
+                next_run_time=self.clock(),
             )
 
     def serve_forever(self) -> int:
@@ -241,9 +217,11 @@ class Service:
         except ConfigError as error:
             log.error("metrics.serve_failed", error=str(error))
 
-    def _run_policy(self, policy_name: str) -> RunResult | None:
-        """A scheduled run of one policy; every failure is caught here so the daemon carries on."""
+    def _run_policy(self, policy_name: str, now: datetime | None = None) -> RunResult | None:
+        """A scheduled run of one policy, as of ``now`` (default: the clock, read once); every failure is
+        caught here so the daemon carries on."""
         structlog.contextvars.bind_contextvars(policy=policy_name)
+        at = now if now is not None else self.clock()
         try:
             with self._run_lock:
                 if self.stop.is_set():
@@ -252,12 +230,12 @@ class Service:
                 result = observed_run(
                     settings, [policy_name],
                     lambda on_locked: apply_once(
-                        settings, [policy_name], wait_seconds=LOCK_WAIT_SECONDS,
-                        disk_samples=list(self.samples), stop=self.stop, on_locked=on_locked,
+                        settings, [policy_name], wait_seconds=LOCK_WAIT_SECONDS, clock=lambda: at,
+                        disk_samples=list(self.watcher.samples), stop=self.stop, on_locked=on_locked,
                     ),
                     daemon=True, metrics=self.metrics,
                 )
-                self._after_run(result, policy_name)
+                self._after_run(result, policy_name, at)
                 return result
         except StoreBusyError as error:
             log.warning("run.skipped", reason=str(error))
@@ -271,17 +249,8 @@ class Service:
             structlog.contextvars.clear_contextvars()
         return None
 
-    def _after_run(self, result: RunResult, policy_name: str) -> None:
-        used_now = read_disk_usage(self.settings.store.home).used_bytes
-        if result.inventory.artifacts:  # off-hours runs do not walk the store
-            # Out of the store is out of the budget, even when its trash copy could not be purged.
-            remaining = sum(a.usage_bytes for a in result.inventory.artifacts) - result.bytes_deleted
-            self.baseline = _Baseline(remaining, store_fingerprint(self.settings.store.home), datetime.now(timezone.utc))
-        for report in result.plan.disk_reports:
-            if report.triggers and not report.reached:
-                self._unreachable[report.policy] = _Unreachable(datetime.now(timezone.utc), used_now)
-            else:
-                self._unreachable.pop(report.policy, None)
+    def _after_run(self, result: RunResult, policy_name: str, now: datetime) -> None:
+        self.watcher.after_run(result, now)
         counters = result.counters()
         self.notifier.send(
             f"STATUS=last run {policy_name}: {counters['actions_ok']} done, "
@@ -289,27 +258,16 @@ class Service:
         )
 
     def _check_disk(self, policy_name: str) -> None:
-        """Cheap check (one statfs, no walk): run the disk policy only when it would act."""
+        """Cheap check (one statfs, no walk): run the disk policy, as of the instant it found it must, only when it would act."""
         policy = next((p for p in self.settings.disk if p.name == policy_name), None)
         if policy is None or self.stop.is_set():
             return
-        now = datetime.now(timezone.utc)
-        disk = read_disk_usage(self.settings.store.home)
-        self.samples.append(DiskSample(now, disk.used_bytes))
-        store_bytes = self._store_bytes(now) if policy.max_store_size is not None else 0
-        target = disk_target(policy, disk, store_bytes, list(self.samples), now)
-        if not target.triggers or self._recently_unreachable(policy, now, disk.used_bytes, disk.total_bytes):
+        now = self.clock()
+        target = self.watcher.check(policy, now)
+        if target is None:
             return
         log.info("disk.triggered", policy=policy_name, triggers=list(target.triggers))
-        self._run_policy(policy_name)
-
-    def _recently_unreachable(self, policy: DiskPolicy, now: datetime, used_bytes: int, total_bytes: int) -> bool:
-        # A target that could not be met is retried when the disk grew by 1 % or after a few minutes,
-        # not at every check: each attempt walks the whole store.
-        last = self._unreachable.get(policy.name)
-        if last is None:
-            return False
-        return now - last.at < UNREACHABLE_RETRY and used_bytes <= last.used_bytes + total_bytes // 100
+        self._run_policy(policy_name, now)
 
 
 def _endpoint(settings: Settings) -> tuple[str, int] | None:
@@ -338,7 +296,8 @@ def run_service(config_argument: str | None) -> int:
     signal.signal(signal.SIGHUP, request_reload)
     notifier = Notifier()
     try:
-        service = Service(config_argument, notifier, stop, reload_requested)
+        service = Service.load(config_argument, notifier, stop, reload_requested)
+        service.prime()
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         service.start()

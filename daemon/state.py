@@ -19,9 +19,9 @@ import structlog
 from daemon.config import Settings
 from daemon.errors import ConfigError
 from daemon.executor import RunResult
+from daemon.files import write_file_atomically
 from daemon.purge import StuckEntry
 from daemon.run_figures import policy_figures, policy_outcome
-from daemon.store import write_file_atomically
 from policies.model import format_instant
 
 log = structlog.get_logger("retentiond")
@@ -93,7 +93,10 @@ class StateFile:
                 "at": format_instant(result.plan.at), "run_id": result.run_id,
                 "outcome": policy_outcome(result, figures), **during, **figures.to_dict(),
             }
-        if result.inventory.artifacts:
+        # A run whose deletions a store-wide limit refused (max_shrink) leaves the last good count as it is:
+        # recording the shrunken store would let the next run pass the limit without anyone accepting it.
+        refused_store = any(refusal.policy is None for refusal in result.plan.refusals)
+        if result.inventory.artifacts and not refused_store:
             gone = {(r.action.kind, r.action.name, r.action.version) for r in result.results if r.outcome == "ok"}
             remaining = [a for a in result.inventory.artifacts if (a.kind, a.name, a.version) not in gone]
             state["store"] = {

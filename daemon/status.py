@@ -11,14 +11,15 @@ from typing import Any
 
 from daemon.config import Settings
 from daemon.errors import RetentiondError
+from daemon.guards import backup_status
 from daemon.inuse import find_holders
 from daemon.inventory import scan_store, tree_usage
 from daemon.metrics import MetricsFile, offhours_savings
+from daemon.observe import read_disk_usage
 from daemon.offhours_figures import PolicySavings
 from daemon.operations import list_all_deployments
 from daemon.reads import refresh_read_times
-from daemon.runner import read_disk_usage
-from daemon.service import retention_trigger
+from daemon.schedule import retention_trigger
 from daemon.state import StateFile
 from daemon.store import Store, check_store_root
 from policies.model import Inventory, format_instant
@@ -72,6 +73,8 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
             "policies": [_disk_limits(policy, disk.total_bytes, store_disk_bytes, state) for policy in settings.disk],
         },
         "trash": _trash(Store(home).trash_dir, state),
+        # From the last run's state, not asked live: status never talks to the registry.
+        "backup": backup_status(settings),
         "policies": [
             {
                 "name": policy.name,

@@ -9,36 +9,35 @@ that dies half-way leaves only trash, which the next run empties first.
 
 from __future__ import annotations
 
-import bisect
-import errno
 import json
 import os
 import shutil
 import socket
 import stat
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import structlog
 from filelock import FileLock, Timeout
 
 from daemon.errors import ConfigError, RunInterrupted, StoreBusyError
-from daemon.inventory import KIND_DIRS, STATE_DIR_NAME, is_valid_tag_part, read_latest, read_version, stat_identity
+from daemon.files import write_file_atomically
+from daemon.instants import utc_now
+from daemon.inventory import read_version
+from daemon.layout import KIND_DIRS, STATE_DIR_NAME, TRASHED_AT_FILE, read_latest, stat_identity
 from daemon.metadata import read_metadata
+from daemon.tags import is_valid_tag_part
 from policies.model import Artifact, ArtifactKind
 
 if not shutil.rmtree.avoids_symlink_attacks:  # pragma: no cover - every supported Linux has it
     raise ImportError("retentiond needs a shutil.rmtree that resists symlink attacks")
 
 
-TRASHED_AT_FILE = "trashed_at"
 LOCK_POLL_SECONDS = 0.1
 log = structlog.get_logger("retentiond")
 
@@ -79,8 +78,11 @@ def _check_store_root(home: Path) -> Path:
 class Store:
     """A BentoML home that retentiond may change, only while holding its lock."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, clock: Callable[[], datetime] = utc_now) -> None:
         self.home = home
+        self.clock = clock
+        # The run's instant: read once from ``clock`` when the lock is taken (None until then).
+        self.locked_at: datetime | None = None
         self.state_dir = home / STATE_DIR_NAME
         self.trash_dir = self.state_dir / "trash"
         self.lock_path = self.state_dir / "lock"
@@ -88,8 +90,9 @@ class Store:
         self._trash_parents: set[Path] = set()  # made in this process: no mkdir per deletion
 
     @contextmanager
-    def locked(self, wait_seconds: float = 0, stop: threading.Event | None = None) -> Iterator[None]:
-        """Hold the store's exclusive lock for the block, waiting up to ``wait_seconds`` for it.
+    def locked(self, wait_seconds: float = 0, stop: threading.Event | None = None) -> Iterator[datetime]:
+        """Hold the store's exclusive lock for the block, waiting up to ``wait_seconds`` for it; yield the
+        instant it was taken (read once from the clock: the run decides and records as of it).
 
         Raise StoreBusyError if another run keeps it that long, RunInterrupted if ``stop`` is set first.
         """
@@ -97,9 +100,11 @@ class Store:
         lock = FileLock(self.lock_path, thread_local=False)
         self._acquire(lock, wait_seconds, stop)
         try:
-            self._write_holder()
-            yield
+            self.locked_at = self.clock()
+            self._write_holder(self.locked_at)
+            yield self.locked_at
         finally:
+            self.locked_at = None
             lock.release()
 
     def _acquire(self, lock: FileLock, wait_seconds: float, stop: threading.Event | None) -> None:
@@ -119,12 +124,12 @@ class Store:
                 said_waiting = True
                 log.info("store.lock_waiting", store=str(self.home), holder=self._describe_holder(), wait_seconds=wait_seconds)
 
-    def _write_holder(self) -> None:
+    def _write_holder(self, since: datetime) -> None:
         holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "command": " ".join(sys.argv[:2]),
-            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "since": since.isoformat(timespec="seconds"),
         }
         write_file_atomically(self.holder_path, json.dumps(holder).encode())
 
@@ -162,8 +167,8 @@ class Store:
             raise SkipAction("it became the latest version")
         # Only the metadata file is read again (no size walk): identity above already ties the directory to the plan.
         metadata_name = KIND_DIRS[artifact.kind][1]
-        fields, problem, _ = read_metadata(f"{version_dir}/{metadata_name}", metadata_name, artifact.name, artifact.version, 4096)
-        if problem is not None or fields.get("created_at") != artifact.created_at:
+        fields, _, _ = read_metadata(f"{version_dir}/{metadata_name}", metadata_name, artifact.name, artifact.version, 4096)
+        if fields.get("created_at") != artifact.created_at or fields.get("labels") != dict(artifact.labels):
             raise SkipAction("its metadata changed since it was planned")
         return path
 
@@ -185,13 +190,19 @@ class Store:
         return destination
 
     def _make_trash_parent(self, parent: Path) -> None:
-        run_dir = parent.parent.parent
-        if not run_dir.is_dir():
-            run_dir.mkdir(parents=True, mode=0o700)
-            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            write_file_atomically(run_dir / TRASHED_AT_FILE, stamp.encode())
+        self.make_trash_run(parent.parent.parent.name)
         parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._trash_parents.add(parent)
+
+    def make_trash_run(self, run_id: str) -> Path:
+        """Return this run's directory in the trash, made (with its ``trashed_at`` marker: the run's instant,
+        or the clock's when no lock is held) if it is not there yet."""
+        run_dir = self.trash_dir / run_id
+        if not run_dir.is_dir():
+            stamp = self.locked_at if self.locked_at is not None else self.clock()
+            run_dir.mkdir(parents=True, mode=0o700)
+            write_file_atomically(run_dir / TRASHED_AT_FILE, stamp.isoformat(timespec="seconds").encode())
+        return run_dir
 
     def repair_latest(self, kind: ArtifactKind, name: str, deleted_version: str, *, maybe_emptied: bool = True) -> str | None:
         """After a deletion, point ``latest`` at the newest remaining version if it named the deleted one.
@@ -251,104 +262,3 @@ def _remove_name_dir(name_dir: Path) -> None:
         name_dir.rmdir()
 
 
-@dataclass(frozen=True)
-class RemovalFailure:
-    """One path that remove_tree could not remove, with the system's reason (``Operation not permitted``)."""
-
-    path: str
-    error: str
-
-    def describe(self) -> str:
-        return f"cannot remove {self.path}: {self.error}"
-
-
-def remove_tree(path: Path) -> list[RemovalFailure]:
-    """Given a file or a directory tree, remove as much of it as can be removed, never following symlinks.
-
-    A read-only sub-directory of our own does not stop it. Return what could not be removed (the paths
-    that refused, not the directories left non-empty because of them); an empty list when all of it went.
-    Never raise for an OSError: a trash entry that cannot be purged is reported and skipped, never fatal.
-    """
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return []
-    except OSError as error:
-        return [RemovalFailure(str(path), _reason(error))]
-    if not stat.S_ISDIR(info.st_mode):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as error:
-            return [RemovalFailure(str(path), _reason(error))]
-        return []
-    errors = _rmtree_collecting(path)
-    if any(isinstance(error, PermissionError) for _, error in errors):
-        # A user's read-only sub-directory must not stop the purge of what is already trash.
-        _make_owner_writable(path)
-        errors = _rmtree_collecting(path)
-    return _root_causes(errors)
-
-
-def _rmtree_collecting(path: Path) -> list[tuple[str, OSError]]:
-    errors: list[tuple[str, OSError]] = []
-
-    def collect(failed_path: str | Path, error: BaseException) -> None:
-        # Gone already (another process, or NFS finishing a silly-rename) is what we wanted.
-        if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
-            errors.append((os.fspath(failed_path), error))
-        elif not isinstance(error, OSError):
-            raise error
-
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=lambda _function, failed, error: collect(failed, error))
-    else:
-        shutil.rmtree(path, onerror=lambda _function, failed, info: collect(failed, info[1]))
-    return errors
-
-
-def _root_causes(errors: list[tuple[str, OSError]]) -> list[RemovalFailure]:
-    # A directory that is not empty because something in it refused is a consequence, not a cause.
-    failed = sorted(failed_path for failed_path, _ in errors)
-    causes = []
-    for failed_path, error in errors:
-        if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
-            below = failed_path.rstrip(os.sep) + os.sep
-            index = bisect.bisect_left(failed, below)
-            if index < len(failed) and failed[index].startswith(below):
-                continue
-        causes.append(RemovalFailure(failed_path, _reason(error)))
-    return causes
-
-
-def _reason(error: OSError) -> str:
-    return error.strerror or str(error)
-
-
-def _make_owner_writable(root: Path) -> None:
-    # Directories of another owner stay as they are (chmod is refused); what is below them is reported.
-    for directory, subdirs, _ in os.walk(root, followlinks=False):
-        for subdir in subdirs:
-            child = os.path.join(directory, subdir)
-            if not os.path.islink(child):
-                with suppress(OSError):
-                    os.chmod(child, stat.S_IRWXU)
-        with suppress(OSError):
-            os.chmod(directory, stat.S_IRWXU)
-
-
-def write_file_atomically(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` via a temp file in the same directory, fsync and ``os.replace``."""
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temp_name)
-        raise

@@ -3,7 +3,8 @@
 Without ``store.trash_retention`` a deleted version is purged at once and an
 interrupted run's leftovers go at the start of the next run. With it, deleted
 versions stay restorable for that long (``retentiond restore NAME:VERSION``); a
-disk policy that has to act purges the trash first.
+disk policy that has to act purges the trash first. Which runs go is the plan's
+decision (policies/store_limits.py, from ``runs()``); ``purge`` carries it out.
 
 A purge never stops a run: what cannot be removed (an immutable file, an NFS
 ``.nfsXXXX`` file still open elsewhere, a directory of another owner) stays as a
@@ -15,23 +16,17 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from daemon.inventory import KIND_DIRS, read_latest, read_version
+from daemon.files import RemovalFailure, remove_tree, write_file_atomically
+from daemon.inventory import read_version, tree_usage
+from daemon.layout import KIND_DIRS, TRASHED_AT_FILE, read_latest
 from daemon.purge import Purger, StuckEntries, StuckEntry
-from daemon.store import (
-    TRASHED_AT_FILE,
-    RemovalFailure,
-    SkipAction,
-    Store,
-    remove_name_dir_if_emptied,
-    remove_tree,
-    write_file_atomically,
-)
-from policies.model import ArtifactKind
+from daemon.store import SkipAction, Store, remove_name_dir_if_emptied
+from policies.model import ArtifactKind, TrashRun
 
 
 @dataclass(frozen=True)
@@ -104,9 +99,20 @@ class Trash:
         if kind_dirs or run_dir.is_dir():
             self._stuck.note(remove_tree(run_dir))
 
-    def purge(self, now: datetime, everything: bool = False) -> int:
-        """Remove trash runs older than the retention (all of them without one, or with ``everything``), and
-        the entries an earlier run could not purge. What cannot be removed is noted as stuck, never raised.
+    def runs(self) -> list[TrashRun]:
+        """Return every run directory in the trash with when it was trashed, its disk usage, and that of the
+        entries an earlier run could not purge (for the plan: what a purge would free). Never raises."""
+        stuck_bytes = {entry.path: entry.disk_bytes for entry in self._stuck}
+        stuck_bytes.update((entry, tree_usage(entry)[1]) for entry in self._retry if entry not in stuck_bytes)
+        found = []
+        for run_dir in _children(self.store.trash_dir):
+            stuck = sum(size for entry, size in stuck_bytes.items() if entry.is_relative_to(run_dir))
+            found.append(TrashRun(run_dir.name, _trashed_at(run_dir), tree_usage(run_dir)[1], stuck))
+        return found
+
+    def purge(self, runs: Collection[str]) -> int:
+        """Remove the named trash runs (the plan's trash purge), then retry the entries an earlier run could
+        not purge. What cannot be removed is noted as stuck, never raised.
 
         Once ``stop`` is set no further trash run is started. Return how many trash runs went completely.
         """
@@ -117,10 +123,11 @@ class Trash:
         except OSError as error:
             self._stuck.note([RemovalFailure(str(self.store.trash_dir), error.strerror or str(error))])
             run_dirs = []
+        wanted = set(runs)
         for run_dir in run_dirs:
             if self.stop.is_set():
                 break
-            if everything or self.retention is None or _trashed_at(run_dir) <= now - self.retention:
+            if run_dir.name in wanted:
                 attempted.add(run_dir.name)
                 removed += self._purge_run(run_dir)
         retry, self._retry = self._retry, set()

@@ -15,12 +15,25 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from policies.backup import backup_group
 from policies.durations import format_bytes
-from policies.model import IN_USE_BY, Action, Artifact, DiskReport, DiskSample, DiskUsage, Inventory, format_instant
+from policies.model import (
+    IN_USE_BY,
+    MODEL_DELETIONS_BLOCKED,
+    Action,
+    Artifact,
+    DiskReport,
+    DiskSample,
+    DiskUsage,
+    Inventory,
+    format_instant,
+)
 from policies.predict import predict_crossing
 from policies.spec import READ_RECENTLY, DiskPolicy
 
 Protections = Callable[[Artifact], list[str]]
+# Asked last about a version about to be evicted: (why it must be kept, or None; a reason to add to its action, or None).
+BackupGate = Callable[[Artifact], tuple[str | None, str | None]]
 
 
 @dataclass(frozen=True)
@@ -72,8 +85,12 @@ def plan_eviction(
     already_deleted: Collection[tuple[str, str, str]],
     protections: Protections,
     now: datetime,
+    backup_gate: BackupGate | None = None,
 ) -> tuple[list[Action], DiskReport]:
-    """Given the inventory, disk usage and the deletions already planned, return evictions and a report."""
+    """Given the inventory, disk usage and the deletions already planned, return evictions and a report.
+
+    ``backup_gate`` is asked only about versions that would otherwise be evicted now.
+    """
     remaining = [a for a in inventory.artifacts if (a.kind, a.name, a.version) not in already_deleted]
     # Disk usage, not apparent size: what the filesystem and the budget gain when a version goes.
     freed_already = sum(a.usage_bytes for a in inventory.artifacts if (a.kind, a.name, a.version) in already_deleted)
@@ -103,10 +120,17 @@ def plan_eviction(
             continue
         if planned >= target.needed_bytes:
             break
+        extra: tuple[str, ...] = ()
+        if backup_gate is not None:
+            blocking, push = backup_gate(artifact)
+            if blocking is not None:
+                blocked[_protection_kind(blocking)] += artifact.usage_bytes
+                continue
+            extra = (push,) if push else ()
         versions_left[(artifact.kind, artifact.name)] -= 1
         planned += artifact.usage_bytes
         actions.append(Action(
-            "delete", artifact.kind, artifact.name, artifact.version, policy.name, (reason,), artifact.size_bytes,
+            "delete", artifact.kind, artifact.name, artifact.version, policy.name, (reason, *extra), artifact.size_bytes,
             disk_bytes=artifact.disk_bytes,
         ))
     report = DiskReport(policy.name, target.triggers, target.needed_bytes, planned, dict(blocked))
@@ -115,6 +139,9 @@ def plan_eviction(
 
 def _protection_kind(reason: str) -> str:
     """Group a protection reason for the blocked report ("referenced by bento x:y" → "referenced by a bento")."""
+    group = backup_group(reason)
+    if group is not None:
+        return group
     for prefix, kind in (
         ("latest", "latest"),
         (IN_USE_BY, "in use by a process"),
@@ -124,6 +151,7 @@ def _protection_kind(reason: str) -> str:
         ("younger than min_age", "younger than min_age"),
         ("directory modified within min_age", "younger than min_age"),
         ("invalid store entry", "invalid store entry"),
+        (MODEL_DELETIONS_BLOCKED, "bento references unknown"),
         ("last version of its name", "last version of its name"),
     ):
         if reason.startswith(prefix):

@@ -3,13 +3,18 @@
 Every retention policy decides for the artifacts it selects; an artifact is deleted
 only when no policy keeps it and no protection holds it. Protections (latest, in
 use by a running process, referenced by a bento, pinned by label, younger than
-``min_age``, invalid entry) always win; ``keep_used_within`` keeps what was read
-recently, for the policy that sets it. ``acting`` limits which policies may produce actions; the keeps of all
+``min_age``, invalid entry) always win; while any bento's model references cannot
+be read, every model version is protected (fail closed), for retention and disk
+policies alike; ``keep_used_within`` keeps what was read recently, for the policy
+that sets it. ``acting`` limits which policies may produce actions; the keeps of all
 policies still protect, so running one policy never deletes what another keeps.
+With a ``backup`` requirement a version that would be deleted is kept instead unless
+the registry holds it (policies/backup.py); that gate comes last, after every other reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -17,11 +22,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 
-from policies.disk import plan_eviction
-from policies.model import IN_USE_BY, Action, Artifact, Deployment, DiskReport, Inventory, Kept, Plan, VersionKey, format_instant
+from policies.backup import BackupRequirement
+from policies.disk import BackupGate, plan_eviction
+from policies.model import (
+    IN_USE_BY,
+    MODEL_DELETIONS_BLOCKED,
+    Action,
+    Artifact,
+    BentoReferences,
+    Deployment,
+    DiskReport,
+    Inventory,
+    Kept,
+    Plan,
+    Refusal,
+    StoreLimits,
+    VersionKey,
+    format_instant,
+)
 from policies.offhours import decide_offhours, deciding_policy, ownership_by_key
 from policies.retention import apply_rules
 from policies.spec import ArtifactPolicy, ConfigPolicy, DiskPolicy, OffhoursPolicy, RetentionPolicy
+from policies.store_limits import plan_trash_purge, shrink_refusal
 
 NOT_KEPT = "not kept by any rule"
 
@@ -42,16 +64,20 @@ def evaluate(
     *,
     zone: tzinfo = timezone.utc,
     acting: Collection[str] | None = None,
+    backup: BackupRequirement | None = None,
+    limits: StoreLimits | None = None,
 ) -> Plan:
     """Given the store's inventory, the policies and the instant, return the plan.
 
     ``zone`` is the timezone of calendar buckets; ``acting`` names the policies
-    allowed to produce actions (None: all). Raise ValueError if ``now`` is naive.
+    allowed to produce actions (None: all); ``backup`` (None: no requirement) holds the
+    registry's answers for versions that would be deleted; ``limits`` the store-wide
+    settings (trash retention, max_shrink; None: none). Raise ValueError if ``now`` is naive.
     """
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
     with _no_cycle_collection():
-        return _evaluate(inventory, config_policies, now, zone, acting)
+        return _evaluate(inventory, config_policies, now, zone, acting, backup, limits or StoreLimits())
 
 
 @contextmanager
@@ -73,25 +99,37 @@ def _evaluate(
     now: datetime,
     zone: tzinfo,
     acting: Collection[str] | None,
+    backup: BackupRequirement | None,
+    limits: StoreLimits,
 ) -> Plan:
-    referencing = inventory.referencing_bentos()
+    trash_purge, disk_after_purge, warnings = plan_trash_purge(inventory, config_policies, limits, now, acting)
+    if disk_after_purge != inventory.disk:
+        inventory = dataclasses.replace(inventory, disk=disk_after_purge)
+    referencing = inventory.bento_references()
     by_name = _group_by_name(inventory.artifacts)
     verdicts: dict[tuple[str, str, str], _Verdict] = {}
     for policy in config_policies:
         if isinstance(policy, RetentionPolicy):
             _decide_retention(policy, inventory, by_name, referencing, now, zone, verdicts)
-    warnings = list(inventory.warnings)
+    warnings = [*inventory.warnings, *warnings]
     warnings.extend(
         f"{artifact.kind} {artifact.tag}: {artifact.problem}; it is never deleted"
         for artifact in inventory.artifacts
         if artifact.problem is not None
     )
-    actions, kept = _merge(verdicts, by_name, acting, warnings)
-    reports = _evict_for_disk(config_policies, inventory, referencing, actions, now, zone, acting, warnings)
+    warnings.extend(
+        f"{MODEL_DELETIONS_BLOCKED}: {unknown.describe()}; no model version is deleted" for unknown in referencing.unknown
+    )
+    actions, kept = _merge(verdicts, by_name, acting, warnings, backup)
+    reports = _evict_for_disk(config_policies, inventory, referencing, actions, kept, now, zone, acting, warnings, backup)
     _decide_deployments(config_policies, inventory, now, acting, actions, kept)
-    refusals: list[str] = []
+    refusals = _unlisted(config_policies, inventory, acting)
     actions = _within_limits(config_policies, actions, kept, refusals)
-    warnings.extend(refusals)
+    shrunk = shrink_refusal(inventory.history, len(inventory.artifacts), limits)
+    if shrunk is not None:
+        actions = _refuse_deletions(actions, kept, shrunk)
+        refusals.append(Refusal(None, f"store.max_shrink: {shrunk}"))
+    warnings.extend(refusal.describe() for refusal in refusals)
     return Plan(
         at=now.astimezone(timezone.utc),
         actions=tuple(actions),
@@ -99,20 +137,46 @@ def _evaluate(
         warnings=tuple(warnings),
         disk_reports=tuple(reports),
         refusals=tuple(refusals),
+        trash_purge=trash_purge,
     )
+
+
+def _unlisted(config_policies: Sequence[ConfigPolicy], inventory: Inventory, acting: Collection[str] | None) -> list[Refusal]:
+    """Refuse each acting off-hours policy whose provider could not list its deployments: nothing of it is decided."""
+    failed = dict(inventory.unlisted_providers)
+    return [
+        Refusal(policy.name, f"provider {policy.provider} could not list its deployments ({failed[policy.provider]}); "
+                             "nothing of this policy is decided this run")
+        for policy in config_policies
+        if isinstance(policy, OffhoursPolicy) and policy.provider in failed and (acting is None or policy.name in acting)
+    ]
+
+
+def _refuse_deletions(actions: list[Action], kept: list[Kept], reason: str) -> list[Action]:
+    """Turn every version deletion into a kept item that says why (the store-wide limit refused them)."""
+    refused = f"refused: store.max_shrink: {reason}"
+    kept.extend(Kept(a.kind, a.name, a.version, a.policy, (refused,)) for a in actions if a.action == "delete")
+    return [action for action in actions if action.action != "delete"]
 
 
 def _evict_for_disk(
     config_policies: Sequence[ConfigPolicy],
     inventory: Inventory,
-    referencing: dict[str, list[str]],
+    referencing: BentoReferences,
     actions: list[Action],
+    kept: list[Kept],
     now: datetime,
     zone: tzinfo,
     acting: Collection[str] | None,
     warnings: list[str],
+    backup: BackupRequirement | None,
 ) -> list[DiskReport]:
-    """Append disk-policy evictions to ``actions``; every policy's keep_labels still pin."""
+    """Append disk-policy evictions to ``actions``; every policy's keep_labels still pin.
+
+    While model deletions are blocked, a triggered policy lists each model version it selects in ``kept``,
+    so that the block shows up on every version it holds back. A version the backup requirement holds back
+    is appended to ``kept`` with that reason.
+    """
     pinning = [policy for policy in config_policies if isinstance(policy, ArtifactPolicy) and policy.keep_labels]
     reports = []
     for policy in config_policies:
@@ -133,16 +197,34 @@ def _evict_for_disk(
             return reasons
 
         deleted = {(action.kind, action.name, action.version or "") for action in actions if action.action == "delete"}
-        evictions, report = plan_eviction(policy, inventory, inventory.disk, deleted, held, now)
+        gate = _backup_gate(backup, policy.name, kept) if backup is not None else None
+        evictions, report = plan_eviction(policy, inventory, inventory.disk, deleted, held, now, gate)
         actions.extend(evictions)
         reports.append(report)
+        if referencing.blocked is not None and report.triggers:
+            held_models = [artifact for artifact in inventory.artifacts if artifact.kind == "model" and policy.selects(artifact)]
+            held_models.sort(key=lambda artifact: (artifact.name, artifact.version))
+            kept.extend(Kept("model", a.name, a.version, policy.name, tuple(held(a))) for a in held_models)
         if report.triggers and not report.reached:
             warnings.append(report.describe())
     return reports
 
 
+def _backup_gate(backup: BackupRequirement, policy_name: str, kept: list[Kept]) -> BackupGate:
+    """Return the gate a disk policy asks about each version it would evict; held-back ones go to ``kept``."""
+
+    def gate(artifact: Artifact) -> tuple[str | None, str | None]:
+        blocking = backup.blocking(artifact)
+        if blocking is not None:
+            kept.append(Kept(artifact.kind, artifact.name, artifact.version, policy_name, (blocking,)))
+            return blocking, None
+        return None, backup.push_reason(artifact)
+
+    return gate
+
+
 def _within_limits(
-    config_policies: Sequence[ConfigPolicy], actions: list[Action], kept: list[Kept], refusals: list[str]
+    config_policies: Sequence[ConfigPolicy], actions: list[Action], kept: list[Kept], refusals: list[Refusal]
 ) -> list[Action]:
     """Refuse every deletion of a policy whose deletions exceed its per-run limits (blast radius)."""
     limited = {p.name: p for p in config_policies if isinstance(p, ArtifactPolicy)}
@@ -161,7 +243,7 @@ def _within_limits(
             continue
         refused = True
         refusal = f"refused: {excess}; nothing of policy {name} is deleted this run"
-        refusals.append(f"policy {name}: {refusal.removeprefix('refused: ')}")
+        refusals.append(Refusal(name, refusal.removeprefix("refused: ")))
         kept.extend(Kept(a.kind, a.name, a.version, name, (refusal,)) for a in deletions)
     if not refused:
         return actions  # everything allowed: the order is the one we started with
@@ -222,7 +304,7 @@ def _decide_retention(
     policy: RetentionPolicy,
     inventory: Inventory,
     by_name: dict[tuple[str, str], list[Artifact]],
-    referencing: dict[str, list[str]],
+    referencing: BentoReferences,
     now: datetime,
     zone: tzinfo,
     verdicts: dict[tuple[str, str, str], _Verdict],
@@ -234,6 +316,8 @@ def _decide_retention(
     read_cutoff = policy.keep_used_within.before(now, zone) if policy.keep_used_within else None
     pinning = bool(policy.keep_labels)
     in_use = inventory.in_use
+    by_model = referencing.by_model
+    models_blocked = referencing.blocked is not None
     for members in _selected_groups(policy, inventory, by_name):
         valid = [artifact for artifact in members if artifact.problem is None]
         rule_reasons = apply_rules([artifact.created_at for artifact in valid], rules, zone, now)  # type: ignore[misc]
@@ -251,7 +335,7 @@ def _decide_retention(
                 and not (pinning and artifact.labels)
                 and (created_at is None or not created_at > min_age_cutoff)
                 and not artifact.modified_at > min_age_cutoff
-                and not (referencing and artifact.kind == "model" and artifact.tag in referencing)
+                and not (artifact.kind == "model" and (models_blocked or (by_model and artifact.tag in by_model)))
                 and not (in_use and key in in_use)
             ):
                 reasons = []  # the common case: nothing protects it (what protections() would say)
@@ -272,7 +356,7 @@ def _decide_retention(
 
 def protections(
     artifact: Artifact,
-    referencing: dict[str, list[str]],
+    referencing: BentoReferences,
     policy: ArtifactPolicy,
     min_age_cutoff: datetime,
     in_use: Mapping[VersionKey, str] | None = None,
@@ -287,7 +371,9 @@ def protections(
     if holder is not None:
         reasons.append(f"{IN_USE_BY} {holder}")
     if artifact.kind == "model":
-        reasons.extend(f"referenced by bento {bento}" for bento in referencing.get(artifact.tag, ()))
+        reasons.extend(f"referenced by bento {bento}" for bento in referencing.by_model.get(artifact.tag, ()))
+        if referencing.blocked is not None:
+            reasons.append(referencing.blocked)
     reasons.extend(policy.pinning_labels(artifact))
     if artifact.created_at is not None and artifact.created_at > min_age_cutoff:
         reasons.append(f"younger than min_age {policy.min_age} (created {format_instant(artifact.created_at)})")
@@ -303,6 +389,7 @@ def _merge(
     by_name: dict[tuple[str, str], list[Artifact]],
     acting: Collection[str] | None,
     warnings: list[str],
+    backup: BackupRequirement | None,
 ) -> tuple[list[Action], list[Kept]]:
     kept: list[Kept] = []
     doomed: dict[tuple[str, str], list[tuple[_Verdict, RetentionPolicy]]] = defaultdict(list)
@@ -328,8 +415,19 @@ def _merge(
             continue
         for verdict, policy in members:
             artifact = verdict.artifact
-            action = Action("delete", artifact.kind, artifact.name, artifact.version, policy.name, (NOT_KEPT,), artifact.size_bytes,
-                            disk_bytes=artifact.disk_bytes)
+            action_reasons: tuple[str, ...] = (NOT_KEPT,)
+            if backup is not None:
+                # Last of all: only a version nothing else keeps is asked about, and kept if the registry lacks it.
+                blocking = backup.blocking(artifact)
+                if blocking is not None:
+                    kept.append(Kept(artifact.kind, artifact.name, artifact.version, policy.name, (blocking,)))
+                    continue
+                push = backup.push_reason(artifact)
+                action_reasons = (NOT_KEPT, push) if push else action_reasons
+            action = Action(
+                "delete", artifact.kind, artifact.name, artifact.version, policy.name, action_reasons, artifact.size_bytes,
+                disk_bytes=artifact.disk_bytes,
+            )
             # The verdict stored under the action's key is this one, unless the version is not text.
             source = artifact if artifact.version is not None else verdicts[(artifact.kind, artifact.name, "")].artifact
             created = source.created_at

@@ -1,7 +1,8 @@
 """Build and inspect a store with the real ``bentoml`` package, in a process of its own.
 
 BentoML reads ``BENTOML_HOME`` once at import, so each call runs as
-``python -m tests.bentoml_judge build|describe HOME`` and prints JSON.
+``python -m tests.bentoml_judge build|describe HOME`` and prints JSON;
+``references HOME`` stays up and answers one bento.yaml per line.
 """
 
 from __future__ import annotations
@@ -61,15 +62,54 @@ def describe(home: Path) -> dict[str, object]:
     import bentoml
 
     models = bentoml.models.list()
+    bentos = bentoml.list()
     return {
         "models": sorted(str(model.tag) for model in models),
-        "bentos": sorted(str(bento.tag) for bento in bentoml.list()),
+        "bentos": sorted(str(bento.tag) for bento in bentos),
         "latest": {name: str(bentoml.models.get(name).tag) for name in sorted({model.tag.name for model in models})},
         "created": {str(model.tag): model.info.creation_time.isoformat() for model in models},
+        "bento_models": {str(bento.tag): _resolve_models(bento) for bento in bentos},
     }
+
+
+def _resolve_models(bento: object) -> dict[str, list[str]]:
+    """The models a bento needs, split into those BentoML can load from the store and those it cannot."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    resolved, missing = [], []
+    for model in bento.info.all_models:  # type: ignore[attr-defined]
+        try:
+            resolved.append(str(bentoml.models.get(model.tag).tag))
+        except NotFound:
+            missing.append(str(model.tag))
+    return {"resolved": sorted(resolved), "missing": sorted(missing)}
+
+
+def serve_references() -> None:
+    """For each line of stdin (a bento.yaml, base64), print one JSON line: the model tags BentoML's own parser
+    reads from it (``BaseBentoInfo.from_yaml_file(...).all_models``, as ``bentoml.get`` does), or why it fails."""
+    import base64
+    import io
+    import logging
+
+    from bentoml._internal.bento.bento import BaseBentoInfo
+
+    logging.disable(logging.CRITICAL)  # a failed parse logs to stderr; the answer on stdout says it
+    for line in sys.stdin:
+        try:
+            # BentoML opens bento.yaml as UTF-8 text, as here.
+            info = BaseBentoInfo.from_yaml_file(io.StringIO(base64.b64decode(line).decode("utf-8")))
+            answer: dict[str, object] = {"loaded": True, "tags": sorted({str(model.tag) for model in info.all_models})}
+        except Exception as error:  # any failure means BentoML cannot load this bento
+            answer = {"loaded": False, "error": f"{type(error).__name__}: {error}"[:300]}
+        print(json.dumps(answer), flush=True)
 
 
 if __name__ == "__main__":
     command, home_arg = sys.argv[1], Path(sys.argv[2])
     assert os.environ.get("BENTOML_HOME") == str(home_arg), "run with BENTOML_HOME set to the store"
-    print(json.dumps(build(home_arg) if command == "build" else describe(home_arg)))
+    if command == "references":
+        serve_references()
+    else:
+        print(json.dumps(build(home_arg) if command == "build" else describe(home_arg)))

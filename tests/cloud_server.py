@@ -340,8 +340,7 @@ def _handler_for(server: CloudServer) -> type[BaseHTTPRequestHandler]:
         timeout = 5
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = self._read_body()
             answered: Answer | None
             try:
                 answered = server.answer(self.command, self.path, self.headers.get("X-YATAI-API-TOKEN"), body)
@@ -366,7 +365,22 @@ def _handler_for(server: CloudServer) -> type[BaseHTTPRequestHandler]:
                 # The client gave up waiting (a timeout test); nothing left to do.
                 self.close_connection = True
 
-        do_GET = do_PUT = do_POST = do_DELETE = _serve
+        def _read_body(self) -> bytes:
+            # BentoML streams an upload (a file object) with chunked transfer encoding.
+            if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _serve
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

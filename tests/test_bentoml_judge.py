@@ -84,3 +84,42 @@ def test_apply_leaves_a_store_that_bentoml_lists_and_resolves(bentoml_store: tup
     )
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert {entry["tag"] for entry in json.loads(cli.stdout)} == set(after["models"])
+
+
+def test_a_broken_bento_yaml_keeps_every_model_until_it_is_repaired(tmp_path: Path) -> None:
+    # The reproduction on a store BentoML built: break the bento's bento.yaml, apply keep_last = 1.
+    home = tmp_path / "bentoml"
+    made = _judge("build", home)
+    before = _judge("describe", home)
+    assert before["bento_models"] == {made["bento"]: {"resolved": [made["referenced"]], "missing": []}}
+    name, version = made["bento"].split(":")
+    bento_yaml = home / "bentos" / name / version / "bento.yaml"
+    healthy = bento_yaml.read_bytes()
+    with open(bento_yaml, "ab") as handle:
+        handle.write(b"\n\tbroken: [\n")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[store]\nhome = "{home}"\n[daemon]\nstate_dir = "{tmp_path / "state"}"\naudit_log = "{tmp_path / "audit.jsonl"}"\n'
+        '[[retention]]\nname = "models"\nkinds = ["model"]\nkeep_last = 1\n'
+        '[[disk]]\nname = "squeeze"\nkinds = ["model"]\nmax_store_size = "1B"\n'
+    )
+    for command in ("plan", "apply"):
+        run = _retentiond(home, config, command, "--json")
+        assert run.returncode == 0, run.stderr
+        report = json.loads(run.stdout)
+        assert report["actions"] == []
+        assert any(w.startswith(f"model deletions blocked: references of bento {made['bento']} unknown (malformed bento.yaml")
+                   for w in report["warnings"]), report["warnings"]
+    bento_yaml.write_bytes(healthy)
+    after = _judge("describe", home)
+    assert after["models"] == before["models"]
+    assert after["bento_models"] == before["bento_models"]
+
+    # Repaired, the bento protects its model again and the rest may go: BentoML still loads the bento's model.
+    config.write_text(config.read_text().split("[[disk]]")[0])
+    run = _retentiond(home, config, "apply", "--json")
+    assert run.returncode == 0, run.stderr
+    assert {a["outcome"] for a in json.loads(run.stdout)["actions"]} == {"ok"}
+    final = _judge("describe", home)
+    assert final["bento_models"] == before["bento_models"]
+    assert set(final["models"]) == {made["referenced"], *final["latest"].values()}

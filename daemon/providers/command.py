@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from daemon.provider_config import DEPLOYMENT_NAME_PATTERN, NAME_PLACEHOLDER, CommandHooks, split_template
 from daemon.providers import INACTIVE_STATUSES, RUNNING_STATUSES, ProviderError, TransientProviderError
 from daemon.providers.retry import with_retries
 from policies.model import Deployment
@@ -34,43 +35,12 @@ from policies.model import Deployment
 # Inside CommandProvider, ``list`` names the method, not the builtin.
 Argv = list[str]
 
-DEPLOYMENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"
-NAME_PLACEHOLDER = "{name}"
 KNOWN_STATUSES = RUNNING_STATUSES | INACTIVE_STATUSES
 # Every attempt may last timeout_seconds while the store lock is held, so retry only once.
 HOOK_ATTEMPTS = 2
-MAX_WAIT_SECONDS = 24 * 3600
 KILL_WAIT_SECONDS = 5.0
 STDERR_TAIL_LINES = 5
 STDERR_TAIL_CHARS = 1000
-
-
-class CommandHooks(BaseModel):
-    """The command line templates of one ``type = "command"`` provider."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    list: str
-    terminate: str
-    restart: str
-    delete: str | None = None
-    # Bounded: a timeout of 1e308 s overflows the wait, and inf would hold the store lock forever.
-    timeout_seconds: float = Field(default=60, gt=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False)
-    env: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("list")
-    @classmethod
-    def _check_list(cls, template: str) -> str:
-        split_template(template)
-        return template
-
-    @field_validator("terminate", "restart", "delete")
-    @classmethod
-    def _check_action(cls, template: str | None) -> str | None:
-        # A template without {name} would act on the same thing whatever deployment was meant.
-        if template is not None and NAME_PLACEHOLDER not in "".join(split_template(template)):
-            raise ValueError(f"the template must contain {NAME_PLACEHOLDER}")
-        return template
 
 
 class ListedDeployment(BaseModel):
@@ -91,14 +61,6 @@ class ListedDeployment(BaseModel):
         if status.lower() not in KNOWN_STATUSES:
             raise ValueError(f"unknown status {status!r}; expected one of {', '.join(sorted(KNOWN_STATUSES))}")
         return status.lower()
-
-
-def split_template(template: str) -> list[str]:
-    """Given a hook template, return its argv with placeholders intact. Raise ValueError if it is not a command line."""
-    argv = shlex.split(template)
-    if not argv:
-        raise ValueError("the template is empty")
-    return argv
 
 
 def render_hook(template: str, name: str) -> list[str]:

@@ -20,7 +20,7 @@ from lightkube import Client, KubeConfig, SingleConfig
 from lightkube import ConfigError as LightkubeConfigError
 from lightkube.config.kubeconfig import SERVICE_ACCOUNT
 
-from daemon.config import KubernetesProviderConfig
+from daemon.provider_config import KubernetesProviderConfig
 from daemon.providers import ProviderError
 from daemon.providers.kubernetes import KubernetesProvider
 from daemon.providers.kubernetes_objects import FIELD_MANAGER

@@ -9,7 +9,6 @@ the API server applies them only to the very version they were computed from (40
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +24,6 @@ KINDS = {"deployment": "Deployment", "statefulset": "StatefulSet"}
 # controller manager rescales for an HPA and stamps rollout revisions. Counting them would keep
 # an HPA-scaled deployment in its grace period for ever.
 CONTROLLER_MANAGERS = frozenset({"kube-controller-manager", FIELD_MANAGER})
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 Patch = dict[str, Any]
 
@@ -54,11 +52,6 @@ def parse_name(text: str) -> ObjectName:
             f"{text!r} is not a Kubernetes deployment name: expected NAMESPACE/KIND/NAME with KIND one of {', '.join(KINDS)}"
         )
     return ObjectName(*parts)
-
-
-def is_valid_namespace(name: str) -> bool:
-    """Return True for a DNS label, the form every namespace name has."""
-    return len(name) <= 63 and _NAMESPACE.match(name) is not None
 
 
 def status_of(replicas: int | None) -> str:

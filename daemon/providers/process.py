@@ -26,11 +26,9 @@ from typing import BinaryIO
 
 import psutil
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 
-from daemon.config_paths import AbsolutePath
+from daemon.provider_config import DEPLOYMENT_NAME_PATTERN, ProcessDeploymentSpec
 from daemon.providers import DeploymentNotFound, ProviderError
-from daemon.providers.command import DEPLOYMENT_NAME_PATTERN, MAX_WAIT_SECONDS
 from policies.model import Deployment
 
 log = structlog.get_logger("retentiond")
@@ -48,21 +46,6 @@ KILL_WAIT_SECONDS = 5.0
 # child is what reaps it, so that it neither lingers as a zombie nor makes Popen warn when collected.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 _children_lock = threading.Lock()
-
-
-class ProcessDeploymentSpec(BaseModel):
-    """One locally run deployment, as declared under ``[providers.<name>]``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(pattern=DEPLOYMENT_NAME_PATTERN)
-    command: list[str] = Field(min_length=1)
-    cwd: AbsolutePath | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    # Bounded: a wait of 1e308 s overflows the thread timeout, and inf would never reach SIGKILL.
-    stop_timeout_seconds: float = Field(default=30, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False)
-    log_file: AbsolutePath | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -250,7 +233,7 @@ class ProcessProvider:
         """Write the state file atomically. Raise ProviderError if it cannot be written."""
         # Imported here: daemon.config imports this module for ProcessDeploymentSpec, and
         # `check-config` should not pay for the store's imports (filelock, the scanner, PyYAML).
-        from daemon.store import write_file_atomically
+        from daemon.files import write_file_atomically
 
         data = {
             "processes": {name: {"pid": record.pid, "create_time": record.create_time} for name, record in state.records.items()},

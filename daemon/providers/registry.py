@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import os
 
-from daemon.config import BentoCloudProviderConfig, CommandProviderConfig, KubernetesProviderConfig, ProcessProviderConfig, Settings
+from daemon.config import Settings
 from daemon.errors import ConfigError
+from daemon.provider_config import (
+    BentoCloudProviderConfig,
+    CommandHooks,
+    CommandProviderConfig,
+    KubernetesProviderConfig,
+    ProcessProviderConfig,
+)
 from daemon.providers import Provider, ProviderError
-from daemon.providers.command import CommandHooks, CommandProvider
+from daemon.providers.command import CommandProvider
 from daemon.providers.process import ProcessProvider
 
 

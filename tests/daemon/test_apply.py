@@ -14,36 +14,12 @@ from daemon.audit import read_records
 from daemon.cli import main
 from daemon.config import load_config
 from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_BUSY, EXIT_OK
-from daemon.store import RemovalFailure, Store
+from daemon.files import RemovalFailure
+from daemon.store import Store
 from daemon.trash import Trash
 from tests.daemon.conftest import NOW
 from tests.fakestore import add_bento, add_model
-
-
-def versions(home: Path, name: str = "iris") -> set[str]:
-    name_dir = home / "models" / name
-    if not name_dir.exists():
-        return set()
-    return {entry.name for entry in name_dir.iterdir() if entry.is_dir()}
-
-
-def run_apply(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict]:
-    code = main(["apply", "--config", str(config), "--json", *extra])
-    return code, json.loads(capsys.readouterr().out)
-
-
-def race_after_scan(monkeypatch: pytest.MonkeyPatch, interfere: Callable[[Path], None]) -> None:
-    """Make ``interfere(store_home)`` run right after apply's scan, before it acts: another tool racing it."""
-    from daemon import runner
-
-    real_scan = runner.scan_store
-
-    def scan_then_race(store_home: Path, *rest, **options):  # type: ignore[no-untyped-def]
-        inventory = real_scan(store_home, *rest, **options)
-        interfere(store_home)
-        return inventory
-
-    monkeypatch.setattr(runner, "scan_store", scan_then_race)
+from tests.helpers.races import race_after_scan, run_apply, versions
 
 
 def audit_records(tmp_path: Path) -> list[dict]:
@@ -264,9 +240,9 @@ def test_closing_a_run_keeps_its_trash_while_a_version_is_in_it(home: Path, five
 def test_apply_with_an_unknown_policy_is_a_usage_error(
     home: Path, five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as caught:
+    with pytest.raises(SystemExit) as exited:
         main(["apply", "--config", str(write_config()), "--policy", "nope"])
-    assert caught.value.code == 2
+    assert exited.value.code == 2
     assert "unknown policy nope (configured: ci)" in capsys.readouterr().err
     assert versions(home) == set(five_versions)
 

@@ -20,8 +20,11 @@ def test_plan_json_prints_exactly_one_object(
     out = capsys.readouterr().out
     data = json.loads(out)
     assert out.count("\n") == 1
-    assert set(data) == {"at", "actions", "kept", "warnings"}
+    assert set(data) == {"at", "actions", "kept", "refusals", "totals", "warnings"}
     assert [action["version"] for action in data["actions"]] == ["v4", "v3", "v2"]
+    assert data["refusals"] == []
+    sizes = sum(action["size_bytes"] for action in data["actions"])
+    assert data["totals"] == {"delete": 3, "bytes": sizes, "terminate": 0, "restart": 0, "delete_deployment": 0, "kept": 2}
     assert {kept["version"]: kept["reasons"] for kept in data["kept"]} == {"v0": ["latest", "last 2"], "v1": ["last 2"]}
 
 

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from daemon.provider_config import CommandHooks
 from daemon.providers import ProviderError, TransientProviderError
-from daemon.providers.command import CommandHooks, CommandProvider, render_hook
+from daemon.providers.command import CommandProvider, render_hook
 
 PYTHON = shlex.quote(sys.executable)
 

@@ -28,23 +28,17 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from daemon.config import (
+from daemon.config import DaemonSection, MetricsSection, NotifySection, Settings, StoreSection, format_key_path, load_config
+from daemon.errors import ConfigError
+from daemon.provider_config import (
     BentoCloudProviderConfig,
     CommandProviderConfig,
-    DaemonSection,
     KubernetesProviderConfig,
-    MetricsSection,
-    NotifySection,
+    ProcessDeploymentSpec,
     ProcessProviderConfig,
-    Settings,
-    StoreSection,
-    format_key_path,
-    load_config,
 )
-from daemon.errors import ConfigError
-from daemon.providers.process import ProcessDeploymentSpec
 from daemon.runner import make_plan
-from daemon.service import WindowTrigger, retention_trigger
+from daemon.schedule import WindowTrigger, retention_trigger
 from daemon.status import collect_status
 from policies import DiskSample, DiskUsage
 from policies.disk import disk_target

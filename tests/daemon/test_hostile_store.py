@@ -459,7 +459,7 @@ def test_store_root_that_is_not_a_bentoml_home_exits_78_and_touches_nothing(
 # ---------------------------------------------------------------- all at once
 
 
-def test_everything_hostile_at_once_is_reported_and_the_valid_versions_still_go(
+def test_everything_hostile_at_once_is_reported_and_the_valid_versions_go_once_the_broken_bento_is_gone(
     home: Path, five_versions: list[str], write_config: Callable[..., Path], outside: Canaries,
     unreadable: set[str], capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -481,12 +481,19 @@ def test_everything_hostile_at_once_is_reported_and_the_valid_versions_still_go(
     planned = plan(config, capsys)
     assert len(planned["warnings"]) >= 2 + len(BROKEN_METADATA) + len(INVALID_TAGS) + 2
     assert any(w.startswith("bento svc:broken: malformed bento.yaml") for w in planned["warnings"]), planned["warnings"]
+    # The broken bento may reference any model: nothing of models goes while it is there.
+    assert any(w.startswith("model deletions blocked: references of bento svc:broken") for w in planned["warnings"])
+    code, result = apply(config, capsys)
+    assert code == EXIT_OK
+    assert [a for a in result["actions"] if a["kind"] == "model"] == []
+    (broken_bento / "bento.yaml").unlink()
+    broken_bento.rmdir()
     code, result = apply(config, capsys)
     assert code == EXIT_OK
     # The disk policy evicts everything it may; only v0 (latest) is left of the valid versions.
     assert {(a["version"], a["outcome"]) for a in result["actions"]} == {(v, "ok") for v in ("v1", "v2", "v3", "v4")}
     remaining = iris_versions(home)
     assert {"v0", "evil", "locked", *BROKEN_METADATA} <= remaining
-    assert sorted(path.name for path in (home / "bentos" / "svc").iterdir()) == ["b1", "broken", "latest"]
+    assert sorted(path.name for path in (home / "bentos" / "svc").iterdir()) == ["b1", "latest"]
     assert not remaining & {"v1", "v2", "v3", "v4"}
     outside.assert_untouched()

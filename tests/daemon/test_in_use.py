@@ -87,16 +87,16 @@ def test_status_counts_the_versions_in_use(held_dir: Path, write_config: Callabl
 
 def race_after_plan(monkeypatch: pytest.MonkeyPatch, interfere: Callable[[], None]) -> None:
     """Make ``interfere()`` run after apply has decided and before it acts (between the in-use scan and the deletions)."""
-    from daemon import runner
+    from daemon import guards
 
-    real_evaluate = runner.evaluate
+    real_evaluate = guards.evaluate  # the run decides through daemon.guards (require_pushed may ask in rounds)
 
     def evaluate_then_race(*arguments, **keywords):  # type: ignore[no-untyped-def]
         decided = real_evaluate(*arguments, **keywords)
         interfere()
         return decided
 
-    monkeypatch.setattr(runner, "evaluate", evaluate_then_race)
+    monkeypatch.setattr(guards, "evaluate", evaluate_then_race)
 
 
 @pytest.fixture

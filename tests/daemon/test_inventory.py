@@ -55,10 +55,11 @@ def test_bento_model_references_are_collected_from_services_and_top_level(home: 
     old_style.mkdir(parents=True)
     (old_style / "bento.yaml").write_text(
         "name: old\nversion: b0\nlabels: {}\ncreation_time: '2026-01-01T00:00:00+00:00'\n"
-        "models:\n- tag: iris:cccc\n  module: x\n- iris:dddd\n"
+        "models:\n- tag: iris:cccc\n  module: x\n- tag: 'iris:dddd'\n"
     )
-    references = scan_store(home).referencing_bentos()
-    assert references == {"iris:aaaa": ["svc:b1"], "iris:cccc": ["old:b0"], "iris:dddd": ["old:b0"]}
+    inventory = scan_store(home)
+    assert inventory.referencing_bentos() == {"iris:aaaa": ["svc:b1"], "iris:cccc": ["old:b0"], "iris:dddd": ["old:b0"]}
+    assert inventory.bento_references().unknown == ()
 
 
 @pytest.mark.parametrize(
@@ -255,3 +256,15 @@ def test_an_io_error_in_the_childs_half_is_reported_and_not_cached(
     assert split_always == [2]
     assert problems["aaaa"] is None and "cannot read" in (problems["zzzz"] or "")
     assert set(ScanCache.load(state_dir, home).remembered("models/iris")) == {"aaaa"}
+
+
+def test_a_split_scan_carries_unknown_bento_references_back_from_the_child(home: Path, split_always: list[int]) -> None:
+    varied_store(home)
+    broken = add_bento(home, "svc", "b2", NOW, ["iris:bbbb"])  # bentos come last: in the child's half
+    with open(broken / "bento.yaml", "a") as handle:
+        handle.write("\n\tbroken: [\n")
+    split = scan_store(home)
+    assert split_always == [8]
+    unknown = split.bento_references().unknown
+    assert [(entry.subject, entry.reason.split(":")[0]) for entry in unknown] == [("bento svc:b2", "malformed bento.yaml")]
+    assert {a.tag: a.references_unknown for a in split.artifacts if a.kind == "bento"}["svc:b1"] is None

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from lightkube import Client
 
-from daemon.config import KubernetesProviderConfig, load_config
+from daemon.config import load_config
+from daemon.provider_config import KubernetesProviderConfig
 from daemon.providers.kubernetes import KubernetesProvider
 from daemon.providers.kubernetes_credentials import load_kube_config
 from tests.k8s_server import KubeServer

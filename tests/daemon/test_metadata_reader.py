@@ -45,8 +45,10 @@ def needed_fields(document: dict[str, Any]) -> dict[str, Any]:
     def tags(entries: Any) -> list[Any] | None:
         if not isinstance(entries, list):
             return None
-        found = [entry.get("tag") if isinstance(entry, dict) else entry for entry in entries]
-        return [tag if isinstance(tag, str) else None for tag in found]
+        return [
+            {"tag": entry.get("tag") if isinstance(entry.get("tag"), str) else None} if isinstance(entry, dict) else None
+            for entry in entries
+        ]
 
     fields: dict[str, Any] = {key: document[key] for key in ("name", "version", "creation_time", "labels") if key in document}
     if "models" in document:
@@ -54,7 +56,8 @@ def needed_fields(document: dict[str, Any]) -> dict[str, Any]:
     if "services" in document:
         services = document["services"]
         fields["services"] = (
-            [{"models": tags(service.get("models"))} if isinstance(service, dict) else None for service in services]
+            [({"models": tags(service["models"])} if "models" in service else {}) if isinstance(service, dict) else None
+             for service in services]
             if isinstance(services, list) else None
         )
     return fields
@@ -92,13 +95,15 @@ def model_documents(draw: st.DrawFn) -> dict[str, Any]:
 def bento_documents(draw: st.DrawFn) -> dict[str, Any]:
     reference = st.one_of(
         st.fixed_dictionaries({"tag": st.one_of(TEXT, NESTED), "module": TEXT, "creation_time": CREATION_TIME, "alias": st.none()}),
+        st.fixed_dictionaries({"tag": st.sampled_from(["iris:v1", "iris:V1", "iris", "iris:v1:v2"])}),
+        st.fixed_dictionaries({}, optional={"module": TEXT}),
         TEXT, NESTED,
     )
     return {
         "service": "service:Svc", "name": draw(NAME), "version": draw(NAME), "bentoml_version": "1.4.39",
         "creation_time": draw(CREATION_TIME), "labels": draw(st.dictionaries(TEXT, TEXT, max_size=4)),
         "models": draw(st.one_of(st.lists(reference, max_size=3), NESTED)),
-        "services": draw(st.one_of(st.lists(st.fixed_dictionaries({"name": TEXT, "models": st.lists(reference, max_size=3)}),
+        "services": draw(st.one_of(st.lists(st.fixed_dictionaries({"name": TEXT}, optional={"models": st.lists(reference, max_size=3)}),
                                             max_size=2), NESTED)),
         "envs": [], "schema": {}, "apis": [], "docker": {}, "python": {}, "conda": {},
     }

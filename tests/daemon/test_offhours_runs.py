@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ from daemon.providers.bentocloud import BentoCloudProvider
 from daemon.runner import apply_once
 from policies import Action, Deployment, OffhoursPolicy
 from tests.cloud_server import CloudServer
+
+NOW = datetime(2026, 11, 25, 22, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
@@ -109,15 +112,17 @@ def test_two_runs_at_once_never_act_twice(cloud: CloudServer, offhours_config: C
     assert done == [0, 2]
 
 
-def test_unlistable_provider_is_a_warning_without_the_token(
+def test_unlistable_provider_refuses_its_policy_and_exits_1_without_the_token(
     cloud: CloudServer, offhours_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     cloud.fail_next(401, times=5)
-    assert main(["apply", "--config", str(offhours_config('downtime = "always"')), "--json"]) == EXIT_OK
-    result = json.loads(capsys.readouterr().out)
+    assert main(["apply", "--config", str(offhours_config('downtime = "always"')), "--json"]) == 1  # DESIGN: reported, exit 1
+    output = capsys.readouterr()
+    result = json.loads(output.out)
     assert result["actions"] == []
-    assert any("cannot list deployments" in warning and "401" in warning for warning in result["warnings"])
-    assert all("secret-token" not in warning for warning in result["warnings"])
+    assert [refusal["policy"] for refusal in result["refusals"]] == ["nights"]
+    assert "could not list its deployments" in result["refusals"][0]["reason"] and "401" in result["refusals"][0]["reason"]
+    assert "secret-token" not in output.out + output.err
     assert statuses(cloud)["staging-a"] == "running"
 
 
@@ -139,7 +144,7 @@ def test_failed_terminate_keeps_ownership_unchanged(tmp_path: Path) -> None:
     ownership_file = OwnershipFile(tmp_path)
     state = ownership_file.load()
     policy = OffhoursPolicy(name="nights", provider="cloud", downtime="always")
-    actor = DeploymentActor({"cloud": RefusingProvider()}, ownership_file, state, [policy], RefusingProvider().list())
+    actor = DeploymentActor({"cloud": RefusingProvider()}, ownership_file, state, [policy], RefusingProvider().list(), NOW)
     action = Action("terminate", "deployment", "staging-a", None, "nights", ("downtime always",), provider="cloud")
     assert actor.carry_out(action) == ("failed", "BentoCloud answered 500 four times")
     assert state.records == {} and ownership_file.load().records == {}
@@ -151,7 +156,7 @@ def test_unwritable_ownership_records_mean_no_terminate(cloud: CloudServer, tmp_
     ownership_file = OwnershipFile(blocked)
     policy = OffhoursPolicy(name="nights", provider="cloud", downtime="always")
     provider = BentoCloudProvider(name="cloud", endpoint=cloud.url, api_token="secret-token")
-    actor = DeploymentActor({"cloud": provider}, ownership_file, OwnershipState(), [policy], provider.list())
+    actor = DeploymentActor({"cloud": provider}, ownership_file, OwnershipState(), [policy], provider.list(), NOW)
     action = Action("terminate", "deployment", "staging-a", None, "nights", ("downtime always",), provider="cloud")
     outcome, error = actor.carry_out(action)
     assert outcome == "failed" and "cannot write the ownership record" in (error or "")

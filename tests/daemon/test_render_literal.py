@@ -156,9 +156,13 @@ def print_status_case(text: str) -> Case:
             {"name": f"idle:{text}", "kind": "disk", "next_run": None, "check_interval": f"interval:{text}", "last_run": None},
         ],
         "deployments": rows,
+        "backup": {"provider": f"provider:{text}", "source": "last run", "at": f"at:{text}", "held_back_versions": 2,
+                   "held_back_bytes": 10, "by_reason": {f"reason:{text}": 2}, "registry_error": f"error:{text}"},
     }
     shown = [f"store home:{text}: 1 version", f"name:{text}", f"oldest:{text}", f"newest:{text}",
              f"warning: store warning:{text}", f"disk:{text}: evicts above high_watermark high:{text}",
+             f"backup: require_pushed provider:{text} (last run at:{text}): 2 versions, 10 B held back "
+             f"(reason:{text} 2); registry error: error:{text}",
              f"last evaluated evaluated:{text}: target not reachable", f"blocked by blocked:{text} (10 B)",
              f"first: stuck:{text}", f"retention:{text} (retention): last run at:{text}: outcome:{text}", f"next run next:{text}",
              f"idle:{text} (disk): never run", f"checks the disk every interval:{text}",

@@ -208,3 +208,49 @@ def test_plan_and_apply_keep_the_cache_in_the_state_dir(
     assert sorted(path.name for path in (home / "models" / "iris").iterdir() if path.is_dir()) == ["v0", "v1"]
     assert main(["plan", "--config", str(config), "--json"]) == 0
     assert ScanCache.load(state_dir, home).remembered("models/iris").keys() == {"v0", "v1"}
+
+
+def bento_with_unknown_references(home: Path) -> Path:
+    """A bento whose bento.yaml parses but names a model list that is not a list: a cacheable "unknown"."""
+    bento = add_bento(home, "svc", "b1", OLD, ["iris:v1"])
+    text = (bento / "bento.yaml").read_text().replace("models: []", "models: iris:v1")
+    (bento / "bento.yaml").write_text(text)
+    for path in (bento / "bento.yaml", bento):
+        os.utime(path, (OLD.timestamp(), OLD.timestamp()))
+    return bento
+
+
+def test_unknown_bento_references_stay_unknown_when_answered_from_the_cache(home: Path, state_dir: Path, reads: list[str]) -> None:
+    add_model(home, "iris", "v1", OLD)
+    bento = bento_with_unknown_references(home)
+    first = scan_store(home, state_dir)
+    second = scan_store(home, state_dir)
+    assert len(reads) == 2, "the second scan answered from the cache"
+    assert [entry.subject for entry in second.bento_references().unknown] == ["bento svc:b1"]
+    assert second == first
+    # Repaired in place, with the old size and mtime put back: the cache must not keep calling it unknown.
+    text = (bento / "bento.yaml").read_text()
+    (bento / "bento.yaml").write_text(text.replace("models: iris:v1", "models: [   ]  "))
+    os.utime(bento / "bento.yaml", (OLD.timestamp(), OLD.timestamp()))
+    assert (bento / "bento.yaml").stat().st_size == len(text)
+    repaired = scan_store(home, state_dir)
+    assert repaired.bento_references().unknown == ()
+    assert repaired.referencing_bentos() == {"iris:v1": ["svc:b1"]}
+
+
+def test_a_cache_file_from_before_unknown_references_were_remembered_is_not_used(home: Path, state_dir: Path) -> None:
+    import hashlib
+    import json
+
+    bento_with_unknown_references(home)
+    scan_store(home, state_dir)
+    # Rewrite the file as format 2 wrote it: no reason, and no extras at all for a bento without labels,
+    # references or problem. Read back, such a record would say "known, references none".
+    path = cache_path(state_dir, home)
+    content = path.read_bytes().partition(b"\n")[2]
+    header_line, _, records = content.partition(b"\n")
+    header = json.loads(header_line)
+    header.update(format=2, extras={})
+    content = json.dumps(header, separators=(",", ":")).encode() + b"\n" + records
+    path.write_bytes(hashlib.blake2b(content, digest_size=16).hexdigest().encode() + b"\n" + content)
+    assert [entry.subject for entry in scan_store(home, state_dir).bento_references().unknown] == ["bento svc:b1"]

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 
 from daemon.config import Settings
-from daemon.service import MISFIRE_GRACE_SECONDS, retention_trigger, scheduler_for
+from daemon.schedule import MISFIRE_GRACE_SECONDS, retention_trigger, scheduler_for
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = timezone.utc
@@ -72,7 +72,7 @@ def test_scheduler_coalesces_never_overlaps_and_tolerates_late_runs() -> None:
 
 
 def test_offhours_job_fires_at_each_window_edge_and_reconciles_between() -> None:
-    from daemon.service import WindowTrigger
+    from daemon.schedule import WindowTrigger
     from policies.windows import TimeSpec
 
     trigger = WindowTrigger(TimeSpec.parse("Mon-Fri 20:00-07:00 Europe/Berlin"), timedelta(hours=2))

@@ -326,7 +326,7 @@ def test_unprivileged_run_meets_a_root_owned_directory_in_the_trash_and_carries_
 def test_daemon_jobs_meeting_a_stuck_entry_log_it_and_later_jobs_still_run(
     tmp_path: Path, immutable: Callable[[Path], None]
 ) -> None:
-    from tests.daemon.test_service import Daemon, store_bytes, wait_for
+    from tests.helpers.daemon_process import Daemon, store_bytes, wait_for
 
     home = make_home(tmp_path)
     for index in range(4):

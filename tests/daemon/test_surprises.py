@@ -16,8 +16,9 @@ import pytest
 
 from daemon.errors import EXIT_CONFIG, EXIT_OK
 from tests.daemon.conftest import NOW
-from tests.daemon.test_service import daemon_factory, write_config  # noqa: F401  (daemon_factory is a fixture)
 from tests.fakestore import add_bento, add_model, make_home, populate
+from tests.helpers.daemon_process import Daemon
+from tests.helpers.daemon_process import write_config as write_daemon_config
 
 SLOW_HOOK = """
 import json, sys, time
@@ -85,15 +86,13 @@ def test_an_override_of_one_policy_table_by_its_index_changes_that_policy(
     assert bad.returncode == EXIT_CONFIG and "retention[0].keep_last: Input should be greater than or equal to 0" in bad.stderr
 
 
-def test_the_daemon_log_is_all_json_and_warns_at_start_about_policies_that_never_act(
-    tmp_path: Path, daemon_factory  # type: ignore[no-untyped-def]  # noqa: F811
-) -> None:
+def test_the_daemon_log_is_all_json_and_warns_at_start_about_policies_that_never_act(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     populate(home, names=1, versions_per_name=1, now=NOW)
     hook = tmp_path / "hook.py"
     hook.write_text(SLOW_HOOK)
     command = f"{shlex.quote(sys.executable)} {shlex.quote(str(hook))}"
-    config = write_config(
+    config = write_daemon_config(
         tmp_path, home,
         '[[retention]]\nname = "typo"\nmatch = ["modle-*"]\nkeep_last = 2\nschedule = "0 0 31 2 *"\n'
         '[[disk]]\nname = "budget"\nmax_store_size = "1B"\ncheck_interval = "1s"\n'
@@ -103,7 +102,14 @@ def test_the_daemon_log_is_all_json_and_warns_at_start_about_policies_that_never
         '[[offhours]]\nname = "nights"\nprovider = "hooks"\nmatch = ["staging-*"]\ndowntime = "never"\n'
         'reconcile_interval = "1s"\n',
     )
-    daemon = daemon_factory(config)
+    daemon = Daemon(tmp_path, config)
+    try:
+        _check_daemon_log(daemon)
+    finally:
+        daemon.close()
+
+
+def _check_daemon_log(daemon: Daemon) -> None:
     daemon.read_messages(until="READY=1")
 
     def lines() -> list[str]:

@@ -203,7 +203,7 @@ def test_max_shrink_with_an_unreadable_state_file_refuses_the_run(
     (tmp_path / "state" / "state.json").write_text('{"store": {"home": "')  # torn by hand or by a full disk
     before = versions(home)
     assert main(["apply", "--config", str(config)]) == EXIT_ACTIONS_FAILED
-    assert "store.max_shrink compares with. Nothing was deleted" in capsys.readouterr().err
+    assert "store.max_shrink compares with. Nothing is deleted" in capsys.readouterr().err
     assert versions(home) == before
     assert main(["apply", "--config", str(config), "--accept-shrink"]) == EXIT_OK
     assert len(versions(home)) == 15

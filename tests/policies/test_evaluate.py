@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from policies import Artifact, Inventory, RetentionPolicy, evaluate
+from policies import Artifact, DiskPolicy, DiskUsage, Inventory, RetentionPolicy, evaluate
+from policies.model import Refusal, UnknownReferences
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
 OLD = NOW - timedelta(days=30)
@@ -66,6 +67,31 @@ def test_model_referenced_by_a_bento_is_protected() -> None:
     plan = evaluate(Inventory((*items, bento)), [policy(keep_last=1, kinds=("model",))], NOW)
     assert "iris:v03" not in deleted(plan)
     assert kept_reasons(plan, "iris:v03") == ["referenced by bento svc:b1"]
+
+
+@pytest.mark.parametrize(
+    ("unknown", "subject"),
+    [
+        ({"bento": artifact("svc", "b1", timedelta(days=1), kind="bento", references_unknown="no bento.yaml")}, "bento svc:b1"),
+        ({"place": UnknownReferences("bentos/svc", "cannot list it: Permission denied")}, "bentos/svc"),
+    ],
+)
+def test_unknown_bento_references_protect_every_model_version_from_retention_and_disk(
+    unknown: dict[str, Any], subject: str
+) -> None:
+    items = series("iris", 4)
+    bentos = (unknown["bento"],) if "bento" in unknown else ()
+    places = (unknown["place"],) if "place" in unknown else ()
+    inventory = Inventory((*items, *bentos), unreadable_bentos=places, disk=DiskUsage(100, 99))
+    squeeze = DiskPolicy(name="squeeze", high_watermark="50%", low_watermark="10%")
+    plan = evaluate(inventory, [policy(keep_last=1, kinds=("model",)), squeeze], NOW)
+    assert not [action for action in plan.actions if action.kind == "model"]
+    blocked = f"model deletions blocked: references of {subject} unknown ("
+    assert any(warning.startswith(blocked) for warning in plan.warnings), plan.warnings
+    for item in items:
+        holders = {kept.policy for kept in plan.kept if kept.version == item.version and any(r.startswith(blocked) for r in kept.reasons)}
+        assert holders == {"ci", "squeeze"}, item.version
+    assert any("blocked: bento references unknown" in warning for warning in plan.warnings)
 
 
 def test_keep_labels_pin_a_version() -> None:
@@ -167,8 +193,10 @@ def test_acting_limits_actions_but_every_policy_still_protects() -> None:
 def test_plan_json_has_the_documented_shape() -> None:
     plan = evaluate(Inventory(tuple(series("iris", 3))), [policy(keep_last=2)], NOW)
     data = plan.to_dict()
-    assert set(data) == {"at", "actions", "kept", "warnings"}
+    assert set(data) == {"at", "actions", "kept", "refusals", "totals", "warnings"}
     assert data["at"] == "2026-11-22T10:00:00Z"
+    assert data["refusals"] == []
+    assert data["totals"] == {"delete": 1, "bytes": 100, "terminate": 0, "restart": 0, "delete_deployment": 0, "kept": 2}
     assert data["actions"] == [
         {
             "action": "delete", "kind": "model", "name": "iris", "version": "v02",
@@ -193,7 +221,10 @@ def test_blast_radius_by_count_refuses_the_whole_policy() -> None:
     items = series("iris", 8)
     plan = evaluate(Inventory(tuple(items)), [policy(keep_last=2, max_delete_per_run=5)], NOW)
     assert plan.actions == ()
-    assert plan.refusals == ("policy ci: 6 versions exceed max_delete_per_run 5; nothing of policy ci is deleted this run",)
+    assert plan.refusals == (Refusal("ci", "6 versions exceed max_delete_per_run 5; nothing of policy ci is deleted this run"),)
+    assert plan.to_dict()["refusals"] == [
+        {"policy": "ci", "reason": "6 versions exceed max_delete_per_run 5; nothing of policy ci is deleted this run"}
+    ]
     assert any("refused: 6 versions exceed" in reason for kept in plan.kept for reason in kept.reasons)
     within = evaluate(Inventory(tuple(items)), [policy(keep_last=2, max_delete_per_run=6)], NOW)
     assert len(within.actions) == 6 and within.refusals == ()
@@ -207,4 +238,6 @@ def test_blast_radius_by_bytes_refuses_only_that_policy() -> None:
     ]
     plan = evaluate(Inventory(tuple(items)), policies, NOW)
     assert deleted(plan) == {"mnist:v01", "mnist:v02", "mnist:v03"}
-    assert plan.refusals == ("policy iris: 300 B exceed max_delete_bytes_per_run 250B; nothing of policy iris is deleted this run",)
+    assert plan.refusals == (
+        Refusal("iris", "300 B exceed max_delete_bytes_per_run 250B; nothing of policy iris is deleted this run"),
+    )

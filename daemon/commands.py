@@ -147,8 +147,10 @@ def status(arguments: argparse.Namespace) -> int:
 
 
 def _listing_exit_code(rows: list[dict[str, Any]]) -> int:
-    """Exit 1 when a provider could not list its deployments (its row has no name): the answer is incomplete."""
-    return EXIT_ACTIONS_FAILED if any(row.get("name") is None for row in rows) else EXIT_OK
+    """Exit 1 when a provider could not list its deployments (an error row naming the provider): the answer is
+    incomplete. A note without a provider (a partial listing, unreadable ownership records) is shown, not failed."""
+    failed = any(row.get("status") == "error" and row.get("name") is None and row.get("provider") for row in rows)
+    return EXIT_ACTIONS_FAILED if failed else EXIT_OK
 
 
 def window(arguments: argparse.Namespace) -> int:
@@ -229,8 +231,8 @@ def restore(arguments: argparse.Namespace) -> int:
         print_json({**outcome, "kind": restored.kind, "size_bytes": restored.size_bytes,
                     "trashed_at": format_instant(restored.trashed_at), "outcome": "ok", "error": None})
     else:
-        print_line(f"restored {restored.kind} {restored.name}:{restored.version} ({format_bytes(restored.size_bytes)}, "
-                   f"trashed {format_instant(restored.trashed_at)})")
+        print_line(f"restored {restored.kind} {restored.name}:{restored.version} (trashed {format_instant(restored.trashed_at)}, "
+                   f"{format_bytes(restored.size_bytes)})")
     return EXIT_OK
 
 

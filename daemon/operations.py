@@ -62,9 +62,9 @@ def _manual(settings: Settings, run: LockedRun, context: DeploymentContext, acti
     now = run.now
     actor = ready_deployments(context, run, settings)
     matches = [d for d in context.view.deployments if d.name == name]
-    if not matches and context.view.warnings:
-        # Not a usage error: the deployment may well exist in the provider that did not answer.
-        raise ListingError(f"deployment {name!r} not found, and {'; '.join(context.view.warnings)}")
+    if not matches and (context.view.failed or context.view.warnings):
+        # Not a usage error: the deployment may well exist in the provider that did not answer (in full).
+        raise ListingError(f"deployment {name!r} not found, and {'; '.join(context.view.problems())}")
     if not matches:
         listed = ", ".join(sorted(context.view.listed)) or "no provider"
         raise UsageError(f"no deployment named {name!r} (listed by {listed}); `retentiond deployments list` shows them")
@@ -111,7 +111,12 @@ def list_all_deployments(settings: Settings, now: datetime) -> list[dict[str, ob
             "policy": policy_name, "now": decision, "reasons": list(reasons),
             "next_window_change": format_instant(change) if change else None,
         })
-    rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.problems())
+    # A provider that could not list at all is named in its row (scripts exit 1 on it); a partial listing is a note.
+    rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.warnings)
+    rows.extend(
+        {"provider": name, "name": None, "status": "error", "reasons": [f"provider {name}: cannot list deployments: {why}"]}
+        for name, why in context.view.failed.items()
+    )
     return rows
 
 

@@ -92,10 +92,19 @@ def _describe_record(record: Mapping[str, Any]) -> list[str]:
         items.append("why: " + "; ".join(str(reason) for reason in record["reasons"]))
     used.add("reasons")
     rest = [
-        f"{key.replace('_', ' ')} {_value(value)}" for key, value in record.items()
-        if key not in used and value not in (None, "", [], {})
+        f"{_label(key)} {_instant(value) if key == 'at' or key.endswith('_at') else _value(value)}"
+        for key, value in record.items() if key not in used and value not in (None, "", [], {})
     ]
     return items + rest
+
+
+def _label(key: str) -> str:
+    return "as of" if key == "at" else key.replace("_", " ")  # "at": the instant the run decided as of
+
+
+def _instant(value: Any) -> str:
+    """An instant as every other one is shown (to the second, UTC, Z); the stored text if it is not one."""
+    return _record_time({"ts": value})
 
 
 def _subject(record: Mapping[str, Any], used: set[str]) -> str:

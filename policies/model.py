@@ -385,11 +385,10 @@ class Plan:
         for action in self.actions:
             counts[action.action] += 1
         kept = len({(item.kind, item.name, item.version) for item in self.kept})
-        # "bytes" is the apparent size of what is deleted, as size_bytes; "disk_bytes" the disk space that frees.
+        # "bytes" is the apparent size of what is deleted, as each action's size_bytes (its disk_bytes is beside it).
         deleted = sum(action.size_bytes or 0 for action in self.actions if action.action == "delete")
-        return {"delete": counts["delete"], "bytes": deleted, "disk_bytes": self.bytes_to_free,
-                "terminate": counts["terminate"], "restart": counts["restart"],
-                "delete_deployment": counts["delete_deployment"], "kept": kept}
+        return {"delete": counts["delete"], "bytes": deleted, "terminate": counts["terminate"],
+                "restart": counts["restart"], "delete_deployment": counts["delete_deployment"], "kept": kept}
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -63,14 +63,14 @@ def test_the_scan_measures_disk_usage_as_du_does_fresh_cached_and_in_the_forked_
     assert split == expected
 
 
-def as_format_2(path: Path) -> None:
-    """Rewrite a scan cache file as the version before disk usage wrote it: format 2, records without disk_bytes."""
+def as_format_3(path: Path) -> None:
+    """Rewrite a scan cache file as the version before disk usage wrote it: format 3, records without disk_bytes."""
     _, _, content = path.read_bytes().partition(b"\n")
     header_line, _, records = content.partition(b"\n")
     header = json.loads(header_line)
     new, old = struct.Struct("<8qqdqq"), struct.Struct("<8qqdq")
     rows = [new.unpack_from(records, offset) for offset in range(0, len(records), new.size)]
-    header["format"] = 2
+    header["format"] = 3
     content = json.dumps(header, separators=(",", ":")).encode() + b"\n" + b"".join(old.pack(*row[:-1]) for row in rows)
     path.write_bytes(scancache._checksum(content).encode() + b"\n" + content)
 
@@ -81,7 +81,7 @@ def test_a_scan_cache_of_the_format_before_disk_usage_is_measured_again_without_
     paths = odd_versions(home)
     state = tmp_path / "state"
     scan_store(home, state)
-    as_format_2(scancache.cache_path(state, home))
+    as_format_3(scancache.cache_path(state, home))
     measured: list[str] = []
     real_measure = inventory._measure
     monkeypatch.setattr(inventory, "_measure", lambda path, *rest: measured.append(path) or real_measure(path, *rest))

@@ -24,8 +24,11 @@ bento versions stay; `plan` shows the decision for every version and why,
 
 config: --config FILE, else $RETENTIOND_CONFIG, else /etc/retentiond/config.toml;
 with no file the built-in defaults apply (store = $BENTOML_HOME or ~/bentoml,
-no policy acts). Exit codes: 0 ok, 1 some actions failed, 2 usage error,
-75 store busy, 78 invalid config.
+no policy acts). Exit codes: 0 ok, 1 some actions failed or were refused (or a
+provider could not list), 2 usage error, 75 store busy, 78 invalid config.
+
+Output is for people (tables that fit the terminal; one line per row when piped);
+--json on a command prints JSON for scripts instead. Logs go to stderr.
 """
 
 

@@ -161,7 +161,7 @@ def test_disk_policy_evicts_only_held_versions_and_reports_what_bentocloud_lacks
     assert (backup["source"], backup["held_back_versions"], backup["by_reason"]) == ("last run", 4, {"not in BentoCloud": 4})
     assert backup["held_back_bytes"] == 4 * size
     code, stdout, _ = retentiond(config, "status")
-    assert "backup: require_pushed cloud (last run" in stdout and "4 version(s)" in stdout
+    assert "backup: require_pushed cloud (last run" in stdout and "4 versions" in stdout
 
 
 @pytest.mark.parametrize(("store", "provider", "message"), [

@@ -87,12 +87,18 @@ def write_config(root: Path, home: Path, extra: str) -> Path:
 
 
 def store_bytes(home: Path) -> int:
-    """Apparent size of the models, tolerating versions the daemon deletes while we walk."""
+    """Disk usage of the model versions as du counts it (what a disk budget measures), tolerating versions the
+    daemon deletes while we walk."""
     total = 0
-    for directory, _, files in os.walk(home / "models"):
-        for file_name in files:
-            with contextlib.suppress(FileNotFoundError):
-                total += os.lstat(os.path.join(directory, file_name)).st_size
+    for version_dir in (home / "models").glob("*/*"):
+        with contextlib.suppress(FileNotFoundError):
+            if not version_dir.is_dir():
+                continue
+            total += version_dir.lstat().st_blocks * 512
+            for directory, directories, files in os.walk(version_dir):
+                for entry in (*directories, *files):
+                    with contextlib.suppress(FileNotFoundError):
+                        total += os.lstat(os.path.join(directory, entry)).st_blocks * 512
     return total
 
 

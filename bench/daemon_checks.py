@@ -49,8 +49,8 @@ def budget_config(root: Path, home: Path, budget_bytes: int, interval_seconds: i
 
 
 def store_bytes(home: Path) -> int:
-    """The store size as retentiond counts it (apparent size of every version's files)."""
-    return sum(artifact.size_bytes for artifact in scan_store(home).artifacts)
+    """The store size as a disk budget counts it (disk usage of every version, as du counts it)."""
+    return sum(artifact.usage_bytes for artifact in scan_store(home).artifacts)
 
 
 @contextmanager

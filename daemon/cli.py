@@ -24,8 +24,11 @@ bento versions stay; `plan` shows the decision for every version and why,
 
 config: --config FILE, else $RETENTIOND_CONFIG, else /etc/retentiond/config.toml;
 with no file the built-in defaults apply (store = $BENTOML_HOME or ~/bentoml,
-no policy acts). Exit codes: 0 ok, 1 some actions failed, 2 usage error,
-75 store busy, 78 invalid config.
+no policy acts). Exit codes: 0 ok, 1 some actions failed or were refused (or a
+provider could not list), 2 usage error, 75 store busy, 78 invalid config.
+
+Output is for people (tables that fit the terminal; one line per row when piped);
+--json on a command prints JSON for scripts instead. Logs go to stderr.
 """
 
 
@@ -81,14 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(plan)
     _add_policy(plan)
     plan.add_argument("--at", metavar="ISO8601", help="evaluate as of this instant instead of now (e.g. 2026-11-22T10:00:00Z)")
-    plan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    output = plan.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    output.add_argument(
+        "--summary", action="store_true",
+        help="one line per policy and name (delete N, keep M, bytes to free) instead of every version",
+    )
 
     apply = commands.add_parser("apply", help="run the policies once now, under the store lock, then exit")
     _add_config(apply)
     _add_policy(apply)
     apply.add_argument("--json", action="store_true", help="print the plan with each action's outcome as JSON")
     apply.add_argument(
-        "--wait", metavar="SECONDS", type=float, default=0,
+        "--wait", metavar="SECONDS", type=_seconds, default=0,
         help="wait this long for the store lock instead of exiting 75 at once",
     )
     apply.add_argument(
@@ -126,9 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("tag", metavar="NAME:VERSION")
     restore.add_argument("--kind", choices=("model", "bento"), help="when both a model and a bento of that tag are in the trash")
     _add_config(restore)
+    restore.add_argument("--json", action="store_true", help="print what was restored (or why not) as one JSON object")
 
-    check = commands.add_parser("check-config", help="validate the config and print the effective values (secrets redacted)")
+    check = commands.add_parser(
+        "check-config",
+        help="validate the config, warn about policies that would surprise, print the effective values (secrets redacted)",
+    )
     _add_config(check)
+    check.add_argument("--json", action="store_true", help="print the effective config as JSON instead of TOML")
 
     audit = commands.add_parser("audit", help="read the audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
@@ -143,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(verify)
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _seconds(text: str) -> float:
+    """argparse type of a wait: a number of seconds, 0 or more (a usage error otherwise, exit 2)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or more seconds")
+    return seconds
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:

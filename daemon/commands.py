@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.config import load_config
-from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK, RunInterrupted, UsageError
+from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK, RestoreError, RunInterrupted, UsageError
 from daemon.instants import parse_instant, utc_now
 from daemon.literal import print_line
 
 if TYPE_CHECKING:
     from daemon.executor import RunResult
+    from daemon.progress import ProgressLines
+    from daemon.render import ProgressBar
     from policies.model import Plan
 
 # Start-up time is most of a small `plan` or `apply`, so each handler imports what only it needs:
@@ -45,7 +47,10 @@ def plan(arguments: argparse.Namespace) -> int:
         print_json(planned.plan.to_dict())
     else:
         from daemon import render
-        render.print_plan(planned.plan, planned.inventory)
+        if arguments.summary:
+            render.print_plan_summary(planned.plan, planned.inventory)
+        else:
+            render.print_plan(planned.plan, planned.inventory)
     say_refusals(planned.plan)
     # The code `apply` would exit with on this store at this instant: a safety limit that refuses is a failure.
     return EXIT_ACTIONS_FAILED if planned.plan.refusals else EXIT_OK
@@ -65,10 +70,14 @@ def apply(arguments: argparse.Namespace) -> int:
     # SIGINT/SIGTERM stop the run at its next safe point (daemon.stop); the handlers go before printing.
     with StopRequest() as stop:
         settings = load_config(arguments.config).settings
-        bar = None
+        bar: ProgressBar | ProgressLines
         if sys.stdout.isatty() and not arguments.json:
             from daemon.render import ProgressBar
             bar = ProgressBar()
+        else:
+            # Off a terminal (a CI log) a line every few seconds instead, and only for a run that takes that long.
+            from daemon.progress import ProgressLines
+            bar = ProgressLines()
         try:
             result = observed_run(
                 settings, sorted(arguments.policy or settings.policy_names()),
@@ -82,8 +91,7 @@ def apply(arguments: argparse.Namespace) -> int:
             print_line(f"retentiond: {stop.signal_name}: {error}", sys.stderr)
             return stop.exit_code
         finally:
-            if bar is not None:
-                _after_acting(EXIT_OK, bar.stop)  # the bar is cosmetic: a fault in it must not replace the outcome
+            _after_acting(EXIT_OK, bar.stop)  # the bar is cosmetic: a fault in it must not replace the outcome
     if result.interrupted:
         exit_code = stop.exit_code
     else:
@@ -133,9 +141,16 @@ def status(arguments: argparse.Namespace) -> int:
     if arguments.json:
         print_json(report)
     else:
-        from daemon import render
-        render.print_status(report)
-    return EXIT_OK
+        from daemon.render_status import print_status
+        print_status(report)
+    return _listing_exit_code(report["deployments"])
+
+
+def _listing_exit_code(rows: list[dict[str, Any]]) -> int:
+    """Exit 1 when a provider could not list its deployments (an error row naming the provider): the answer is
+    incomplete. A note without a provider (a partial listing, unreadable ownership records) is shown, not failed."""
+    failed = any(row.get("status") == "error" and row.get("name") is None and row.get("provider") for row in rows)
+    return EXIT_ACTIONS_FAILED if failed else EXIT_OK
 
 
 def window(arguments: argparse.Namespace) -> int:
@@ -181,9 +196,9 @@ def deployments(arguments: argparse.Namespace) -> int:
         if arguments.json:
             print_json(rows)
         else:
-            from daemon import render
-            render.print_deployments(rows)
-        return EXIT_OK
+            from daemon.render_status import print_deployments
+            print_deployments(rows)
+        return _listing_exit_code(rows)
     result = manual_deployment_action(settings, arguments.deployments_command, arguments.name, arguments.provider)
     return _after_acting(EXIT_ACTIONS_FAILED if result.failed else EXIT_OK, lambda: _print_outcomes(result, arguments.json))
 
@@ -199,11 +214,25 @@ def _print_outcomes(result: RunResult, as_json: bool) -> None:
 
 
 def restore(arguments: argparse.Namespace) -> int:
-    from daemon.operations import restore_version
+    from daemon.operations import restore_version, split_tag
+    from policies.durations import format_bytes
+    from policies.model import format_instant
 
     settings = load_config(arguments.config).settings
-    restored = restore_version(settings, arguments.tag, arguments.kind)
-    print_line(f"restored {restored.kind} {restored.name}:{restored.version} (trashed {restored.trashed_at:%Y-%m-%dT%H:%M:%SZ})")
+    name, version = split_tag(arguments.tag)
+    outcome: dict[str, Any] = {"action": "restore", "kind": arguments.kind, "name": name, "version": version}
+    try:
+        restored = restore_version(settings, arguments.tag, arguments.kind)
+    except RestoreError as error:
+        if arguments.json:
+            print_json({**outcome, "outcome": "failed", "error": str(error)})
+        raise
+    if arguments.json:
+        print_json({**outcome, "kind": restored.kind, "size_bytes": restored.size_bytes,
+                    "trashed_at": format_instant(restored.trashed_at), "outcome": "ok", "error": None})
+    else:
+        print_line(f"restored {restored.kind} {restored.name}:{restored.version} (trashed {format_instant(restored.trashed_at)}, "
+                   f"{format_bytes(restored.size_bytes)})")
     return EXIT_OK
 
 
@@ -213,11 +242,20 @@ def check_config(arguments: argparse.Namespace) -> int:
     loaded = load_config(arguments.config)
     source = str(loaded.path) if loaded.path else "built-in defaults (no config file found)"
     print_line(f"# config: {source} -- valid", sys.stderr)
-    for warning in loaded.settings.unscheduled_warnings().values():
+    from daemon.surprises import config_surprises
+
+    surprises = [*loaded.settings.unscheduled_warnings().values(),
+                 *(warning for _, warning in config_surprises(loaded.settings, utc_now()))]
+    for warning in surprises:
         print_line(f"retentiond: warning: {warning}", sys.stderr)
     for warning in access_time_warnings(loaded.settings.store.home, loaded.settings.policies):
         print_line(f"retentiond: warning: {warning}", sys.stderr)
-    print(json.dumps(loaded.settings.model_dump(mode="json"), indent=2))
+    effective = loaded.settings.model_dump(mode="json")
+    if arguments.json:
+        print(json.dumps(effective, indent=2))
+    else:
+        from daemon.config_toml import to_toml
+        sys.stdout.write(to_toml(effective))
     return EXIT_OK
 
 
@@ -241,8 +279,8 @@ def audit(arguments: argparse.Namespace) -> int:
         for record in records:
             print(json.dumps(record, separators=(",", ":")))
     else:
-        from daemon import render
-        render.print_audit(records)
+        from daemon.render_audit import print_audit
+        print_audit(records)
     return EXIT_OK
 
 

@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from daemon.config_paths import AbsolutePath
 from daemon.errors import ConfigError
@@ -263,7 +263,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file's contents arrive as init values; the environment overrides them.
+        # The file's contents arrive as init values; the environment overrides them. Overrides of one policy
+        # table (RETENTIOND_RETENTION__0__KEEP_LAST) were applied to the file's tables already (daemon.config_env).
+        if isinstance(env_settings, EnvSettingsSource):
+            from daemon.config_env import is_indexed_override
+
+            env_settings.env_vars = {name: value for name, value in env_settings.env_vars.items() if not is_indexed_override(name)}
         return (env_settings, init_settings)
 
     @model_validator(mode="after")
@@ -359,6 +364,9 @@ def load_config(explicit: str | None = None) -> LoadedConfig:
     data = _read_toml(path, required) if path is not None else None
     if data is None:
         path, data = None, {}
+    from daemon.config_env import apply_indexed_overrides
+
+    data = apply_indexed_overrides(data, os.environ, str(path) if path else "the built-in defaults")
     try:
         settings = Settings(**data)
     except ValidationError as error:

@@ -57,9 +57,9 @@ class DiskWatcher:
         self._unreachable: dict[str, _Unreachable] = {}
 
     def measure(self, now: datetime) -> int:
-        """Walk the store now; return its size in bytes (and remember it as of ``now``)."""
+        """Walk the store now; return its size as a budget counts it, disk usage (and remember it as of ``now``)."""
         fingerprint = self._fingerprint()  # before the walk: a version saved during it shows as a change next time
-        size = sum(artifact.size_bytes for artifact in self._scan().artifacts)
+        size = sum(artifact.usage_bytes for artifact in self._scan().artifacts)
         self._size = _StoreSize(size, fingerprint, now)
         return size
 

@@ -5,6 +5,7 @@
      ├── StoreBusyError     another run holds the store lock       → exit 75
      ├── AuditError         the audit log cannot be written (or read) → exit 1, nothing acted on
      ├── RestoreError       a version cannot be taken out of the trash → exit 1
+     ├── ListingError       a provider cannot list its deployments, so a name cannot be looked up → exit 1
      └── RunInterrupted     a stop request (SIGINT, SIGTERM) reached a safe point → exit 130 / 143
 
     UsageError              a command-line value argparse could not check by itself → exit 2
@@ -45,6 +46,10 @@ class AuditError(RetentiondError):
 
 class RestoreError(RetentiondError):
     """A version could not be restored from the trash (not there, or the store has it)."""
+
+
+class ListingError(RetentiondError):
+    """A provider could not list its deployments, so what was asked about them cannot be answered."""
 
 
 class RunInterrupted(RetentiondError):

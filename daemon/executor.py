@@ -58,12 +58,12 @@ class ActionResult:
 
     @property
     def bytes_deleted(self) -> int:
-        """The size of the version this action took out of the store."""
-        return self.action.size_bytes or 0 if self.outcome == "ok" and self.action.action == "delete" else 0
+        """The disk usage of the version this action took out of the store."""
+        return self.action.usage_bytes if self.outcome == "ok" else 0
 
     @property
     def bytes_freed(self) -> int:
-        """The bytes this action actually removed from the disk."""
+        """The disk space this action actually freed (``bytes_left`` is disk usage stuck in the trash)."""
         return max(self.bytes_deleted - self.bytes_left, 0)
 
     def to_dict(self) -> dict[str, Any]:
@@ -284,7 +284,7 @@ def execute(
         if index is not None:
             done = result.results[index]
             note = f"{done.error}; {entry.note()}" if done.error else entry.note()
-            result.results[index] = dataclasses.replace(done, error=note, bytes_left=entry.size_bytes)
+            result.results[index] = dataclasses.replace(done, error=note, bytes_left=entry.disk_bytes)
     audit.sync()
     return result
 
@@ -370,6 +370,7 @@ def _audit_fields(action: Action) -> dict[str, Any]:
         "name": action.name,
         "version": action.version,
         "size_bytes": action.size_bytes,
+        "disk_bytes": action.disk_bytes,
         "reasons": list(action.reasons),
     }
     if action.provider is not None:

@@ -145,7 +145,7 @@ class RunGuards:
                 f"{leftover.kind} {leftover.name}:{leftover.version}: {note}"
             for leftover, note in younger if leftover.kind != "tmp"
         }
-        freed = sum(action.size_bytes or 0 for action in actions)
+        freed = sum(action.usage_bytes for action in actions)
         remaining = tuple(a for a in inventory.artifacts if (a.kind, a.name, a.version) not in self._leftovers)
         disk = inventory.disk and DiskUsage(inventory.disk.total_bytes, max(inventory.disk.used_bytes - freed, 0))
         return actions, replaced, warnings, dataclasses.replace(inventory, artifacts=remaining, disk=disk)

@@ -373,8 +373,8 @@ def _measure_in_child(jobs: list[_Job], write_fd: int) -> NoReturn:
         for job in jobs:
             facts, key, cacheable = _measure(*job)
             created = None if facts.created_at is None else (facts.created_at - _EPOCH) // _MICROSECOND
-            rows.append((facts.size_bytes, facts.newest_mtime, created, facts.labels, facts.model_references,
-                         facts.problem, facts.references_unknown, key, cacheable, facts.newest_atime))
+            rows.append((facts.size_bytes, facts.disk_bytes, facts.newest_mtime, created, facts.labels,
+                         facts.model_references, facts.problem, facts.references_unknown, key, cacheable, facts.newest_atime))
         with open(write_fd, "wb") as pipe:
             pipe.write(marshal.dumps(rows))
         code = 0
@@ -390,10 +390,11 @@ def _from_rows(payload: bytes, count: int) -> list[_Measured] | None:
     if not isinstance(rows, list) or len(rows) != count:
         return None
     return [
-        (VersionFacts(size, newest, None if created is None else _EPOCH + created * _MICROSECOND, labels, references, problem,
-                      references_unknown, newest_atime),
+        (VersionFacts(size, disk, newest, None if created is None else _EPOCH + created * _MICROSECOND, labels, references,
+                      problem, references_unknown, newest_atime),
          key, cacheable)
-        for size, newest, created, labels, references, problem, references_unknown, key, cacheable, newest_atime in rows
+        for size, disk, newest, created, labels, references, problem, references_unknown, key, cacheable, newest_atime
+        in rows
     ]
 
 
@@ -415,7 +416,7 @@ def read_access_time(kind: ArtifactKind, path: str) -> tuple[float, str | None]:
 
     Raise OSError if the directory itself cannot be stat'ed.
     """
-    _, _, newest_atime, _, problem = _walk(path, os.lstat(path), KIND_DIRS[kind][1])
+    _, _, _, newest_atime, _, problem = _walk(path, os.lstat(path), KIND_DIRS[kind][1])
     return newest_atime, problem
 
 
@@ -440,6 +441,7 @@ def _artifact(
         created_at=facts.created_at,
         modified_at=datetime.fromtimestamp(facts.newest_mtime, timezone.utc),
         size_bytes=facts.size_bytes,
+        disk_bytes=facts.disk_bytes,
         labels=facts.labels,
         is_latest=latest == version,
         model_references=facts.model_references,
@@ -458,7 +460,7 @@ def _measure(
     Facts that an I/O error shaped (an unlistable sub-directory, an unreadable metadata file) are not
     cached: the error may be gone next time.
     """
-    size_bytes, newest_mtime, newest_atime, metadata_info, walk_problem = _walk(path, directory_info, metadata_name)
+    size_bytes, disk_bytes, newest_mtime, newest_atime, metadata_info, walk_problem = _walk(path, directory_info, metadata_name)
     size_hint = metadata_info.st_size if metadata_info is not None else 4096
     regular_file = metadata_info is not None and metadata_info.st_mode & _FILE_TYPE_BITS == _REGULAR
     fields, problem, io_failed = read_metadata(
@@ -466,6 +468,7 @@ def _measure(
     )
     facts = VersionFacts(
         size_bytes=size_bytes,
+        disk_bytes=disk_bytes,
         newest_mtime=newest_mtime,
         created_at=fields.get("created_at"),
         labels=fields.get("labels", {}),
@@ -479,8 +482,9 @@ def _measure(
 
 def _walk(
     root: str, root_info: os.stat_result, metadata_name: str
-) -> tuple[int, float, float, os.stat_result | None, str | None]:
-    """Sum the apparent size of regular files and find the newest mtime, without following links.
+) -> tuple[int, int, float, float, os.stat_result | None, str | None]:
+    """Sum the apparent size of regular files and the disk usage of everything (as ``du``: allocated blocks of
+    every entry and of ``root`` itself), and find the newest mtime, without following links.
 
     Also return the newest access time of the regular files other than the metadata file, counting a file
     only once it was read after it was last written (0.0: none; directories' access times move when anyone
@@ -488,6 +492,7 @@ def _walk(
     file's lstat (taken before it is read) and the first listing problem.
     """
     size_bytes = 0
+    blocks = root_info.st_blocks
     newest = root_info.st_mtime
     newest_atime = 0.0
     metadata_info = None
@@ -499,6 +504,7 @@ def _walk(
             with os.scandir(directory) as entries:
                 for entry in entries:
                     info = entry.stat(follow_symlinks=False)
+                    blocks += info.st_blocks
                     if info.st_mtime > newest:
                         newest = info.st_mtime
                     # The hottest loop of a cold scan: the mode test inlined instead of S_ISREG/S_ISDIR calls.
@@ -515,7 +521,8 @@ def _walk(
                         metadata_info = info
         except OSError as error:
             problem = problem or f"cannot read {directory}: {error.strerror}"
-    return size_bytes, newest, newest_atime, metadata_info, problem
+    # st_blocks counts 512-byte units whatever the filesystem's block size (POSIX, and what du -B1 reports).
+    return size_bytes, blocks * 512, newest, newest_atime, metadata_info, problem
 
 
 def tree_size(path: Path) -> int:
@@ -523,13 +530,20 @@ def tree_size(path: Path) -> int:
 
     Never follows links; what cannot be listed is not counted.
     """
+    return tree_usage(path)[0]
+
+
+def tree_usage(path: Path) -> tuple[int, int]:
+    """Given a file or a directory, return (apparent size of its regular files, disk usage as ``du`` counts it);
+    (0, 0) if it is gone. Never follows links; what cannot be listed is not counted."""
     try:
         info = os.lstat(path)
     except OSError:
-        return 0
+        return 0, 0
     if not stat.S_ISDIR(info.st_mode):
-        return info.st_size if stat.S_ISREG(info.st_mode) else 0
-    return _walk(str(path), info, "")[0]
+        return (info.st_size if stat.S_ISREG(info.st_mode) else 0), info.st_blocks * 512
+    size_bytes, disk_bytes, *_ = _walk(str(path), info, "")
+    return size_bytes, disk_bytes
 
 
 def _version_key(directory_info: os.stat_result, metadata_info: os.stat_result | None) -> VersionKey:

@@ -16,20 +16,26 @@ from typing import TextIO
 # format characters (bidi overrides reorder what follows them on screen; zero-width ones make two
 # different names look equal), line and paragraph separators, and lone surrogates (an undecodable
 # byte of a file name, which would make the write itself raise UnicodeEncodeError).
-_SHOWN_ESCAPED = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# Zs: spaces other than " " (no-break, en, ideographic...) look like a space or like nothing, so a value could
+# pass for another or end a line in what looks like a trailing space; they are shown escaped too.
+_SHOWN_ESCAPED = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp", "Zs"})
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def visible(text: str) -> str:
     """Given any text, return it with every character that could move the cursor, colour the screen, start a
-    new line or reorder what follows replaced by its Python escape (``\\x1b``, ``\\n``, ``\\u202e``).
+    new line, reorder what follows or pass for a plain space replaced by its Python escape (``\\x1b``,
+    ``\\n``, ``\\u202e``, ``\\xa0``).
 
     Printable text comes back unchanged, the same object. Backslashes are not doubled: the result is for
     reading, not for parsing back.
     """
     if text.isprintable():
         return text
-    return "".join(_escape(character) if unicodedata.category(character) in _SHOWN_ESCAPED else character for character in text)
+    return "".join(
+        _escape(character) if character != " " and unicodedata.category(character) in _SHOWN_ESCAPED else character
+        for character in text
+    )
 
 
 def _escape(character: str) -> str:

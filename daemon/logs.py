@@ -1,4 +1,9 @@
-"""Operational logs: structlog lines on stderr (JSON off a terminal, readable on one)."""
+"""Operational logs: structlog lines on stderr (JSON off a terminal, readable on one).
+
+Libraries that log through the standard ``logging`` module (APScheduler's "job missed" and "job raised"
+warnings, a provider client's) are rendered by the same processors, so off a terminal every line of
+stderr is one JSON object; their warnings and errors are kept, their chatter (INFO) is not.
+"""
 
 from __future__ import annotations
 
@@ -58,6 +63,40 @@ def configure(level: int = logging.INFO) -> None:
         logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
+    _route_standard_logging(structlog, renderers)
+
+
+class _StandardLoggingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (tests and daemonisers replace it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _route_standard_logging(structlog: ModuleType, renderers: list[Processor]) -> None:
+    """Render records of the ``logging`` module (WARNING and above) like our own events, on stderr."""
+    import structlog.stdlib
+
+    handler = _StandardLoggingHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+            structlog.processors.format_exc_info,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers],
+    ))
+    root = logging.getLogger()
+    # Configured once per command, but tests run many in one process: replace our handler, keep anyone else's.
+    root.handlers = [existing for existing in root.handlers if not isinstance(existing, _StandardLoggingHandler)]
+    root.addHandler(handler)
 
 
 def _visible_strings(logger: object, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -21,7 +21,7 @@ import json
 from collections import Counter as Tally
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from filelock import FileLock, Timeout
 from daemon.config import Settings
 from daemon.errors import ConfigError
 from daemon.files import write_file_atomically
+from daemon.instants import utc_now
 from daemon.metric_snapshot import KINDS, Snapshot
 from daemon.offhours_figures import Overdue, PolicySavings, SavingsFile, hourly_costs, overdue
 from daemon.ownership import OwnershipFile, OwnershipState
@@ -122,10 +123,13 @@ class Metrics:
     """The metrics of one config: record runs, render the textfile, serve the endpoint.
 
     ``refresh_seconds``: how often the writer rewrites the textfile (the daemon); None for ``apply``,
-    whose textfile is stale after twice the shortest policy interval.
+    whose textfile is stale after twice the shortest policy interval. ``clock`` times each rendering.
     """
 
-    def __init__(self, settings: Settings, refresh_seconds: float | None = None) -> None:
+    def __init__(
+        self, settings: Settings, refresh_seconds: float | None = None, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.clock = clock
         self.settings = settings
         self.refresh_seconds = refresh_seconds
         self.file = MetricsFile(settings.daemon.state_dir)
@@ -156,7 +160,7 @@ class Metrics:
                 if self.settings.metrics.textfile is not None:
                     self._write(self.snapshot(state=state))
                 elif self.settings.offhours:
-                    _offhours(self.settings, datetime.now(timezone.utc), save=True)  # keep the savings ledger current
+                    _offhours(self.settings, self.clock(), save=True)  # keep the savings ledger current
         except (OSError, Timeout) as error:
             log.warning("metrics.write_failed", path=str(self.file.path), error=getattr(error, "strerror", None) or str(error))
 
@@ -180,7 +184,7 @@ class Metrics:
         Unless ``read_only``, the savings ledger is brought up to date and saved (under the metrics lock).
         """
         settings = self.settings
-        now = datetime.now(timezone.utc)
+        now = self.clock()
         snapshot = Snapshot(state=self.file.load() if state is None else state, written_at=now.timestamp())
         snapshot.intervals = policy_intervals(settings, now)
         snapshot.stale_after = (

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from daemon.config import Settings
 from daemon.deployments import MANUAL_POLICY, DeploymentContext, list_deployments, with_deployments
-from daemon.errors import ConfigError, RestoreError
+from daemon.errors import ListingError, RestoreError, UsageError
 from daemon.executor import RunResult, execute
 from daemon.instants import utc_now
 from daemon.ownership import OwnershipFile
@@ -38,9 +38,13 @@ def manual_deployment_action(
 
     A manual terminate is recorded as manual, so off-hours never restarts it. A manual restart
     while the off-hours policy deciding the deployment is in downtime is recorded as a start by
-    hand, so off-hours leaves it up until that window ends. Raise ConfigError if no provider, or
-    more than one, has a deployment of that name.
+    hand, so off-hours leaves it up until that window ends. Raise UsageError for an unknown
+    ``provider``, or if no provider, or more than one, lists a deployment of that name; ListingError
+    if none does and a provider could not list.
     """
+    if provider is not None and provider not in settings.providers:
+        known = ", ".join(sorted(settings.providers)) or "none configured"
+        raise UsageError(f"--provider: unknown provider {provider!r} (configured: {known})")
     with locked_run(settings, [MANUAL_POLICY], wait_seconds, clock=clock) as run:
         wanted = {provider} if provider else set(settings.providers)
         providers = build_providers(settings, wanted)
@@ -58,9 +62,15 @@ def _manual(settings: Settings, run: LockedRun, context: DeploymentContext, acti
     now = run.now
     actor = ready_deployments(context, run, settings)
     matches = [d for d in context.view.deployments if d.name == name]
-    if len(matches) != 1:
-        where = ", ".join(sorted({d.provider for d in matches})) or "no provider"
-        raise ConfigError(f"deployment {name!r} found in {where}; name one provider with --provider")
+    if not matches and (context.view.failed or context.view.warnings):
+        # Not a usage error: the deployment may well exist in the provider that did not answer (in full).
+        raise ListingError(f"deployment {name!r} not found, and {'; '.join(context.view.problems())}")
+    if not matches:
+        listed = ", ".join(sorted(context.view.listed)) or "no provider"
+        raise UsageError(f"no deployment named {name!r} (listed by {listed}); `retentiond deployments list` shows them")
+    if len(matches) > 1:
+        where = ", ".join(sorted({d.provider for d in matches}))
+        raise UsageError(f"deployment {name!r} found in {where}; name one provider with --provider")
     reasons: tuple[str, ...] = (f"{action} requested by hand",)
     policy = hand_start_policy(settings.offhours, matches[0], now) if action == "restart" else None
     if policy is not None:
@@ -101,7 +111,12 @@ def list_all_deployments(settings: Settings, now: datetime) -> list[dict[str, ob
             "policy": policy_name, "now": decision, "reasons": list(reasons),
             "next_window_change": format_instant(change) if change else None,
         })
-    rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.problems())
+    # A provider that could not list at all is named in its row (scripts exit 1 on it); a partial listing is a note.
+    rows.extend({"provider": None, "name": None, "status": "error", "reasons": [w]} for w in context.view.warnings)
+    rows.extend(
+        {"provider": name, "name": None, "status": "error", "reasons": [f"provider {name}: cannot list deployments: {why}"]}
+        for name, why in context.view.failed.items()
+    )
     return rows
 
 
@@ -114,14 +129,20 @@ def _owner(deployment: Deployment, record: Ownership | None, hand_start: HandSta
     return "manual" if record.manual else f"retentiond ({record.policy})"
 
 
+def split_tag(tag: str) -> tuple[str, str]:
+    """Given ``NAME:VERSION``, return (name, version). Raise UsageError if either part is missing."""
+    name, _, version = tag.partition(":")
+    if not name or not version:
+        raise UsageError(f"restore needs NAME:VERSION (a version from `retentiond audit show`), got {tag!r}")
+    return name, version
+
+
 def restore_version(settings: Settings, tag: str, kind: ArtifactKind | None) -> TrashedVersion:
     """Take ``NAME:VERSION`` back out of the trash, under the lock and in the audit log.
 
-    Raise ConfigError for a malformed tag and RetentiondError when it cannot be restored.
+    Raise UsageError for a malformed tag and RetentiondError when it cannot be restored.
     """
-    name, _, version = tag.partition(":")
-    if not name or not version:
-        raise ConfigError(f"restore needs NAME:VERSION, got {tag!r}")
+    name, version = split_tag(tag)
     with locked_run(settings, ["restore"], 0) as run:
         run.audit.record("artifact.restore_intended", kind=kind, name=name, version=version, policy="manual")
         run.audit.sync()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.files import RemovalFailure, remove_tree
-from daemon.inventory import tree_size
+from daemon.inventory import tree_usage
 from daemon.layout import KIND_DIRS
 from policies.model import ArtifactKind
 
@@ -26,7 +26,8 @@ _KIND_OF_SUBDIR: dict[str, ArtifactKind] = {subdir: kind for kind, (subdir, _) i
 class StuckEntry:
     """A trash entry that a purge could not remove completely.
 
-    ``size_bytes`` is what is left of it; ``error`` names the first path that refused and why.
+    ``size_bytes`` is what is left of it (apparent size), ``disk_bytes`` the disk space that still takes;
+    ``error`` names the first path that refused and why.
     """
 
     path: Path
@@ -35,10 +36,11 @@ class StuckEntry:
     kind: ArtifactKind | None = None
     name: str | None = None
     version: str | None = None
+    disk_bytes: int = 0
 
     def note(self) -> str:
         """Return what the deletion of this version reports: its bytes were not freed."""
-        return f"{self.size_bytes} bytes remain in the trash: {self.error}; retried next run"
+        return f"{self.disk_bytes} bytes on disk remain in the trash: {self.error}; retried next run"
 
     def describe(self) -> str:
         what = f"{self.kind} {self.name}:{self.version}" if self.version else str(self.path)
@@ -46,7 +48,7 @@ class StuckEntry:
 
     def audit_fields(self) -> dict[str, object]:
         return {
-            "path": str(self.path), "error": self.error, "size_bytes": self.size_bytes,
+            "path": str(self.path), "error": self.error, "size_bytes": self.size_bytes, "disk_bytes": self.disk_bytes,
             "kind": self.kind, "name": self.name, "version": self.version,
         }
 
@@ -80,7 +82,8 @@ class StuckEntries:
         entries = []
         for path, group in grouped.items():
             more = f" (and {len(group) - 1} more)" if len(group) > 1 else ""
-            entry = StuckEntry(path, group[0].describe() + more, tree_size(path), *self._tag_of(path))
+            size_bytes, disk_bytes = tree_usage(path)
+            entry = StuckEntry(path, group[0].describe() + more, size_bytes, *self._tag_of(path), disk_bytes=disk_bytes)
             entries.append(entry)
             self._entries[path] = entry
             if path not in self._reported:

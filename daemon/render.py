@@ -1,4 +1,7 @@
-"""Human output: tables of plans, run results, status, deployments and audit records (rich).
+"""Human output of plans and run results, and the console every human output goes through (rich).
+
+``daemon.render_status`` (status, deployments) and ``daemon.render_audit`` (audit records) print through
+the same console; ``daemon.render_table`` lays every table out for the terminal's width or for a pipe.
 
 Nearly every string shown here comes from someone else: names, versions and labels from the store,
 policy names, selectors and paths from the config, names, statuses and errors from a provider,
@@ -12,12 +15,14 @@ fields of the audit log. They are shown literally, and that is made structural r
 - Renderers therefore pass plain ``str`` values, one ``print`` call per line, and give styles as
   arguments (``style="red"``), never inside the text. Do not build ``Text`` or ``Text.from_markup``
   from a value, and do not create another ``Console``: both would bypass that door.
-- Nothing is cut: every column folds a long value onto further lines instead of ending it in "…",
-  and off a terminal the console is as wide as the longest line, with no colour and no escape code
-  whatever FORCE_COLOR or TTY_COMPATIBLE say, so a pipe or a CI log gets one plain line per row.
+- Nothing is cut: ids, timestamps and sizes keep their whole width, reasons wrap under their row or
+  move to a line of their own (daemon.render_table), and off a terminal the console is as wide as the
+  longest line, with no colour and no escape code whatever FORCE_COLOR or TTY_COMPATIBLE say, so a pipe
+  or a CI log gets one plain line per row, with no trailing spaces.
 
-tests/daemon/test_render_literal.py feeds hostile text to every public ``print_*`` function (a new one
-without a case there fails that test) and to the progress bar.
+tests/daemon/test_render_literal.py feeds hostile text to every public ``print_*`` function of these
+modules (a new one without a case there fails that test) and to the progress bar;
+tests/daemon/test_screen.py looks at the real commands in an 80-column terminal.
 """
 
 from __future__ import annotations
@@ -25,21 +30,24 @@ from __future__ import annotations
 import errno
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rich.console import Console, HighlighterType, JustifyMethod, OverflowMethod
 from rich.style import Style
-from rich.table import Table
 from rich.text import Text
 
 from daemon.literal import visible
+from daemon.render_table import HEADER, MIN_WRAP_WIDTH, Cell, Column, layout, wrap
 from policies.durations import format_bytes
 from policies.model import Artifact, Inventory, Plan, format_instant
 
 if TYPE_CHECKING:
     from daemon.executor import ActionResult, RunResult
 
+# The console type the renderers of daemon.render_status and daemon.render_audit print on (only this module imports rich).
+Output = Console
 # Off a terminal nothing wraps: a reader (grep, a CI log) gets each row on one line, however long.
 OFF_TERMINAL_WIDTH = 1 << 24
 
@@ -80,49 +88,123 @@ def console() -> Console:
     )
 
 
-def _table(*columns: str, right: tuple[str, ...] = ()) -> Table:
-    """Return a borderless table whose cells fold a long value onto further lines instead of cutting it."""
-    table = Table(show_edge=False, pad_edge=False)
-    for column in columns:
-        table.add_column(column, overflow="fold", justify="right" if column in right else "left")
-    return table
+def print_table(
+    out: Console, columns: Sequence[Column], rows: Sequence[Sequence[Cell]], styles: Sequence[str | None] = (),
+    min_wrap: int = MIN_WRAP_WIDTH,
+) -> None:
+    """Print a table laid out for the terminal's width (see daemon.render_table), or for a pipe; ``styles`` per row."""
+    for line in layout(columns, rows, out.width if out.is_terminal else None, min_wrap):
+        style = "bold" if line.row == HEADER else (styles[line.row] if line.row < len(styles) else None)
+        out.print(line.text, style=style)
+
+
+def print_paragraph(out: Console, text: str, indent: int = 0, style: str | None = None) -> None:
+    """Print a sentence indented by ``indent``; on a terminal wrapped at its width, continuation lines two further in.
+
+    Off a terminal it stays one line, so a pipe gets one line per sentence.
+    """
+    if not out.is_terminal:
+        out.print(" " * indent + text, style=style)
+        return
+    lines = wrap(visible(text), max(out.width - indent, MIN_WRAP_WIDTH), max(out.width - indent - 2, MIN_WRAP_WIDTH))
+    for number, line in enumerate(lines):
+        out.print(" " * (indent if number == 0 else indent + 2) + line, style=style)
+
+
+@dataclass
+class _Decided:
+    """What the policies decided for one version or deployment, with every reason, each with its policy."""
+
+    decision: str
+    reasons: list[tuple[str, str]] = field(default_factory=list)
+    provider: str | None = None
+
+
+def _decisions(plan: Plan) -> dict[tuple[str, str], dict[str, _Decided]]:
+    """Return, per (kind, name), each version's (or deployment's, version "") decision and reasons."""
+    decided: dict[tuple[str, str], dict[str, _Decided]] = defaultdict(dict)
+    for action in plan.actions:
+        entry = decided[(action.kind, action.name)].setdefault(action.version or "", _Decided(action.action))
+        entry.decision, entry.provider = action.action, action.provider
+        entry.reasons.extend((action.policy, reason) for reason in action.reasons)
+    for kept in plan.kept:
+        entry = decided[(kept.kind, kept.name)].setdefault(kept.version or "", _Decided("keep"))
+        entry.reasons.extend((kept.policy, reason) for reason in kept.reasons)
+    return decided
+
+
+def _reasons(entry: _Decided, single_policy: bool) -> list[str]:
+    return [reason if single_policy else f"{policy}: {reason}" for policy, reason in entry.reasons]
 
 
 def print_plan(plan: Plan, inventory: Inventory, outcomes: dict[tuple[str, str, str], str] | None = None) -> None:
-    """Print one table per artifact name: every version a policy looked at, kept or deleted, and why."""
+    """Print one table per artifact name (every version a policy looked at, kept or deleted, and why), then one
+    table of deployments, then the totals. ``outcomes`` (of a run) are shown next to each decision."""
     out = console()
     artifacts: dict[tuple[str, str, str], Artifact] = {(a.kind, a.name, a.version): a for a in inventory.artifacts}
-    rows: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(dict)
-    decisions: dict[tuple[str, str, str], str] = {}
-    for action in plan.actions:
-        key = (action.kind, action.name, action.version or "")
-        decisions[key] = action.action
-        rows[(action.kind, action.name)][action.version or ""] = [f"{action.policy}: {r}" for r in action.reasons]
-    for kept in plan.kept:
-        key = (kept.kind, kept.name, kept.version or "")
-        decisions.setdefault(key, "keep")
-        rows[(kept.kind, kept.name)].setdefault(kept.version or "", []).extend(f"{kept.policy}: {r}" for r in kept.reasons)
-    for (kind, name), versions in sorted(rows.items()):
-        # The title is a line of its own: a table title would wrap at the table's width.
-        out.print(f"{kind} {name}")
-        table = _table("version", "created", "size", "decision", "reasons", right=("size",))
+    decided = _decisions(plan)
+    for (kind, name), versions in sorted(decided.items()):
+        if kind == "deployment":
+            continue
+        policies = sorted({policy for entry in versions.values() for policy, _ in entry.reasons})
+        single = len(policies) == 1
+        counts = Counter(entry.decision for entry in versions.values())
+        freed = sum(
+            artifacts[(kind, name, version)].usage_bytes for version, entry in versions.items()
+            if entry.decision == "delete" and (kind, name, version) in artifacts
+        )
+        # The title is a line of its own, with the policy when only one decided this name (its reasons then go without it).
+        print_paragraph(out, f"{kind} {name}" + (f" (policy {policies[0]})" if single else "")
+                        + f": delete {counts['delete']} ({format_bytes(freed)} on disk), keep {counts['keep']}")
         ordered = sorted(versions, key=lambda version: _created_key(artifacts.get((kind, name, version))), reverse=True)
+        rows, styles = [], []
         for version in ordered:
             artifact = artifacts.get((kind, name, version))
-            decision = decisions[(kind, name, version)]
-            if outcomes is not None and decision != "keep":
-                decision = f"{decision}: {outcomes.get((kind, name, version), '?')}"
-            table.add_row(
+            entry = versions[version]
+            decision, notes = _with_outcome(entry.decision, outcomes, (kind, name, version))
+            rows.append((
                 version,
                 format_instant(artifact.created_at) if artifact and artifact.created_at else "-",
-                format_bytes(artifact.size_bytes) if artifact else "-",
+                format_bytes(artifact.usage_bytes) if artifact else "-",
                 decision,
-                "; ".join(versions[version]),
-                style="red" if decision.startswith("delete") else None,
-            )
-        out.print(table)
+                notes + _reasons(entry, single),
+            ))
+            styles.append("red" if entry.decision == "delete" else None)
+        print_table(out, PLAN_COLUMNS, rows, styles)
         out.print()
+    _print_deployment_decisions(out, decided, outcomes)
     _print_totals(out, plan)
+
+
+# Sizes are disk usage (as du counts it): what deleting a version frees. JSON has both (size_bytes, disk_bytes).
+PLAN_COLUMNS = (Column("VERSION"), Column("CREATED"), Column("ON DISK", right=True), Column("DECISION"),
+                Column("REASONS", detail=True))
+
+
+def _with_outcome(
+    decision: str, outcomes: dict[tuple[str, str, str], str] | None, key: tuple[str, str, str]
+) -> tuple[str, list[str]]:
+    """Return the decision, with the outcome of a run beside it ("delete: failed"), and the outcome's error as a note."""
+    if outcomes is None or decision == "keep":
+        return decision, []
+    outcome, _, error = outcomes.get(key, "?").partition(": ")
+    return f"{decision}: {outcome}", [f"{outcome}: {error}"] if error else []
+
+
+def _print_deployment_decisions(
+    out: Console, decided: dict[tuple[str, str], dict[str, _Decided]], outcomes: dict[tuple[str, str, str], str] | None
+) -> None:
+    deployments = {name: versions[""] for (kind, name), versions in decided.items() if kind == "deployment" and "" in versions}
+    if not deployments:
+        return
+    out.print("deployments")
+    rows, styles = [], []
+    for name, entry in sorted(deployments.items()):
+        decision, notes = _with_outcome(entry.decision, outcomes, ("deployment", name, ""))
+        rows.append((name, entry.provider or "-", decision, notes + _reasons(entry, False)))
+        styles.append(None if entry.decision == "keep" else "red")
+    print_table(out, (Column("NAME"), Column("PROVIDER"), Column("DECISION"), Column("REASONS", detail=True)), rows, styles)
+    out.print()
 
 
 def _created_key(artifact: Artifact | None) -> str:
@@ -136,18 +218,58 @@ def _print_totals(out: Console, plan: Plan) -> None:
         "deployment(s) to " + ", ".join(f"{verb} {count}" for verb, count in sorted(deployments.items())) + "; "
         if deployments else ""
     )
-    out.print(
+    print_paragraph(
+        out,
         f"{len(deletions)} version(s) to delete, {format_bytes(plan.bytes_to_free)} to free; {planned_for_deployments}"
-        f"{len({(k.kind, k.name, k.version) for k in plan.kept})} kept. (at {format_instant(plan.at)})"
+        f"{len({(k.kind, k.name, k.version) for k in plan.kept})} kept. (at {format_instant(plan.at)})",
     )
     for warning in plan.warnings:
-        out.print(f"warning: {warning}", style="yellow")
+        print_paragraph(out, f"warning: {warning}", style="yellow")
+
+
+def print_plan_summary(plan: Plan, inventory: Inventory) -> None:
+    """Print one line per policy and artifact name (delete N, keep M, bytes to free), one per off-hours policy
+    and provider (terminate, restart, delete, keep), then the totals line."""
+    out = console()
+    names: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
+    deployments: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for action in plan.actions:
+        if action.kind == "deployment":
+            deployments[(action.policy, action.provider or "-")][action.action] += 1
+            continue
+        counts = names[(action.policy, action.kind, action.name)]
+        counts["delete"] += 1
+        counts["bytes"] += action.usage_bytes
+    provider_of = {deployment.name: deployment.provider for deployment in inventory.deployments}
+    for kept in plan.kept:
+        if kept.kind == "deployment":
+            deployments[(kept.policy, provider_of.get(kept.name, "-"))]["keep"] += 1
+        else:
+            names[(kept.policy, kept.kind, kept.name)]["keep"] += 1
+    if names:
+        print_table(out, SUMMARY_COLUMNS, [
+            (policy, kind, str(counts["delete"]), str(counts["keep"]), format_bytes(counts["bytes"]), [name])
+            for (policy, kind, name), counts in sorted(names.items())
+        ], [("red" if counts["delete"] else None) for _, counts in sorted(names.items())])
+    if deployments:
+        if names:
+            out.print()
+        verbs = {"terminate": "TERMINATE", "restart": "RESTART", "delete_deployment": "DELETE", "keep": "KEEP"}
+        print_table(out, (Column("POLICY"), Column("PROVIDER"), *(Column(header, right=True) for header in verbs.values())), [
+            (policy, provider, *(str(counts[verb]) for verb in verbs)) for (policy, provider), counts in sorted(deployments.items())
+        ])
+    _print_totals(out, plan)
+
+
+# The name goes last: a long one then folds in its own column instead of pushing the figures off the screen.
+SUMMARY_COLUMNS = (Column("POLICY"), Column("KIND"), Column("DELETE", right=True), Column("KEEP", right=True),
+                   Column("TO FREE", right=True), Column("NAME", detail=True))
 
 
 def print_run(result: RunResult) -> None:
     """Print the plan of a run with each action's outcome, then the totals of what happened."""
     outcomes = {
-        (r.action.kind, r.action.name, r.action.version or ""): r.outcome + (f" ({r.error})" if r.error else "")
+        (r.action.kind, r.action.name, r.action.version or ""): r.outcome + (f": {r.error}" if r.error else "")
         for r in result.results
     }
     for action in result.not_started():
@@ -156,110 +278,14 @@ def print_run(result: RunResult) -> None:
     counters = result.counters()
     status = f"INTERRUPTED during {result.interrupted_during}" if result.interrupted else "done"
     not_started = f", {counters['actions_not_started']} not started" if result.interrupted else ""
-    console().print(
+    out = console()
+    print_paragraph(
+        out,
         f"{status}: {counters['actions_ok']} ok, {counters['actions_failed']} failed, "
-        f"{counters['actions_skipped']} skipped{not_started}; {format_bytes(result.bytes_freed)} freed."
+        f"{counters['actions_skipped']} skipped{not_started}; {format_bytes(result.bytes_freed)} freed.",
     )
     for entry in result.trash_stuck:
-        console().print(f"warning: {entry.describe()}", style="yellow", markup=False)
-
-
-def print_audit(records: Iterable[dict[str, Any]]) -> None:
-    """Print audit records as a table."""
-    table = _table("ts", "run", "event", "policy", "item", "size", "outcome", "error")
-    for record in records:
-        item = f"{record.get('kind', '')} {record.get('name', '')}:{record.get('version', '')}" if record.get("name") else ""
-        size = record.get("size_bytes")
-        table.add_row(
-            str(record.get("ts", ""))[:19],
-            str(record.get("run_id", "")),
-            str(record.get("event", "")),
-            str(record.get("policy") or ""),
-            item,
-            format_bytes(size) if isinstance(size, int) else "",
-            str(record.get("outcome") or ""),
-            str(record.get("error") or ""),
-        )
-    console().print(table)
-
-
-def print_status(report: dict[str, Any]) -> None:
-    """Print the status report: store per name and its warnings, disk limits, trash, policies, deployments."""
-    out = console()
-    store = report["store"]
-    out.print(f"store {store['home']}: {store['versions']} versions, {format_bytes(store['size_bytes'])}")
-    table = _table("kind", "name", "versions", "size", "oldest", "newest", right=("versions", "size"))
-    for entry in store["names"]:
-        table.add_row(entry["kind"], entry["name"], str(entry["versions"]), format_bytes(entry["size_bytes"]),
-                      entry["oldest"] or "-", entry["newest"] or "-")
-    out.print(table)
-    if "in_use" in store:
-        read = store.get("read_recently")
-        out.print(f"in use by running processes: {store['in_use']} version(s)"
-                  + (f"; read recently (keep_used_within): {read} version(s)" if read is not None else ""))
-    for warning in store.get("warnings", []):
-        out.print(f"warning: {warning}", style="yellow")
-    disk = report["disk"]
-    out.print()
-    out.print(f"disk: {disk['used_ratio']:.1%} used ({format_bytes(disk['used_bytes'])} of {format_bytes(disk['total_bytes'])})")
-    for limits in disk["policies"]:
-        keys = ("high_watermark", "low_watermark", "max_store_size")
-        settings = ", ".join(f"{key} {limits[key]['setting']}" for key in keys if key in limits)
-        last = limits.get("last_evaluation") or {}
-        blocked = "" if last.get("reached", True) else f"; target not reachable, blocked {last.get('blocked_by')}"
-        out.print(f"  {limits['name']}: {settings}{blocked}")
-    trash = report["trash"]
-    out.print(f"trash: {trash['versions']} version(s), {format_bytes(trash['size_bytes'])}")
-    stuck = trash["stuck"]
-    if stuck["entries"]:
-        out.print(
-            f"  {stuck['entries']} entr{'y' if stuck['entries'] == 1 else 'ies'} cannot be purged "
-            f"({format_bytes(stuck['size_bytes'])} still on disk), retried every run; first: {stuck['first_error']}",
-            style="yellow",
-        )
-    backup = report.get("backup")
-    if backup is not None:
-        out.print(_describe_backup(backup))
-    out.print("policies")
-    policies = _table("policy", "kind", "last run", "outcome", "deleted", "freed", "next run")
-    for policy in report["policies"]:
-        last = policy["last_run"] or {}
-        policies.add_row(policy["name"], policy["kind"], str(last.get("at", "never")), str(last.get("outcome", "-")),
-                         str(last.get("actions_ok", "-")), format_bytes(last["bytes_freed"]) if last else "-",
-                         policy["next_run"] or (f"every {policy['check_interval']}" if policy["check_interval"] else "-"))
-    out.print(policies)
-    for policy in report["policies"]:
-        if "savings" in policy:
-            saved = policy["savings"]
-            cost = f", {saved['cost_saved']:.2f} saved" if saved["cost_saved"] is not None else ""
-            out.print(f"  {policy['name']}: {saved['deployment_hours_saved']:.1f} deployment-hours down{cost}; "
-                      f"{saved['deployments_down']} down now")
-    if report["deployments"]:
-        out.print()
-        out.print("deployments")
-        print_deployments(report["deployments"])
-
-
-def _describe_backup(backup: dict[str, Any]) -> str:
-    head = f"backup: require_pushed {backup['provider']}"
-    if backup["source"] != "last run":
-        return f"{head}: {backup['source']}"
-    reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(backup["by_reason"].items()))
-    held = f"{backup['held_back_versions']} version(s), {format_bytes(backup['held_back_bytes'])} held back"
-    error = f"; registry error: {backup['registry_error']}" if backup.get("registry_error") else ""
-    return f"{head} (last run {backup['at']}): {held}{' (' + reasons + ')' if reasons else ''}{error}"
-
-
-def print_deployments(rows: list[dict[str, Any]]) -> None:
-    """Print deployments with their owner record, what off-hours decides now, and the next window change."""
-    table = _table("provider", "name", "status", "owner", "policy", "now", "next change", "why")
-    for row in rows:
-        table.add_row(
-            str(row["provider"] or "-"), str(row["name"] or "-"), str(row["status"]), str(row.get("owner") or "-"),
-            str(row.get("policy") or "-"), str(row.get("now") or "-"), str(row.get("next_window_change") or "-"),
-            "; ".join(str(reason) for reason in row["reasons"]),
-        )
-    console().print(table)
+        print_paragraph(out, f"warning: {entry.describe()}", style="yellow")
 
 
 class ProgressBar:
@@ -280,8 +306,7 @@ class ProgressBar:
         self._progress.start()
 
     def advance(self, result: ActionResult) -> None:
-        freed = result.action.size_bytes or 0 if result.outcome == "ok" else 0
-        self._progress.update(self._task, advance=freed, item=f"{result.action.name}:{result.action.version}")
+        self._progress.update(self._task, advance=result.bytes_freed, item=f"{result.action.name}:{result.action.version}")
 
     def stop(self) -> None:
         self._progress.stop()

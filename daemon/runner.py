@@ -138,6 +138,7 @@ def _report_stuck(trash: Trash, state: StateFile, run_id: str, now: datetime) ->
     if stuck:
         log.warning(
             "trash.purge_failed", run_id=run_id, entries=len(stuck), size_bytes=sum(entry.size_bytes for entry in stuck),
+            disk_bytes=sum(entry.disk_bytes for entry in stuck),
             first_error=stuck[0].error, retry="next run",
         )
     state.record_trash(stuck, now)
@@ -170,7 +171,9 @@ def finish_run(run: LockedRun, result: RunResult, settings: Settings, policies: 
     run.audit.record(event, **during, **result.counters(), by_policy=by_policy)
     for report in result.plan.disk_reports:
         if report.triggers:
-            log.info("disk.evaluated", run_id=run.run_id, report=report.describe(), blocked_bytes=report.blocked_bytes)
+            # A target the policy cannot reach needs a person (a bigger disk, fewer pins): a warning.
+            emit = log.info if report.reached else log.warning
+            emit("disk.evaluated", run_id=run.run_id, report=report.describe(), blocked_bytes=report.blocked_bytes)
     log.info(event, run_id=run.run_id, store=str(run.home), policies=policies, **during, **result.counters())
 
 

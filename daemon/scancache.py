@@ -38,11 +38,13 @@ import structlog
 
 log = structlog.get_logger("retentiond")
 
-FORMAT = 3  # 3: a bento's references_unknown is remembered (format 2 would read back as "known")
+# 3: a bento's references_unknown is remembered (format 2 would read back as "known").
+# 4: records carry disk_bytes. A cache of an older format is not read: every version is measured again.
+FORMAT = 4
 SETTLE_SECONDS = 600.0
 VersionKey = tuple[int, int, int, int, int, int, int, int]
-# key (8 × int64), size_bytes, newest_mtime, created_at in µs since the epoch (or _NO_TIME)
-_RECORD = struct.Struct("<8qqdq")
+# key (8 × int64), size_bytes, newest_mtime, created_at in µs since the epoch (or _NO_TIME), disk_bytes
+_RECORD = struct.Struct("<8qqdqq")
 _NO_TIME = -(2**63)
 _KEY_LENGTH = 8
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -53,9 +55,14 @@ _active_state_dir: ContextVar[Path | None] = ContextVar("retentiond_scan_cache_d
 
 
 class VersionFacts(NamedTuple):
-    """What a scan learns from one version directory, apart from where it is."""
+    """What a scan learns from one version directory, apart from where it is.
+
+    ``size_bytes`` is the apparent size of its regular files (BentoML's own figure); ``disk_bytes`` the blocks
+    allocated to everything in it, the directories included, as ``du`` counts them: what deleting it frees.
+    """
 
     size_bytes: int
+    disk_bytes: int
     newest_mtime: float
     created_at: datetime | None
     labels: dict[str, str]
@@ -154,7 +161,7 @@ class ScanCache:
         if facts.newest_mtime >= now - SETTLE_SECONDS:
             return
         created = _NO_TIME if facts.created_at is None else (facts.created_at - _EPOCH) // _MICROSECOND
-        record = _RECORD.pack(*key, facts.size_bytes, facts.newest_mtime, created)
+        record = _RECORD.pack(*key, facts.size_bytes, facts.newest_mtime, created, facts.disk_bytes)
         extras = None
         if facts.labels or facts.model_references or facts.problem is not None or facts.references_unknown is not None:
             extras = [facts.labels, list(facts.model_references), facts.problem, facts.references_unknown]
@@ -213,7 +220,7 @@ def _facts(record: tuple[Any, ...], extras: list[Any] | None) -> VersionFacts:
         problem = None if raw_problem is None else str(raw_problem)
         references_unknown = None if raw_unknown is None else str(raw_unknown)
     created_at = None if created == _NO_TIME else _EPOCH + created * _MICROSECOND
-    return VersionFacts(record[8], record[9], created_at, labels, references, problem, references_unknown)
+    return VersionFacts(record[8], record[11], record[9], created_at, labels, references, problem, references_unknown)
 
 
 def _checksum(blob: bytes) -> str:

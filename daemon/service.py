@@ -31,6 +31,7 @@ from daemon.runner import apply_once
 from daemon.schedule import WindowTrigger, retention_trigger, scheduler_for
 from daemon.state import require_writable_state_dir
 from daemon.store import check_store_root
+from daemon.surprises import config_surprises, offhours_surprises
 from policies import Inventory
 from policies.durations import format_bytes
 
@@ -66,7 +67,7 @@ class Service:
         self.reload_requested = reload_requested or threading.Event()
         self.clock = clock
         self._run_lock = threading.Lock()
-        self.metrics = Metrics(self.settings, refresh_seconds=METRICS_REFRESH_SECONDS)
+        self.metrics = Metrics(self.settings, refresh_seconds=METRICS_REFRESH_SECONDS, clock=clock)
         self.scheduler = scheduler_for(self.settings)
         self.watcher = DiskWatcher(
             read_disk=lambda: read_disk_usage(self.settings.store.home),
@@ -119,6 +120,11 @@ class Service:
         self.scheduler.remove_all_jobs()
         for policy_name, warning in self.settings.unscheduled_warnings().items():
             log.warning("policy.unscheduled", policy=policy_name, warning=warning)
+        for policy_name, warning in config_surprises(self.settings, self.clock()):
+            log.warning("policy.never_acts", policy=policy_name, warning=warning)
+        if self.settings.offhours:
+            # Asks the providers once, in a worker thread: a slow provider must not delay READY=1.
+            self.scheduler.add_job(_warn_unmatched_offhours, args=[self.settings], id="check:offhours", name="offhours match")
         for policy in self.settings.retention:
             if policy.schedule is not None:
                 self.scheduler.add_job(
@@ -267,6 +273,11 @@ class Service:
 def _endpoint(settings: Settings) -> tuple[str, int] | None:
     metrics = settings.metrics
     return None if metrics.listen_port is None else (metrics.listen_address, metrics.listen_port)
+
+
+def _warn_unmatched_offhours(settings: Settings) -> None:
+    for policy_name, warning in offhours_surprises(settings).items():
+        log.warning("policy.never_acts", policy=policy_name, warning=warning)
 
 
 def run_service(config_argument: str | None) -> int:

@@ -78,7 +78,8 @@ class StateFile:
             return  # nothing was stuck and nothing is: no write at all
         state["trash"] = {
             "at": format_instant(at),
-            "stuck": [{"path": str(entry.path), "error": entry.error, "size_bytes": entry.size_bytes} for entry in stuck],
+            "stuck": [{"path": str(entry.path), "error": entry.error, "size_bytes": entry.size_bytes, "disk_bytes": entry.disk_bytes}
+                      for entry in stuck],
         }
         self._write(state)
 
@@ -101,6 +102,7 @@ class StateFile:
             state["store"] = {
                 "home": store_home, "at": format_instant(result.plan.at),
                 "versions": len(remaining), "size_bytes": sum(a.size_bytes for a in remaining),
+                "disk_bytes": sum(a.usage_bytes for a in remaining),
             }
         disk = state.setdefault("disk", {})
         for report in result.plan.disk_reports:

@@ -13,7 +13,7 @@ from daemon.config import Settings
 from daemon.errors import RetentiondError
 from daemon.guards import backup_status
 from daemon.inuse import find_holders
-from daemon.inventory import scan_store, tree_size
+from daemon.inventory import scan_store, tree_usage
 from daemon.metrics import MetricsFile, offhours_savings
 from daemon.observe import read_disk_usage
 from daemon.offhours_figures import PolicySavings
@@ -32,11 +32,14 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
     inventory = scan_store(home, settings.daemon.state_dir)
     usage = _usage(inventory, home, settings, now)
     disk = read_disk_usage(home)
-    names: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"versions": 0, "size_bytes": 0, "oldest": None, "newest": None})
+    # size_bytes: apparent size (BentoML's figure); disk_bytes: disk usage (du's), what deleting frees.
+    names: dict[tuple[str, str], dict[str, Any]] = defaultdict(
+        lambda: {"versions": 0, "size_bytes": 0, "disk_bytes": 0, "oldest": None, "newest": None})
     for artifact in inventory.artifacts:
         entry = names[(artifact.kind, artifact.name)]
         entry["versions"] += 1
         entry["size_bytes"] += artifact.size_bytes
+        entry["disk_bytes"] += artifact.usage_bytes
         if artifact.created_at is not None:
             stamp = format_instant(artifact.created_at)
             entry["oldest"] = min(entry["oldest"] or stamp, stamp)
@@ -45,6 +48,7 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
     totals = MetricsFile(settings.daemon.state_dir).load().get("policies", {})
     savings = offhours_savings(settings, now)
     store_bytes = sum(entry["size_bytes"] for entry in names.values())
+    store_disk_bytes = sum(entry["disk_bytes"] for entry in names.values())
     deployments: list[dict[str, Any]] = []
     if settings.offhours:
         try:
@@ -57,6 +61,7 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
         "store": {
             "home": str(home),
             "size_bytes": store_bytes,
+            "disk_bytes": store_disk_bytes,
             "versions": len(inventory.artifacts),
             "names": [{"kind": kind, "name": name, **entry} for (kind, name), entry in sorted(names.items())],
             **usage,
@@ -65,7 +70,7 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
             "total_bytes": disk.total_bytes,
             "used_bytes": disk.used_bytes,
             "used_ratio": round(disk.used_ratio, 4),
-            "policies": [_disk_limits(policy, disk.total_bytes, store_bytes, state) for policy in settings.disk],
+            "policies": [_disk_limits(policy, disk.total_bytes, store_disk_bytes, state) for policy in settings.disk],
         },
         "trash": _trash(Store(home).trash_dir, state),
         # From the last run's state, not asked live: status never talks to the registry.
@@ -155,14 +160,23 @@ def _trash(trash_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str)
         and Path(entry["path"]).is_relative_to(trash_dir) and os.path.lexists(entry["path"])
     ]
+    # What is in the trash, not the empty trash directory itself; what cannot be listed is not counted.
+    try:
+        in_trash = [tree_usage(entry) for entry in trash_dir.iterdir()]
+    except OSError:
+        in_trash = []
+    size_bytes, disk_bytes = sum(size for size, _ in in_trash), sum(disk for _, disk in in_trash)
+    stuck_usage = [tree_usage(Path(entry["path"])) for entry in stuck]
     return {
         "path": str(trash_dir),
         "versions": versions,
-        "size_bytes": tree_size(trash_dir),
+        "size_bytes": size_bytes,
+        "disk_bytes": disk_bytes,
         # What the last run could not purge and is still there: it takes disk space until someone frees it.
         "stuck": {
             "entries": len(stuck),
-            "size_bytes": sum(tree_size(Path(entry["path"])) for entry in stuck),
+            "size_bytes": sum(size for size, _ in stuck_usage),
+            "disk_bytes": sum(disk for _, disk in stuck_usage),
             "first_error": str(stuck[0].get("error")) if stuck else None,
             "paths": [entry["path"] for entry in stuck],
             "checked_at": recorded.get("at") if stuck else None,

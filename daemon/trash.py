@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from daemon.files import RemovalFailure, remove_tree, write_file_atomically
-from daemon.inventory import read_version, tree_size
+from daemon.inventory import read_version, tree_usage
 from daemon.layout import KIND_DIRS, TRASHED_AT_FILE, read_latest
 from daemon.purge import Purger, StuckEntries, StuckEntry
 from daemon.store import SkipAction, Store, remove_name_dir_if_emptied
@@ -100,14 +100,14 @@ class Trash:
             self._stuck.note(remove_tree(run_dir))
 
     def runs(self) -> list[TrashRun]:
-        """Return every run directory in the trash with when it was trashed, its bytes, and the bytes of the
+        """Return every run directory in the trash with when it was trashed, its disk usage, and that of the
         entries an earlier run could not purge (for the plan: what a purge would free). Never raises."""
-        stuck_bytes = {entry.path: entry.size_bytes for entry in self._stuck}
-        stuck_bytes.update((entry, tree_size(entry)) for entry in self._retry if entry not in stuck_bytes)
+        stuck_bytes = {entry.path: entry.disk_bytes for entry in self._stuck}
+        stuck_bytes.update((entry, tree_usage(entry)[1]) for entry in self._retry if entry not in stuck_bytes)
         found = []
         for run_dir in _children(self.store.trash_dir):
             stuck = sum(size for entry, size in stuck_bytes.items() if entry.is_relative_to(run_dir))
-            found.append(TrashRun(run_dir.name, _trashed_at(run_dir), tree_size(run_dir), stuck))
+            found.append(TrashRun(run_dir.name, _trashed_at(run_dir), tree_usage(run_dir)[1], stuck))
         return found
 
     def purge(self, runs: Collection[str]) -> int:

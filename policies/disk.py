@@ -73,7 +73,7 @@ def disk_target(
     if policy.max_store_size is not None:
         budget = policy.max_store_size.resolve(disk.total_bytes)
         if store_bytes > budget:
-            triggers.append(f"store {format_bytes(store_bytes)} over max_store_size {policy.max_store_size}")
+            triggers.append(f"store {format_bytes(store_bytes)} on disk over max_store_size {policy.max_store_size}")
             needed = max(needed, store_bytes - budget)
     return DiskTarget(tuple(triggers), max(needed, 0))
 
@@ -92,8 +92,9 @@ def plan_eviction(
     ``backup_gate`` is asked only about versions that would otherwise be evicted now.
     """
     remaining = [a for a in inventory.artifacts if (a.kind, a.name, a.version) not in already_deleted]
-    freed_already = sum(a.size_bytes for a in inventory.artifacts if (a.kind, a.name, a.version) in already_deleted)
-    store_bytes = sum(artifact.size_bytes for artifact in remaining)
+    # Disk usage, not apparent size: what the filesystem and the budget gain when a version goes.
+    freed_already = sum(a.usage_bytes for a in inventory.artifacts if (a.kind, a.name, a.version) in already_deleted)
+    store_bytes = sum(artifact.usage_bytes for artifact in remaining)
     usage = DiskUsage(disk.total_bytes, max(disk.used_bytes - freed_already, 0))
     target = disk_target(policy, usage, store_bytes, inventory.disk_samples, now)
     if not target.triggers:
@@ -115,7 +116,7 @@ def plan_eviction(
         if not held and versions_left[(artifact.kind, artifact.name)] <= 1:
             held = ["last version of its name"]
         if held:
-            blocked[_protection_kind(held[0])] += artifact.size_bytes
+            blocked[_protection_kind(held[0])] += artifact.usage_bytes
             continue
         if planned >= target.needed_bytes:
             break
@@ -123,14 +124,15 @@ def plan_eviction(
         if backup_gate is not None:
             blocking, push = backup_gate(artifact)
             if blocking is not None:
-                blocked[_protection_kind(blocking)] += artifact.size_bytes
+                blocked[_protection_kind(blocking)] += artifact.usage_bytes
                 continue
             extra = (push,) if push else ()
         versions_left[(artifact.kind, artifact.name)] -= 1
-        planned += artifact.size_bytes
-        actions.append(
-            Action("delete", artifact.kind, artifact.name, artifact.version, policy.name, (reason, *extra), artifact.size_bytes)
-        )
+        planned += artifact.usage_bytes
+        actions.append(Action(
+            "delete", artifact.kind, artifact.name, artifact.version, policy.name, (reason, *extra), artifact.size_bytes,
+            disk_bytes=artifact.disk_bytes,
+        ))
     report = DiskReport(policy.name, target.triggers, target.needed_bytes, planned, dict(blocked))
     return actions, report
 

@@ -425,7 +425,8 @@ def _merge(
                 push = backup.push_reason(artifact)
                 action_reasons = (NOT_KEPT, push) if push else action_reasons
             action = Action(
-                "delete", artifact.kind, artifact.name, artifact.version, policy.name, action_reasons, artifact.size_bytes
+                "delete", artifact.kind, artifact.name, artifact.version, policy.name, action_reasons, artifact.size_bytes,
+                disk_bytes=artifact.disk_bytes,
             )
             # The verdict stored under the action's key is this one, unless the version is not text.
             source = artifact if artifact.version is not None else verdicts[(artifact.kind, artifact.name, "")].artifact

@@ -29,6 +29,9 @@ class Artifact:
     those read since they were written (None: none was, or not measured because no policy asks).
     ``references_unknown`` (bentos only) says why the bento's model references could
     not be read; None means ``model_references`` is all of them.
+    ``size_bytes`` is the apparent size of its files (what BentoML reports); ``disk_bytes`` the disk
+    space it takes, as ``du`` counts it (allocated blocks, its directories included), which is what
+    deleting it frees (None when not measured: :attr:`usage_bytes` then falls back to the apparent size).
     """
 
     kind: ArtifactKind
@@ -45,10 +48,16 @@ class Artifact:
     identity: tuple[int, ...] = ()
     last_read_at: datetime | None = None
     references_unknown: str | None = None
+    disk_bytes: int | None = None
 
     @property
     def tag(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @property
+    def usage_bytes(self) -> int:
+        """The disk space deleting this version frees: its disk usage, or its apparent size if that was not measured."""
+        return self.disk_bytes if self.disk_bytes is not None else self.size_bytes
 
 
 @dataclass(frozen=True)
@@ -164,7 +173,8 @@ class BentoReferences:
 @dataclass(frozen=True)
 class TrashRun:
     """One run's directory in the trash (``<store>/.retentiond/trash/<run>``): when it was trashed, its
-    bytes, and how many of them an earlier purge could not remove (they stay on disk until one can)."""
+    bytes, and how many of them an earlier purge could not remove (they stay on disk until one can).
+    Both are disk usage, as ``du`` counts it: what purging it frees."""
 
     name: str
     trashed_at: datetime
@@ -240,7 +250,10 @@ class Inventory:
 
 @dataclass(frozen=True)
 class Action:
-    """One thing the executor should do, with the policy that asked for it and why."""
+    """One thing the executor should do, with the policy that asked for it and why.
+
+    A deletion carries the version's apparent ``size_bytes`` and its ``disk_bytes`` (what it frees).
+    """
 
     action: ActionName
     kind: str
@@ -250,6 +263,14 @@ class Action:
     reasons: tuple[str, ...]
     size_bytes: int | None = None
     provider: str | None = None
+    disk_bytes: int | None = None
+
+    @property
+    def usage_bytes(self) -> int:
+        """The disk space this deletion frees (its apparent size if its disk usage is unknown); 0 for others."""
+        if self.action != "delete":
+            return 0
+        return self.disk_bytes if self.disk_bytes is not None else self.size_bytes or 0
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -264,6 +285,7 @@ class Action:
             data["provider"] = self.provider
         else:
             data["size_bytes"] = self.size_bytes
+            data["disk_bytes"] = self.disk_bytes
         return data
 
 
@@ -354,7 +376,8 @@ class Plan:
 
     @property
     def bytes_to_free(self) -> int:
-        return sum(action.size_bytes or 0 for action in self.actions if action.action == "delete")
+        """The disk space the deletions free (disk usage, as ``du`` counts it)."""
+        return sum(action.usage_bytes for action in self.actions)
 
     def totals(self) -> dict[str, int]:
         """Return the counts of the plan's contract (DESIGN.md): actions by kind, bytes, kept items."""
@@ -362,7 +385,9 @@ class Plan:
         for action in self.actions:
             counts[action.action] += 1
         kept = len({(item.kind, item.name, item.version) for item in self.kept})
-        return {"delete": counts["delete"], "bytes": self.bytes_to_free, "terminate": counts["terminate"],
+        # "bytes" is the apparent size of what is deleted, as each action's size_bytes (its disk_bytes is beside it).
+        deleted = sum(action.size_bytes or 0 for action in self.actions if action.action == "delete")
+        return {"delete": counts["delete"], "bytes": deleted, "terminate": counts["terminate"],
                 "restart": counts["restart"], "delete_deployment": counts["delete_deployment"], "kept": kept}
 
     def to_dict(self) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def _under_pressure(
     inventory: Inventory, config_policies: Sequence[ConfigPolicy], disk: DiskUsage, now: datetime,
     acting: Collection[str] | None,
 ) -> bool:
-    store_bytes = sum(artifact.size_bytes for artifact in inventory.artifacts)
+    store_bytes = sum(artifact.usage_bytes for artifact in inventory.artifacts)  # a budget counts disk usage
     return any(
         disk_target(policy, disk, store_bytes, inventory.disk_samples, now).triggers
         for policy in config_policies

@@ -110,7 +110,7 @@ class Smoke:
         return f"{count} modules, from {Path(location.strip()).parent}{optional}"
 
     def check_config(self) -> str:
-        effective = json.loads(self.run("check-config", "--config", str(self.config)).stdout)
+        effective = json.loads(self.run("check-config", "--json", "--config", str(self.config)).stdout)
         if [policy["name"] for policy in effective["retention"]] != ["ci-models"]:
             raise SmokeFailure(f"check-config printed an unexpected config: {effective}")
         return "valid"

@@ -18,8 +18,8 @@ import pytest
 
 from daemon.metric_families import families
 from daemon.metric_snapshot import Snapshot
-from tests.daemon.test_service import NOW, Daemon, store_bytes, write_config
 from tests.fakestore import make_home, populate
+from tests.helpers.daemon_process import NOW, Daemon, store_bytes, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "contrib" / "prometheus" / "retentiond.rules.yml"

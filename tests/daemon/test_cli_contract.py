@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 
 from daemon.audit import read_records
 from tests.cloud_server import CloudServer
-from tests.daemon.test_service import Daemon
+from tests.helpers.daemon_process import Daemon
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -165,6 +166,8 @@ def test_check_config_prints_the_effective_config(config: Path, home: Path) -> N
     result = retentiond("check-config", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert f"# config: {config} -- valid" in result.stderr
+    assert tomllib.loads(result.stdout)["store"]["home"] == str(home)  # for people: TOML, as it is written
+    result = retentiond("check-config", "--config", str(config), "--json")
     effective = json.loads(result.stdout)
     assert effective["store"]["home"] == str(home)
     assert effective["providers"]["cloud"]["api_token"] != "secret-token"  # redacted

@@ -100,11 +100,11 @@ def test_hostile_labels_and_policy_name_print_literally_in_plan_apply_status_and
 ) -> None:
     labelled_store(home)
     config = str(write_config(retention()))
-    kept = [f"{POLICY}: label note={label}" for label in LABELS.values()]
+    kept = [f"label note={label}" for label in LABELS.values()]
 
     plan = cli("plan", "--config", config)
     assert plan.returncode == EXIT_OK
-    assert_printed_literally(plan, *kept, f"{POLICY}: not kept by any rule", "1 version(s) to delete")
+    assert_printed_literally(plan, f"model iris (policy {POLICY})", *kept, "not kept by any rule", "1 version(s) to delete")
 
     applied = cli("apply", "--config", config)
     assert applied.returncode == EXIT_OK
@@ -132,7 +132,7 @@ def test_provider_error_with_markup_prints_literally_and_apply_exits_1(
 
     applied = cli("apply", "--config", config)
     assert applied.returncode == EXIT_ACTIONS_FAILED
-    assert_printed_literally(applied, "deployment staging-a", HOOK_ERROR, "done: 0 ok, 1 failed")
+    assert_printed_literally(applied, "staging-a  hooks     terminate: failed", HOOK_ERROR, "done: 0 ok, 1 failed")
 
     manual = cli("deployments", "terminate", "staging-a", "--config", config)
     assert manual.returncode == EXIT_ACTIONS_FAILED

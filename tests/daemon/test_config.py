@@ -124,12 +124,16 @@ def test_invalid_toml_names_the_file_and_line(tmp_path: Path) -> None:
 def test_check_config_redacts_secrets(capsys: pytest.CaptureFixture[str]) -> None:
     from daemon.cli import main
 
-    assert main(["check-config", "--config", str(REPO / "config.example.toml")]) == 0
+    assert main(["check-config", "--config", str(REPO / "config.example.toml"), "--json"]) == 0
     out = capsys.readouterr().out
     assert "replace-me" not in out and '"api_token": "**********"' in out
     # URLs keep their secret in the path: only scheme://host/… is shown.
     assert "00000000-0000" not in out and "hooks.example.com/retentiond" not in out
     assert '"healthchecks_url": "https://hc-ping.com/\\u2026"' in out
+    assert main(["check-config", "--config", str(REPO / "config.example.toml")]) == 0
+    toml = capsys.readouterr().out
+    assert "replace-me" not in toml and "00000000-0000" not in toml and 'api_token = "**********"' in toml
+    assert 'healthchecks_url = "https://hc-ping.com/…"' in toml
 
 
 @pytest.mark.parametrize(

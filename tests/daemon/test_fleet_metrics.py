@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -40,14 +41,15 @@ def samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def tree_bytes(path: Path) -> int:
-    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+    """Disk usage as du counts it: what deleting ``path`` frees."""
+    return int(subprocess.run(["du", "-s", "-B1", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
 
 
 @pytest.fixture
 def two_names(home: Path) -> tuple[int, int]:
     """iris: 5 versions (policy a keeps 2), wine: 4 versions (policy b keeps 1); return the bytes each policy frees."""
     iris = [add_model(home, "iris", f"i{day}", NOW - timedelta(days=day + 1), file_bytes=100) for day in range(5)]
-    wine = [add_model(home, "wine", f"w{day}", NOW - timedelta(days=day + 1), file_bytes=1000) for day in range(4)]
+    wine = [add_model(home, "wine", f"w{day}", NOW - timedelta(days=day + 1), file_bytes=10_000) for day in range(4)]
     return sum(map(tree_bytes, iris[2:])), sum(map(tree_bytes, wine[1:]))
 
 
@@ -182,7 +184,7 @@ def test_hours_saved_are_in_status_and_metrics_after_a_window(
     assert 5.98 < nights["savings"]["cost_saved"] < 6.2 and report["savings"]["cost_saved"] == nights["savings"]["cost_saved"]
     assert main(["status", "--config", str(config('downtime = "never"'))]) == EXIT_OK
     human = " ".join(capsys.readouterr().out.split())  # the console wraps long lines at its width
-    assert re.search(r"nights: 3\.0 deployment-hours down, 6\.0\d saved; 0 down now", human), human
+    assert re.search(r"nights \(offhours\): last run .*; 3\.0 deployment-hours down, 6\.0\d saved, 0 deployments down now", human), human
     values = samples(textfile)
     assert values[("retentiond_deployments_terminated", (("policy", "nights"),))] == 0
     assert 5.98 < values[("retentiond_cost_saved_total", (("policy", "nights"),))] < 6.2

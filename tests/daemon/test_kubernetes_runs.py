@@ -14,7 +14,7 @@ import pytest
 
 from daemon.audit import read_records
 from daemon.ownership import OwnershipFile
-from tests.daemon.test_lazy_imports import imported_by
+from tests.helpers.imports import imported_by
 from tests.k8s_server import KubeServer
 
 TOKEN = "k8s-e2e-token-0123456789"

@@ -15,7 +15,7 @@ from daemon.audit import read_records
 from daemon.ownership import OwnershipFile, OwnershipState
 from policies import Deployment, HandStart, OffhoursPolicy, Ownership
 from tests.cloud_server import CloudServer
-from tests.daemon.test_offhours_by_hand import NIGHTS, cli_at, decided, json_at, kept_reasons, next_wednesday, utc
+from tests.helpers.offhours_cli import NIGHTS, cli_at, decided, json_at, kept_reasons, next_wednesday, utc
 
 BERLIN = ZoneInfo("Europe/Berlin")
 POLICY = OffhoursPolicy(name="nights", provider="cloud", match=("staging-*",), downtime=NIGHTS)

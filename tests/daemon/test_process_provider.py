@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,16 +15,11 @@ import pytest
 from daemon.provider_config import ProcessDeploymentSpec
 from daemon.providers import DeploymentNotFound, ProviderError
 from daemon.providers.process import ProcessProvider
+from tests.helpers.waiting import free_port, get, serves, wait_until
 
 SERVER = Path(__file__).resolve().parent.parent / "slow_server.py"
 
 MakeProvider = Callable[..., ProcessProvider]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def server_spec(tmp_path: Path, name: str = "web", *extra: str, stop_timeout_seconds: float = 10) -> ProcessDeploymentSpec:
@@ -38,26 +31,6 @@ def server_spec(tmp_path: Path, name: str = "web", *extra: str, stop_timeout_sec
         stop_timeout_seconds=stop_timeout_seconds,
         labels={"port": str(port)},
     )
-
-
-def wait_until(condition: Callable[[], bool], timeout_seconds: float = 10) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
-
-
-def get(port: int, path: str = "/", timeout_seconds: float = 10) -> tuple[int, str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_seconds) as response:
-        return response.status, response.read().decode()
-
-
-def serves(port: int) -> bool:
-    try:
-        return get(port, timeout_seconds=1)[0] == 200
-    except OSError:
-        return False
 
 
 def log_says(spec: ProcessDeploymentSpec, line: str) -> bool:

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from daemon.audit import read_records
-from tests.daemon.test_require_pushed import NOW, TOKEN, deleted, kept_reasons, run_json, versions, write_config
 from tests.fakestore import add_bento, add_model, make_home
+from tests.helpers.pushed import NOW, TOKEN, deleted, kept_reasons, run_json, versions, write_config
 from tests.registry_server import RegistryServer
 
 EXIT_OK, EXIT_FAILED = 0, 1

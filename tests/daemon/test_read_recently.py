@@ -17,6 +17,7 @@ from daemon import inventory
 from daemon.cli import main
 from daemon.errors import EXIT_OK
 from daemon.mounts import Mount, access_time_warnings, hidden_processes, mount_of, parse_mountinfo
+from policies.durations import format_bytes
 from policies.spec import RetentionPolicy
 from tests.fakestore import add_model, make_home
 from tests.holders import holding
@@ -85,7 +86,9 @@ def test_a_disk_policy_keeps_what_was_read_and_reports_both_protections(
     assert deleted(report) == {"v2", "v1"}
     assert reasons(report, "v4") == [] and reasons(report, "v3") == []  # a disk policy lists only what it evicts
     [blocked] = [warning for warning in report["warnings"] if warning.startswith("disk policy budget")]
-    size = f"{(versions / 'v2' / 'model.yaml').stat().st_size + 200} B"  # each version: model.yaml and 2 x 100 B
+    # What a disk policy counts is disk usage, as du reports it (each version: model.yaml and 2 x 100 B, in blocks).
+    du = subprocess.run(["du", "-s", "-B1", str(versions / "v3")], capture_output=True, text=True, check=True)
+    size = format_bytes(int(du.stdout.split()[0]))
     assert f"in use by a process {size}" in blocked and f"read recently {size}" in blocked
 
 

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from daemon.audit import read_records
 from tests.fakestore import add_bento, add_model, make_home
+from tests.helpers.pushed import NOW, TOKEN, deleted, kept_reasons, retentiond, run_json, versions, write_config
 from tests.registry_server import RegistryServer
 
-TOKEN = "registry-token-0123456789"
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 78
 
 
@@ -31,43 +26,6 @@ def server() -> Iterator[RegistryServer]:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return make_home(tmp_path)
-
-
-def write_config(tmp_path: Path, home: Path, server: RegistryServer, policies: str, *, store: str = "", provider: str = "") -> Path:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[store]\nhome = "{home}"\nrequire_pushed = "cloud"\n{store}'
-        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\naudit_log = "{tmp_path / "audit.jsonl"}"\n'
-        f'[providers.cloud]\ntype = "bentocloud"\nendpoint = "{server.url}"\napi_token = "{TOKEN}"\ntimeout = "1s"\n{provider}'
-        + policies
-    )
-    return config
-
-
-def retentiond(config: Path, *arguments: str) -> tuple[int, str, str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "daemon", *arguments, "--config", str(config)],
-        capture_output=True, text=True, env=dict(os.environ), timeout=120,
-    )
-    return result.returncode, result.stdout, result.stderr
-
-
-def run_json(config: Path, command: str) -> tuple[int, dict[str, Any], str]:
-    code, stdout, stderr = retentiond(config, command, "--json")
-    assert stdout, stderr
-    return code, json.loads(stdout), stderr
-
-
-def versions(home: Path, kind_dir: str, name: str) -> set[str]:
-    return {entry.name for entry in (home / kind_dir / name).iterdir() if entry.is_dir()}
-
-
-def kept_reasons(result: dict[str, Any], version: str) -> list[str]:
-    return [reason for kept in result["kept"] if kept["version"] == version for reason in kept["reasons"]]
-
-
-def deleted(result: dict[str, Any]) -> list[tuple[str, str]]:
-    return sorted((action["kind"], action["version"]) for action in result["actions"] if action["action"] == "delete")
 
 
 def six_iris(home: Path) -> None:
@@ -203,7 +161,7 @@ def test_disk_policy_evicts_only_held_versions_and_reports_what_bentocloud_lacks
     assert (backup["source"], backup["held_back_versions"], backup["by_reason"]) == ("last run", 4, {"not in BentoCloud": 4})
     assert backup["held_back_bytes"] == 4 * size
     code, stdout, _ = retentiond(config, "status")
-    assert "backup: require_pushed cloud (last run" in stdout and "4 version(s)" in stdout
+    assert "backup: require_pushed cloud (last run" in stdout and "4 versions" in stdout
 
 
 @pytest.mark.parametrize(("store", "provider", "message"), [

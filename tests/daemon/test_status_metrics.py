@@ -29,6 +29,7 @@ def test_status_reports_store_disk_trash_and_runs(
     report = json.loads(capsys.readouterr().out)
     assert report["store"]["names"] == [
         {"kind": "model", "name": "iris", "versions": 2, "size_bytes": report["store"]["size_bytes"],
+         "disk_bytes": report["store"]["disk_bytes"],
          "oldest": report["store"]["names"][0]["oldest"], "newest": report["store"]["names"][0]["newest"]}
     ]
     assert report["trash"]["versions"] == 0
@@ -41,7 +42,7 @@ def test_status_reports_store_disk_trash_and_runs(
     assert 0 < report["disk"]["used_ratio"] < 1
     assert main(["status", "--config", str(config)]) == EXIT_OK
     human = capsys.readouterr().out
-    assert "iris" in human and "pressure: high_watermark 99.99%" in human and "trash: 0 version(s)" in human
+    assert "iris" in human and "pressure: evicts above high_watermark 99.99%" in human and "trash: 0 versions" in human
 
 
 def test_metrics_textfile_is_written_atomically_world_readable(

@@ -60,8 +60,8 @@ def status(config: Path, *extra: str) -> str:
 
 
 def cells(line: str) -> list[str]:
-    """Split a line of a rich table (heading cells ┃, body cells │) into its stripped cells."""
-    return [cell.strip() for cell in re.split("[│┃]", line)]
+    """Split a line of a status table (columns two or more spaces apart, one row per line off a terminal)."""
+    return re.split(r"\s{2,}", line.strip())
 
 
 EXPECTED = {
@@ -83,13 +83,15 @@ def test_status_json_gives_each_name_its_oldest_and_newest_creation_time(
 def test_status_table_shows_oldest_and_newest_under_their_own_headings(
     store_of_known_times: Path, write_config: Callable[..., Path]
 ) -> None:
-    table = [cells(line) for line in status(write_config("")).splitlines()]
-    header_index = table.index(["kind", "name", "versions", "size", "oldest", "newest"])
-    header = table[header_index]
+    lines = status(write_config("")).splitlines()
     rows = {}
-    for row in table[header_index + 2 : header_index + 2 + len(EXPECTED)]:
-        cells_by_heading = dict(zip(header, row, strict=True))
-        rows[(cells_by_heading["kind"], cells_by_heading["name"])] = (
-            int(cells_by_heading["versions"]), cells_by_heading["oldest"], cells_by_heading["newest"]
-        )
+    for index, line in enumerate(lines):
+        if cells(line) != ["NAME", "VERSIONS", "ON DISK", "OLDEST", "NEWEST"]:
+            continue
+        kind = lines[index - 1].removesuffix("s")  # the table of each kind follows a line "models" or "bentos"
+        for row in lines[index + 1:]:
+            if not row or row.startswith(("models", "bentos", "in use", "warning")):
+                break
+            by_heading = dict(zip(cells(line), cells(row), strict=True))
+            rows[(kind, by_heading["NAME"])] = (int(by_heading["VERSIONS"]), by_heading["OLDEST"], by_heading["NEWEST"])
     assert rows == EXPECTED

@@ -26,6 +26,7 @@ from daemon.cli import main
 from daemon.config import load_config
 from daemon.errors import EXIT_ACTIONS_FAILED, EXIT_OK
 from daemon.runner import apply_once
+from policies.durations import format_bytes
 from tests.daemon.conftest import NOW
 from tests.fakestore import add_model, make_home
 
@@ -59,6 +60,11 @@ def events(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [record for record in records if record["event"] == name]
 
 
+def du_bytes(path: Path) -> int:
+    """Disk usage of ``path`` as du counts it (what freeing counts)."""
+    return int(subprocess.run(["du", "-s", "-B1", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
 def age(paths: list[Path], created_at: datetime) -> None:
     """Give what a test adds to a version (and the version directory) the version's age: min_age looks at mtimes."""
     for path in paths:
@@ -77,16 +83,18 @@ def test_immutable_file_is_reported_not_claimed_retried_and_purged_once_removabl
     code, result = apply_json(config, capsys)
     assert code == EXIT_OK  # every version is out of the store: the deletions did happen
     trashed_file = next((home / ".retentiond" / "trash").glob("*/models/iris/v3/weights-0.bin"))
-    expected = f"100 bytes remain in the trash: cannot remove {trashed_file}: Operation not permitted; retried next run"
+    left = du_bytes(trashed_file.parent)  # what is left of v3 in the trash: its directory and the immutable file
+    expected = f"{left} bytes on disk remain in the trash: cannot remove {trashed_file}: Operation not permitted; retried next run"
     assert outcomes(result) == {"v2": ("ok", None), "v3": ("ok", expected), "v4": ("ok", None)}
     assert any(expected in warning for warning in result["warnings"])
     (first,) = runs(audit_log)
     (failed,) = events(first, "trash.purge_failed")
-    assert (failed["kind"], failed["name"], failed["version"], failed["size_bytes"]) == ("model", "iris", "v3", 100)
+    assert (failed["kind"], failed["name"], failed["version"], failed["size_bytes"], failed["disk_bytes"]) == (
+        "model", "iris", "v3", 100, left)
     assert failed["path"] == str(trashed_file.parent)
     assert failed["error"] == f"cannot remove {trashed_file}: Operation not permitted"
-    planned_bytes = sum(action["size_bytes"] for action in result["actions"])
-    assert events(first, "run.finished")[0]["bytes_freed"] == planned_bytes - 100
+    planned_bytes = sum(action["disk_bytes"] for action in result["actions"])  # freed: disk usage
+    assert events(first, "run.finished")[0]["bytes_freed"] == planned_bytes - left
 
     for attempt in range(2):  # the next runs retry it, report it, and still delete what they should
         add_model(home, "iris", f"x{attempt}", NOW - timedelta(days=20 + attempt), set_latest=False)
@@ -97,7 +105,7 @@ def test_immutable_file_is_reported_not_claimed_retried_and_purged_once_removabl
         assert len(events(runs(audit_log)[-1], "trash.purge_failed")) == 1
         assert trashed_file.exists()
     stuck = status_json(config, capsys)["trash"]["stuck"]
-    assert (stuck["entries"], stuck["size_bytes"]) == (1, 100)
+    assert (stuck["entries"], stuck["size_bytes"], stuck["disk_bytes"]) == (1, 100, left)
     assert stuck["first_error"] == f"cannot remove {trashed_file}: Operation not permitted"
 
     subprocess.run(["chattr", "-i", str(trashed_file)], check=True)
@@ -139,10 +147,12 @@ def test_busy_nfs_file_in_the_runner_api_counts_only_freed_bytes_and_goes_once_r
     result = apply_once(settings)
     by_version = {r.action.version: r for r in result.results}
     assert {version: r.outcome for version, r in by_version.items()} == {"v2": "ok", "v3": "ok", "v4": "ok"}
-    deleted_bytes = sum(r.action.size_bytes or 0 for r in result.results)
-    assert result.counters()["bytes_freed"] == deleted_bytes - 300
-    assert "Device or resource busy" in (by_version["v3"].error or "") and by_version["v3"].bytes_left == 300
-    assert [(entry.version, entry.size_bytes) for entry in result.trash_stuck] == [("v3", 300)]
+    (stuck,) = result.trash_stuck
+    left = du_bytes(stuck.path)  # the trashed v3: its directory and the busy file
+    deleted_bytes = sum(r.action.disk_bytes or 0 for r in result.results)
+    assert result.counters()["bytes_freed"] == deleted_bytes - left
+    assert "Device or resource busy" in (by_version["v3"].error or "") and by_version["v3"].bytes_left == left
+    assert (stuck.version, stuck.size_bytes, stuck.disk_bytes) == ("v3", 300, left)
 
     again = apply_once(settings)  # the purge at run start meets it again: reported, no exception
     assert again.results == [] and [entry.version for entry in again.trash_stuck] == ["v3"]
@@ -251,14 +261,16 @@ def test_unprivileged_run_meets_a_root_owned_directory_in_the_trash_and_carries_
     assert first.returncode == EXIT_OK, first.stderr[-3000:]
     trashed = next((home / ".retentiond" / "trash").glob("*/models/iris/v3"))
     expected = f"cannot remove {trashed / 'blob' / 'weights.bin'}: Permission denied"
+    left = du_bytes(trashed)  # v3's directory, the root-owned blob directory and its file
     result = json.loads(first.stdout)
     assert outcomes(result) == {
-        "v2": ("ok", None), "v3": ("ok", f"1000 bytes remain in the trash: {expected}; retried next run"), "v4": ("ok", None),
+        "v2": ("ok", None), "v3": ("ok", f"{left} bytes on disk remain in the trash: {expected}; retried next run"),
+        "v4": ("ok", None),
     }
     (records,) = runs(audit_log)
     assert [record["error"] for record in events(records, "trash.purge_failed")] == [expected]
-    deleted_bytes = sum(action["size_bytes"] for action in result["actions"])
-    assert events(records, "run.finished")[0]["bytes_freed"] == deleted_bytes - 1000
+    deleted_bytes = sum(action["disk_bytes"] for action in result["actions"])
+    assert events(records, "run.finished")[0]["bytes_freed"] == deleted_bytes - left
     assert first.stderr.count('"trash.purge_failed"') == 1  # one log line per run, not one per file
 
     for attempt in range(2):  # later runs: the stuck entry is reported each time, other deletions go through
@@ -280,9 +292,9 @@ def test_unprivileged_run_meets_a_root_owned_directory_in_the_trash_and_carries_
     status = no_traceback(as_nobody(["status", "--config", str(config), "--json"]))
     assert status.returncode == EXIT_OK
     stuck = json.loads(status.stdout)["trash"]["stuck"]
-    assert (stuck["entries"], stuck["size_bytes"], stuck["first_error"]) == (1, 1000, expected)
+    assert (stuck["entries"], stuck["size_bytes"], stuck["disk_bytes"], stuck["first_error"]) == (1, 1000, left, expected)
     human = no_traceback(as_nobody(["status", "--config", str(config)]))
-    assert "1 entry cannot be purged (1000 B still on disk)" in human.stdout
+    assert f"1 entry cannot be purged ({format_bytes(left)} still on disk)" in " ".join(human.stdout.split())
 
     give_to_nobody(trashed)  # the operator fixes the ownership: the next run purges it and reports nothing
     fixed = no_traceback(as_nobody(["apply", "--config", str(config), "--json"]))
@@ -299,7 +311,7 @@ def test_unprivileged_run_meets_a_root_owned_directory_in_the_trash_and_carries_
 def test_daemon_jobs_meeting_a_stuck_entry_log_it_and_later_jobs_still_run(
     tmp_path: Path, immutable: Callable[[Path], None]
 ) -> None:
-    from tests.daemon.test_service import Daemon, store_bytes, wait_for
+    from tests.helpers.daemon_process import Daemon, store_bytes, wait_for
 
     home = make_home(tmp_path)
     for index in range(4):
@@ -308,7 +320,10 @@ def test_daemon_jobs_meeting_a_stuck_entry_log_it_and_later_jobs_still_run(
     stuck_dir.mkdir(parents=True)
     (stuck_dir / "weights.bin").write_bytes(b"s" * 100)
     immutable(stuck_dir / "weights.bin")
-    budget = store_bytes(home) + 6000  # room for the latest version of each name the test adds (about 2.2 kB each)
+    probe = make_home(tmp_path / "probe")
+    add_model(probe, "grow", "g0", NOW, files=4, file_bytes=500)
+    # Room for the latest version of each of the two names the test adds (a disk budget counts disk usage).
+    budget = store_bytes(home) + 2 * store_bytes(probe) + 2000
     config = tmp_path / "config.toml"
     config.write_text(
         f'[store]\nhome = "{home}"\n[daemon]\nstate_dir = "{tmp_path / "state"}"\naudit_log = "{tmp_path / "audit.jsonl"}"\n'

@@ -29,8 +29,8 @@ from daemon.cli import main
 from daemon.errors import EXIT_OK
 from daemon.metadata import METADATA_MAX_BYTES
 from tests.daemon.conftest import NOW
-from tests.daemon.test_apply import race_after_scan, run_apply, versions
 from tests.fakestore import add_bento, add_model
+from tests.helpers.races import race_after_scan, run_apply, versions
 
 OLD = NOW - timedelta(days=30)
 MODEL_VERSIONS = {f"v{day}" for day in range(5)}

@@ -203,7 +203,7 @@ def test_plan_json_has_the_documented_shape() -> None:
     assert data["actions"] == [
         {
             "action": "delete", "kind": "model", "name": "iris", "version": "v02",
-            "policy": "ci", "reasons": ["not kept by any rule"], "size_bytes": 100,
+            "policy": "ci", "reasons": ["not kept by any rule"], "size_bytes": 100, "disk_bytes": None,
         }
     ]
     assert data["kept"][0] == {"kind": "model", "name": "iris", "version": "v00", "policy": "ci", "reasons": ["latest", "last 2"]}

@@ -1,0 +1,1 @@
+"""Helpers shared by test modules: starting things, waiting for them, racing a run."""

@@ -101,7 +101,7 @@ def test_a_trash_run_that_cannot_be_listed_is_reported_stuck_and_kept(home: Path
     assert entry.error == f"cannot remove {run_dir}: Permission denied"
     assert (entry.kind, entry.name, entry.version) == (None, None, None)
     assert entry.describe() == (
-        f"trash entry {run_dir} cannot be purged: {entry.size_bytes} bytes remain in the trash: "
+        f"trash entry {run_dir} cannot be purged: {entry.disk_bytes} bytes on disk remain in the trash: "
         f"cannot remove {run_dir}: Permission denied; retried next run"
     )
     monkeypatch.undo()

@@ -209,7 +209,7 @@ def test_every_trigger_is_a_reason_of_each_eviction() -> None:
     policy = pressure(max_store_size="5GiB")
     plan = evaluate(store(*many_versions(), used_gib=90), [policy], NOW)
     assert plan.actions[0].reasons == (
-        "filesystem 90% used, above high_watermark 85%; store 12.0 GiB over max_store_size 5GiB",
+        "filesystem 90% used, above high_watermark 85%; store 12.0 GiB on disk over max_store_size 5GiB",
     )
 
 

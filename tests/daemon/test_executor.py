@@ -7,21 +7,28 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from daemon.audit import AuditLog, read_records
-from daemon.executor import NOT_STARTED, ActionResult, Actors, RunResult, execute
+from daemon.deployments import DeploymentActor
+from daemon.executor import INTERRUPTED, NOT_STARTED, ActionResult, Actors, RunResult, execute
 from daemon.inventory import scan_store
+from daemon.ownership import OwnershipFile
 from daemon.store import Store
 from daemon.trash import Trash
-from policies.model import Action, Plan
+from policies.model import Action, Artifact, Deployment, Plan
 from tests.daemon.conftest import NOW
-from tests.fakestore import add_model
+from tests.fakestore import add_bento, add_model
+
+if TYPE_CHECKING:
+    from daemon.guards import RunGuards
 
 
 @pytest.fixture
@@ -191,3 +198,127 @@ def test_an_emptied_name_directory_that_cannot_be_removed_is_audited(
     actors.audit.sync()
     details = [record["detail"] for record in read_records(tmp_path / "audit.jsonl") if record["event"] == "store.cleanup_failed"]
     assert details == ["cannot remove the emptied model directory iris: Device or resource busy"]
+
+
+class StopAfterFirst(Recorder):
+    """A RunProgress that asks the run to stop once the first action is done (a SIGTERM mid-batch)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def advance(self, result: ActionResult) -> None:
+        super().advance(result)
+        self.stop.set()
+
+
+def test_a_run_stopped_mid_batch_finishes_the_action_in_progress_and_records_the_rest_as_interrupted(
+    home: Path, tmp_path: Path, three: None, actors: Actors
+) -> None:
+    stop = threading.Event()
+    progress = StopAfterFirst(stop)
+    plan = Plan(at=NOW, actions=(delete("v0"), delete("v1"), delete("v2")))
+    result = execute(plan, scan_store(home), actors, progress, stop)
+    actors.audit.sync()
+    assert outcomes(result) == [("v0", "ok", None), ("v1", "skipped", INTERRUPTED), ("v2", "skipped", INTERRUPTED)]
+    assert [done.action for done in result.results] == list(plan.actions)
+    assert (result.interrupted, result.interrupted_during) == (True, "actions")
+    assert result.not_started() == ()
+    assert progress.outcomes == ["ok"]  # the interrupted ones are not progress
+    assert not (home / "models" / "iris" / "v0").exists()
+    assert (home / "models" / "iris" / "v1").is_dir() and (home / "models" / "iris" / "v2").is_dir()
+    records = [record for record in read_records(tmp_path / "audit.jsonl") if record["event"] == "artifact.delete_skipped"]
+    assert [
+        (record["version"], record["action"], record["policy"], record["outcome"], record["error"]) for record in records
+    ] == [("v1", "delete", "ci", "skipped", INTERRUPTED), ("v2", "delete", "ci", "skipped", INTERRUPTED)]
+
+
+def test_a_version_a_process_stands_in_is_skipped_and_names_the_process(
+    home: Path, three: None, actors: Actors
+) -> None:
+    holder = subprocess.Popen(["sleep", "60"], cwd=home / "models" / "iris" / "v0")
+    try:
+        result = run(home, actors, delete("v0"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [(done.action, done.outcome) for done in result.results] == [(delete("v0"), "skipped")]
+    assert (result.results[0].error or "").startswith(f"in use by pid {holder.pid} (sleep 60)")
+    assert (home / "models" / "iris" / "v0" / "model.yaml").exists()
+
+
+class KeepUnpushed:
+    """Stand-in for RunGuards whose push-before-delete refuses every version, auditing that it did."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def collects(self, action: Action) -> bool:
+        return False
+
+    def before_delete(self, artifact: Artifact, audit: AuditLog) -> tuple[str, str] | None:
+        audit.record("artifact.push_failed", version=artifact.version)
+        self.asked.append(artifact.version)
+        return "failed", "not pushed: BentoCloud answered 503"
+
+
+def test_a_version_the_push_before_delete_refuses_keeps_the_guards_outcome_and_reason(
+    home: Path, tmp_path: Path, three: None, actors: Actors
+) -> None:
+    guards = KeepUnpushed()
+    guarded = Actors(actors.store, actors.trash, actors.audit, actors.run_id, guards=cast("RunGuards", guards))
+    result = run(home, guarded, delete("v0"))
+    actors.audit.sync()
+    assert [(done.action, done.outcome, done.error) for done in result.results] == [
+        (delete("v0"), "failed", "not pushed: BentoCloud answered 503")
+    ]
+    assert guards.asked == ["v0"]
+    assert [record["event"] for record in read_records(tmp_path / "audit.jsonl")][-2:] == [
+        "artifact.push_failed", "artifact.delete_failed",
+    ]
+    assert (home / "models" / "iris" / "v0").is_dir()
+
+
+class DeletingProvider:
+    """A provider whose deployments all go when asked."""
+
+    name = "cloud"
+
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def list(self) -> list[Deployment]:
+        return [Deployment("cloud", "staging-a", "terminated", identity="uid-1")]
+
+    def terminate(self, name: str) -> None:
+        raise AssertionError("not planned")
+
+    restart = terminate
+
+    def delete(self, name: str) -> None:
+        self.deleted.append(name)
+
+
+def test_a_deleted_deployment_is_audited_as_deployment_deleted(home: Path, tmp_path: Path, actors: Actors) -> None:
+    provider = DeletingProvider()
+    ownership_file = OwnershipFile(tmp_path / "state")
+    deployer = DeploymentActor({"cloud": provider}, ownership_file, ownership_file.load(), [], provider.list(), NOW)
+    acting = Actors(actors.store, actors.trash, actors.audit, actors.run_id, deployments=deployer)
+    gone = Action("delete_deployment", "deployment", "staging-a", None, "idle", ("inactive 30 days",), provider="cloud")
+    result = run(home, acting, gone)
+    actors.audit.sync()
+    assert [(done.outcome, done.error) for done in result.results] == [("ok", None)] and provider.deleted == ["staging-a"]
+    events = [(record["event"], record.get("name")) for record in read_records(tmp_path / "audit.jsonl")]
+    assert events[-2:] == [("deployment.delete_deployment_intended", "staging-a"), ("deployment.deleted", "staging-a")]
+
+
+def test_a_model_two_bentos_started_using_after_the_scan_is_skipped_naming_both(
+    home: Path, three: None, actors: Actors
+) -> None:
+    inventory = scan_store(home)
+    add_bento(home, "svc-a", "b1", NOW, ["iris:v0"])
+    add_bento(home, "svc-b", "b1", NOW, ["iris:v0"])
+    result = execute(Plan(at=NOW, actions=(delete("v0"),)), inventory, actors)
+    assert outcomes(result) == [
+        ("v0", "skipped", "bentos changed since the plan; now referenced by bento svc-a:b1, svc-b:b1")
+    ]

@@ -297,6 +297,15 @@ def test_recover_points_a_dangling_latest_at_the_newest_complete_version(home: P
     assert (home / "models" / "iris" / "latest").read_text() == "v1"
 
 
+def test_recover_never_points_a_dangling_latest_at_a_dated_version_with_a_problem(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    add_model(home, "iris", "v2", NOW - timedelta(days=1))
+    add_model(home, "iris", "V3", NOW - timedelta(days=2), set_latest=False)  # dated, but not a valid tag
+    trashed(home, "iris", "v2", "run-a")
+    assert Trash(Store(home)).recover() == ["model iris: latest pointed at a trashed version"]
+    assert (home / "models" / "iris" / "latest").read_text() == "v1"
+
+
 def test_recover_with_no_complete_version_left_changes_nothing_and_says_nothing(home: Path) -> None:
     add_model(home, "iris", "v1", NOW - timedelta(days=3))
     add_model(home, "iris", "v2", NOW - timedelta(days=2))

@@ -23,7 +23,7 @@ from daemon.inventory import scan_store
 from daemon.ownership import OwnershipFile
 from daemon.store import Store
 from daemon.trash import Trash
-from policies.model import Action, Artifact, Deployment, Plan
+from policies.model import Action, Artifact, Deployment, Plan, TrashPurge
 from tests.daemon.conftest import NOW
 from tests.fakestore import add_bento, add_model
 
@@ -322,3 +322,28 @@ def test_a_model_two_bentos_started_using_after_the_scan_is_skipped_naming_both(
     assert outcomes(result) == [
         ("v0", "skipped", "bentos changed since the plan; now referenced by bento svc-a:b1, svc-b:b1")
     ]
+
+
+def test_the_planned_trash_purge_goes_first_and_is_audited_with_what_it_did(
+    home: Path, tmp_path: Path, three: None, actors: Actors
+) -> None:
+    old = actors.store.move_to_trash(home / "models" / "iris" / "v0", "run-old")
+    purge = TrashPurge(runs=("run-old", "run-gone"), size_bytes=4096, reason="undo window over")
+    result = execute(Plan(at=NOW, actions=(), trash_purge=purge), scan_store(home), actors)
+    actors.audit.sync()
+    assert result.results == [] and not old.parents[2].exists()
+    (record,) = [record for record in read_records(tmp_path / "audit.jsonl") if record["event"] == "trash.purged"]
+    assert {key: record[key] for key in ("reason", "runs", "planned_runs", "size_bytes", "stuck")} == {
+        "reason": "undo window over", "runs": 1, "planned_runs": 2, "size_bytes": 4096, "stuck": 0,
+    }
+
+
+def test_without_a_planned_trash_purge_entries_an_earlier_run_could_not_purge_are_still_retried(
+    home: Path, tmp_path: Path, three: None, actors: Actors
+) -> None:
+    stuck = actors.store.move_to_trash(home / "models" / "iris" / "v0", "run-old")
+    trash = Trash(actors.store, timedelta(days=7), retry=[stuck])
+    execute(Plan(at=NOW, actions=()), scan_store(home), Actors(actors.store, trash, actors.audit, actors.run_id))
+    actors.audit.sync()
+    assert not stuck.exists()
+    assert "trash.purged" not in [record["event"] for record in read_records(tmp_path / "audit.jsonl")]

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import stat
+import sys
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import cast
 
 import pytest
+from filelock import FileLock, Timeout
+from structlog.testing import capture_logs
 
-from daemon.errors import StoreBusyError
+from daemon.errors import RunInterrupted, StoreBusyError
 from daemon.layout import TRASHED_AT_FILE
 from daemon.store import SkipAction, Store, remove_name_dir_if_emptied
 from tests.daemon.conftest import NOW
@@ -75,3 +82,52 @@ def test_a_trash_run_made_under_the_lock_is_dated_by_the_run_instant_not_a_later
     with store.locked():
         run_dir = store.make_trash_run("run-a")
     assert (run_dir / TRASHED_AT_FILE).read_text() == "2026-11-22T10:00:00+00:00"
+
+
+def test_a_stop_request_while_waiting_for_the_lock_ends_the_wait_as_an_interruption_at_the_lock(home: Path) -> None:
+    stop = threading.Event()
+    stop.set()
+    with Store(home).locked(), pytest.raises(RunInterrupted) as stopped, Store(home).locked(wait_seconds=60, stop=stop):
+        pass
+    assert (str(stopped.value), stopped.value.phase) == ("stopped before the store was locked; nothing was done", "lock")
+
+
+def test_waiting_for_a_busy_store_is_logged_once_naming_the_holder(home: Path) -> None:
+    with Store(home).locked(), capture_logs() as logs, pytest.raises(StoreBusyError), Store(home).locked(wait_seconds=0.35):
+        pass
+    waiting = [entry for entry in logs if entry["event"] == "store.lock_waiting"]
+    assert len(waiting) == 1
+    assert waiting[0]["store"] == str(home) and waiting[0]["wait_seconds"] == 0.35
+    assert waiting[0]["holder"].startswith(f"pid {os.getpid()} on {socket.gethostname()} (")
+
+
+class HeldElsewhere:
+    """A lock that another process always holds: every attempt times out; the timeouts asked for are kept."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float] = []
+
+    def acquire(self, timeout: float) -> None:
+        self.timeouts.append(timeout)
+        raise Timeout("lock")
+
+
+def test_with_no_wait_the_lock_is_tried_once_without_blocking(home: Path) -> None:
+    lock = HeldElsewhere()
+    with pytest.raises(StoreBusyError):
+        Store(home)._acquire(cast("FileLock", lock), 0, None)
+    assert lock.timeouts == [0.0]
+
+
+def test_the_lock_holder_note_names_this_process_its_command_and_the_run_instant(home: Path) -> None:
+    run_at = datetime(2026, 11, 22, 10, 0, 30, 999, tzinfo=timezone.utc)
+    store = Store(home, clock=lambda: run_at)
+    with store.locked() as locked_at:
+        holder = json.loads(store.holder_path.read_text())
+        busy = Store(home)._describe_holder()
+    assert locked_at == run_at
+    assert holder == {
+        "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv[:2]), "since": "2026-11-22T10:00:30+00:00",
+    }
+    assert busy == f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv[:2])}, since 2026-11-22T10:00:30+00:00)"
+    assert store.locked_at is None

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from daemon.files import RemovalFailure
+from daemon.inventory import tree_usage
 from daemon.layout import TRASHED_AT_FILE
 from daemon.purge import Purger, StuckEntry
 from daemon.store import SkipAction, Store
@@ -116,6 +117,74 @@ def test_a_trash_run_without_its_marker_is_dated_by_its_directory_as_an_aware_in
     os.utime(run_dir, (then.timestamp(), then.timestamp()))
     (run,) = Trash(Store(home)).runs()
     assert run.trashed_at == then and run.trashed_at.tzinfo is not None
+
+
+def test_trash_runs_are_listed_with_their_marker_their_disk_usage_and_the_bytes_of_entries_to_retry(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    add_model(home, "iris", "v2", NOW - timedelta(days=2))
+    add_model(home, "iris", "v3", NOW - timedelta(days=1))
+    store = Store(home, clock=lambda: datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc))
+    retried = store.move_to_trash(home / "models" / "iris" / "v1", "run-a")
+    store.move_to_trash(home / "models" / "iris" / "v2", "run-a")
+    store.move_to_trash(home / "models" / "iris" / "v3", "run-b")
+    runs = sorted(Trash(store, retry=[retried]).runs(), key=lambda run: run.name)
+    assert [(run.name, run.trashed_at) for run in runs] == [
+        ("run-a", datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)), ("run-b", datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)),
+    ]
+    assert [run.size_bytes for run in runs] == [tree_usage(trash_of(home) / name)[1] for name in ("run-a", "run-b")]
+    assert [run.stuck_bytes for run in runs] == [tree_usage(retried)[1], 0]
+    assert 0 < runs[0].stuck_bytes < runs[0].size_bytes
+
+
+def test_trash_runs_count_the_bytes_a_failed_purge_left_as_stuck(home: Path, immutable: Callable[[Path], None]) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    copy = trashed(home, "iris", "v1", "run-a")
+    immutable(copy / "weights-0.bin")
+    trash = Trash(Store(home))
+    trash.purge(["run-a"])
+    (run,) = trash.runs()
+    (entry,) = trash.stuck
+    assert run.stuck_bytes == entry.disk_bytes == tree_usage(copy)[1] > 0
+
+
+def test_a_purge_asked_to_stop_starts_no_trash_run(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    copy = trashed(home, "iris", "v1", "run-a")
+    stop = threading.Event()
+    stop.set()
+    assert Trash(Store(home), stop=stop).purge(["run-a"]) == 0
+    assert copy.is_dir()
+
+
+def test_a_purge_removes_only_the_runs_it_is_given(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    add_model(home, "iris", "v2", NOW - timedelta(days=2))
+    trashed(home, "iris", "v1", "run-a")
+    kept = trashed(home, "iris", "v2", "run-b")
+    assert Trash(Store(home)).purge(["run-a", "run-c"]) == 1
+    assert [path.name for path in trash_of(home).iterdir()] == ["run-b"] and kept.is_dir()
+
+
+def test_a_retried_entry_goes_with_its_emptied_parents_but_not_with_a_sibling_still_there(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    add_model(home, "iris", "v2", NOW - timedelta(days=2))
+    add_model(home, "rose", "v1", NOW - timedelta(days=2))
+    first = trashed(home, "iris", "v1", "run-a")
+    second = trashed(home, "iris", "v2", "run-a")
+    rose = trashed(home, "rose", "v1", "run-b")
+    trash = Trash(Store(home), retry=[first, rose])
+    assert trash.purge([]) == 0
+    assert not first.exists() and second.is_dir()
+    assert not (trash_of(home) / "run-b").exists()  # its marker alone does not keep an emptied run
+    assert trash.stuck == []
+
+
+def test_a_retry_entry_inside_a_run_purged_in_the_same_call_is_not_tried_twice(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    copy = trashed(home, "iris", "v1", "run-a")
+    trash = Trash(Store(home), retry=[copy])
+    assert trash.purge(["run-a"]) == 1
+    assert not trash_of(home).joinpath("run-a").exists() and trash.stuck == []
 
 
 # --- entries to retry (they come from a state file: never trusted) ------------------------------------------

@@ -16,9 +16,9 @@ import pytest
 from filelock import FileLock, Timeout
 from structlog.testing import capture_logs
 
-from daemon.errors import RunInterrupted, StoreBusyError
+from daemon.errors import ConfigError, RunInterrupted, StoreBusyError
 from daemon.layout import TRASHED_AT_FILE
-from daemon.store import SkipAction, Store, remove_name_dir_if_emptied
+from daemon.store import SkipAction, Store, check_store_root, remove_name_dir_if_emptied
 from tests.daemon.conftest import NOW
 from tests.fakestore import add_model
 
@@ -131,3 +131,71 @@ def test_the_lock_holder_note_names_this_process_its_command_and_the_run_instant
     }
     assert busy == f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv[:2])}, since 2026-11-22T10:00:30+00:00)"
     assert store.locked_at is None
+
+
+# --- the store root -------------------------------------------------------------------------------------------
+
+
+def _refusal(home: Path) -> str:
+    with pytest.raises(ConfigError) as refused:
+        check_store_root(home)
+    return str(refused.value)
+
+
+def test_a_store_root_is_returned_resolved_when_it_is_a_bentoml_home_with_only_bentos(tmp_path: Path) -> None:
+    (tmp_path / "store" / "bentos").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "store", target_is_directory=True)
+    assert check_store_root(tmp_path / "link") == (tmp_path / "store").resolve()
+    assert check_store_root(tmp_path / "store" / ".." / "store") == (tmp_path / "store").resolve()
+
+
+def test_each_store_root_that_is_not_a_bentoml_home_is_refused_with_its_own_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    (tmp_path / "user" / "models").mkdir(parents=True)
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "models").symlink_to(tmp_path / "user" / "models", target_is_directory=True)
+    (tmp_path / "models-file").mkdir()
+    (tmp_path / "models-file" / "models").write_text("")
+    assert _refusal(tmp_path / "nowhere") == f"store.home {tmp_path / 'nowhere'} does not exist"
+    assert _refusal(Path("/")) == "store.home / is /; refusing to treat it as a BentoML home"
+    (tmp_path / "to-root").symlink_to("/")
+    assert _refusal(tmp_path / "to-root") == "store.home / is /; refusing to treat it as a BentoML home"  # named resolved
+    user = tmp_path / "user"
+    assert _refusal(user) == f"store.home {user} is {user.resolve()}; refusing to treat it as a BentoML home"
+    assert _refusal(tmp_path / "a-file") == f"store.home {tmp_path / 'a-file'} is not a directory"
+    for plain in ("empty", "linked", "models-file"):
+        assert _refusal(tmp_path / plain) == (
+            f"store.home {tmp_path / plain} is not a BentoML home: it has no models/ or bentos/ directory"
+        )
+
+
+@pytest.mark.parametrize("linked", [".retentiond", ".retentiond/trash"])
+def test_a_store_whose_lock_or_trash_directory_is_a_symlink_or_a_file_is_refused(home: Path, tmp_path: Path, linked: str) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "trash").mkdir(parents=True)
+    if linked == ".retentiond/trash":
+        (home / ".retentiond").mkdir()
+    (home / linked).symlink_to(elsewhere if linked == ".retentiond" else elsewhere / "trash", target_is_directory=True)
+    ours = home.resolve() / linked
+    assert _refusal(home) == f"{ours} is a symlink or not a directory; refusing to lock or delete through it"
+    (home / linked).unlink()
+    (home / linked).write_text("")
+    assert _refusal(home) == f"{ours} is a symlink or not a directory; refusing to lock or delete through it"
+    (home / linked).unlink()
+    (home / linked).mkdir()
+    assert check_store_root(home) == home.resolve()
+
+
+def test_a_store_root_that_cannot_be_looked_at_is_a_config_error_with_the_system_reason(tmp_path: Path) -> None:
+    too_long = tmp_path / ("x" * 300)
+    assert _refusal(too_long) == f"store.home {too_long}: cannot look at it: File name too long"
+
+
+def test_a_store_root_in_a_symlink_loop_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert _refusal(tmp_path / "a").startswith(f"store.home {tmp_path / 'a'}")

@@ -124,6 +124,8 @@ def test_every_deletion_is_audited_as_intended_then_deleted(home: Path, tmp_path
     events = [(record["event"], record.get("action"), record.get("version")) for record in read_records(tmp_path / "audit.jsonl")]
     assert ("artifact.delete_intended", "delete", "v0") in events
     assert ("artifact.deleted", "delete", "v0") in events
+    (outcome,) = [record for record in read_records(tmp_path / "audit.jsonl") if record["event"] == "artifact.deleted"]
+    assert (outcome["outcome"], outcome["error"], outcome["policy"], outcome["kind"]) == ("ok", None, "ci", "model")
 
 
 def test_a_disk_policy_deletion_whose_latest_repair_fails_is_purged_at_once_despite_the_undo_window(
@@ -237,6 +239,22 @@ def test_a_version_a_process_stands_in_is_skipped_and_names_the_process(
     home: Path, three: None, actors: Actors
 ) -> None:
     holder = subprocess.Popen(["sleep", "60"], cwd=home / "models" / "iris" / "v0")
+    try:
+        result = run(home, actors, delete("v0"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [(done.action, done.outcome) for done in result.results] == [(delete("v0"), "skipped")]
+    assert (result.results[0].error or "").startswith(f"in use by pid {holder.pid} (sleep 60)")
+    assert (home / "models" / "iris" / "v0" / "model.yaml").exists()
+
+
+def test_a_version_a_process_has_a_file_of_open_is_skipped_and_names_the_process(
+    home: Path, three: None, actors: Actors
+) -> None:
+    # Its working directory is elsewhere: only the probe of the version's files finds it.
+    with (home / "models" / "iris" / "v0" / "model.yaml").open("rb") as weights:
+        holder = subprocess.Popen(["sleep", "60"], stdin=weights, cwd="/")
     try:
         result = run(home, actors, delete("v0"))
     finally:

@@ -9,7 +9,7 @@ import errno
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -365,3 +365,28 @@ def test_without_a_planned_trash_purge_entries_an_earlier_run_could_not_purge_ar
     actors.audit.sync()
     assert not stuck.exists()
     assert "trash.purged" not in [record["event"] for record in read_records(tmp_path / "audit.jsonl")]
+
+
+def test_a_deletion_whose_clean_up_failed_and_whose_trash_copy_is_stuck_reports_both(
+    home: Path, three: None, actors: Actors, monkeypatch: pytest.MonkeyPatch, immutable: Callable[[Path], None]
+) -> None:
+    real_move = Store.move_to_trash
+
+    def move_then_pin(store: Store, path: Path, run_id: str) -> Path:
+        trashed = real_move(store, path, run_id)
+        immutable(trashed / "weights-0.bin")  # the purge of its copy will fail
+        return trashed
+
+    def failing_repair(*args: object, **kwargs: object) -> str | None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Store, "move_to_trash", move_then_pin)
+    monkeypatch.setattr(Store, "repair_latest", failing_repair)
+    result = run(home, actors, delete("v0"))
+    (done,) = result.results
+    assert done.outcome == "ok" and done.bytes_left > 0
+    assert (done.error or "").startswith("deleted, but clean-up failed: Read-only file system; ")
+    stuck_file = home / ".retentiond" / "trash" / "run-1" / "models" / "iris" / "v0" / "weights-0.bin"
+    assert (done.error or "").endswith(
+        f" bytes on disk remain in the trash: cannot remove {stuck_file}: Operation not permitted; retried next run"
+    )

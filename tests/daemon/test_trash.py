@@ -403,6 +403,40 @@ def test_recover_removes_a_name_directory_an_interrupted_run_emptied_and_says_so
     assert not (home / "models" / "iris").exists()
 
 
+def test_recover_looks_at_the_store_trash_whatever_the_working_directory(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    trashed(home, "iris", "v1", "run-a")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert Trash(Store(home)).recover() == ["model iris: removed the emptied name directory"]
+
+
+def test_recover_skips_a_trashed_name_gone_from_the_store_or_now_a_symlink_and_goes_on_with_the_rest(
+    home: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "latest").write_text("v1")
+    for index in range(5):
+        add_model(home, f"gone{index}", "v1", NOW - timedelta(days=3))
+        trashed(home, f"gone{index}", "v1", "run-a")
+        (home / "models" / f"gone{index}" / "latest").unlink()
+        (home / "models" / f"gone{index}").rmdir()  # someone else removed the emptied name directory already
+        add_model(home, f"kept{index}", "v1", NOW - timedelta(days=3))
+        trashed(home, f"kept{index}", "v1", "run-a")
+    add_model(home, "linked", "v1", NOW - timedelta(days=3))
+    trashed(home, "linked", "v1", "run-a")
+    (home / "models" / "linked" / "latest").unlink()
+    (home / "models" / "linked").rmdir()
+    (home / "models" / "linked").symlink_to(outside, target_is_directory=True)
+    assert sorted(Trash(Store(home)).recover()) == [
+        f"model kept{index}: removed the emptied name directory" for index in range(5)
+    ]
+    assert (outside / "latest").read_text() == "v1"
+
+
 def test_a_deleted_version_stays_in_the_trash_once_a_stop_is_requested(home: Path) -> None:
     add_model(home, "iris", "v1", NOW - timedelta(days=3))
     copy = trashed(home, "iris", "v1", "run-a")

@@ -109,6 +109,33 @@ def test_a_trash_run_that_cannot_be_listed_is_reported_stuck_and_kept(home: Path
     assert (run_dir / "models" / "iris" / "v1" / "model.yaml").exists()
 
 
+def test_a_trash_that_cannot_be_listed_is_reported_stuck_and_nothing_is_purged(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=2))
+    copy = trashed(home, "iris", "v1", "run-a")
+    real_scandir = os.scandir
+
+    def refusing(path: object = ".") -> object:
+        if os.fspath(path) == str(trash_of(home)):  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", str(trash_of(home)))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    trash = Trash(Store(home))
+    assert trash.purge(["run-a"]) == 0
+    assert [(entry.path, entry.error) for entry in trash.stuck] == [
+        (trash_of(home), f"cannot remove {trash_of(home)}: Permission denied")
+    ]
+    monkeypatch.undo()
+    assert copy.is_dir()
+
+
+def test_closing_a_run_that_made_its_trash_directory_but_moved_nothing_there_removes_it(home: Path) -> None:
+    store = Store(home)
+    run_dir = store.make_trash_run("run-a")
+    Trash(store).close("run-a")
+    assert not run_dir.exists()
+
+
 def test_a_trash_run_without_its_marker_is_dated_by_its_directory_as_an_aware_instant(home: Path) -> None:
     add_model(home, "iris", "v1", NOW - timedelta(days=2))
     run_dir = trashed(home, "iris", "v1", "run-a").parents[2]

@@ -206,12 +206,26 @@ def test_a_retried_entry_goes_with_its_emptied_parents_but_not_with_a_sibling_st
     assert trash.stuck == []
 
 
-def test_a_retry_entry_inside_a_run_purged_in_the_same_call_is_not_tried_twice(home: Path) -> None:
+def test_a_retry_entry_inside_a_run_purged_in_the_same_call_does_not_stop_the_retry_of_the_others(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    add_model(home, "iris", "v2", NOW - timedelta(days=2))
+    copy = trashed(home, "iris", "v1", "run-a")
+    later = trashed(home, "iris", "v2", "run-b")
+    trash = Trash(Store(home), retry=[copy, later])
+    assert trash.purge(["run-a"]) == 1
+    assert not trash_of(home).joinpath("run-a").exists() and not later.exists() and trash.stuck == []
+
+
+def test_a_stuck_entry_that_its_retry_removes_is_no_longer_stuck(home: Path, immutable: Callable[[Path], None]) -> None:
     add_model(home, "iris", "v1", NOW - timedelta(days=3))
     copy = trashed(home, "iris", "v1", "run-a")
+    immutable(copy / "weights-0.bin")
     trash = Trash(Store(home), retry=[copy])
-    assert trash.purge(["run-a"]) == 1
-    assert not trash_of(home).joinpath("run-a").exists() and trash.stuck == []
+    trash.finish(copy, "ci")
+    assert [entry.path for entry in trash.drain()] == [copy]
+    subprocess.run(["chattr", "-i", str(copy / "weights-0.bin")], check=True)
+    trash.purge([])
+    assert trash.stuck == [] and not copy.exists()
 
 
 # --- entries to retry (they come from a state file: never trusted) ------------------------------------------

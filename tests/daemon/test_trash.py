@@ -216,6 +216,28 @@ def test_a_retry_entry_inside_a_run_purged_in_the_same_call_does_not_stop_the_re
     assert not trash_of(home).joinpath("run-a").exists() and not later.exists() and trash.stuck == []
 
 
+def test_a_retry_entry_of_a_run_whose_purge_just_failed_is_not_tried_again_in_the_same_call(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root can list any directory; a stand-in for os.scandir refuses the run as it would for another user.
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    copy = trashed(home, "iris", "v1", "run-a")
+    run_dir = trash_of(home) / "run-a"
+    real_scandir = os.scandir
+
+    def refusing(path: object = ".") -> object:
+        if os.fspath(path) == str(run_dir):  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", str(run_dir))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    trash = Trash(Store(home), retry=[copy])
+    assert trash.purge(["run-a"]) == 0
+    assert [entry.path for entry in trash.stuck] == [run_dir]
+    monkeypatch.undo()
+    assert (copy / "model.yaml").exists()  # left for the next run, with its run
+
+
 def test_a_stuck_entry_that_its_retry_removes_is_no_longer_stuck(home: Path, immutable: Callable[[Path], None]) -> None:
     add_model(home, "iris", "v1", NOW - timedelta(days=3))
     copy = trashed(home, "iris", "v1", "run-a")

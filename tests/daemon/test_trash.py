@@ -459,6 +459,19 @@ def test_stuck_entries_are_reported_once_per_run_with_their_tag(home: Path, immu
     assert reported[0].describe().startswith("trash entry model iris:v1 cannot be purged: ")
 
 
+def test_a_stuck_entry_names_its_first_refusal_and_counts_the_others(home: Path, immutable: Callable[[Path], None]) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    copy = trashed(home, "iris", "v1", "run-a")
+    pinned = sorted(path for path in copy.iterdir() if path.is_file())[:2]
+    for path in pinned:
+        immutable(path)
+    trash = Trash(Store(home))
+    trash.purge(["run-a"])
+    (entry,) = trash.stuck
+    assert entry.path == copy
+    assert entry.error in {f"cannot remove {path}: Operation not permitted (and 1 more)" for path in pinned}
+
+
 def test_recover_removes_a_name_directory_an_interrupted_run_emptied_and_says_so(home: Path) -> None:
     add_model(home, "iris", "v1", NOW - timedelta(days=3))
     trashed(home, "iris", "v1", "run-a")  # the run died before it removed models/iris

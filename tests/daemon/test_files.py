@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,3 +178,28 @@ def test_remove_tree_by_its_owner_gets_into_a_sub_directory_that_denies_even_its
     os.chmod(locked, 0)  # os.walk cannot list it: only the chmod of its parent's pass lets the owner in
     assert _remove_tree_as_nobody(workdir, "entry") == []
     assert not (workdir / "entry").exists()
+
+
+def test_write_file_atomically_writes_the_whole_content_to_a_hidden_temp_file_beside_the_target_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A hidden name beside the target: same filesystem (the rename is atomic), and no tool listing the
+    # directory (BentoML, a name directory sweep) mistakes it for a version or for `latest`.
+    monkeypatch.setattr(tempfile, "tempdir", str(Path("/dev/shm")))  # TMPDIR elsewhere must not matter
+    path = tmp_path / "latest"
+    path.write_bytes(b"old")
+    seen: list[tuple[list[str], bytes]] = []
+    real_fsync = os.fsync
+
+    def watching(descriptor: int) -> None:
+        real_fsync(descriptor)
+        (temp,) = [entry for entry in tmp_path.iterdir() if entry.name != "latest"]
+        seen.append(([entry.name for entry in sorted(tmp_path.iterdir())], temp.read_bytes()))
+
+    monkeypatch.setattr(os, "fsync", watching)
+    write_file_atomically(path, b"v2" * 5000)
+    monkeypatch.undo()
+    ((names, content),) = seen
+    assert names[1] == "latest" and names[0].startswith(".latest.") and names[0].endswith(".tmp")
+    assert content == b"v2" * 5000 and path.read_bytes() == b"v2" * 5000
+    assert [entry.name for entry in tmp_path.iterdir()] == ["latest"]

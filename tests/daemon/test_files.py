@@ -203,3 +203,19 @@ def test_write_file_atomically_writes_the_whole_content_to_a_hidden_temp_file_be
     assert names[1] == "latest" and names[0].startswith(".latest.") and names[0].endswith(".tmp")
     assert content == b"v2" * 5000 and path.read_bytes() == b"v2" * 5000
     assert [entry.name for entry in tmp_path.iterdir()] == ["latest"]
+
+
+def test_write_file_atomically_raises_its_own_error_when_its_temp_file_is_already_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cleaned_then_failed(source: str, target: object) -> None:
+        os.unlink(source)  # a temp-file cleaner got there first
+        raise OSError(errno.EIO, "Input/output error")
+
+    path = tmp_path / "latest"
+    path.write_bytes(b"old")
+    monkeypatch.setattr(os, "replace", cleaned_then_failed)
+    with pytest.raises(OSError) as failed:
+        write_file_atomically(path, b"new")
+    assert failed.value.errno == errno.EIO
+    assert [entry.name for entry in tmp_path.iterdir()] == ["latest"] and path.read_bytes() == b"old"

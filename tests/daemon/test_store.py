@@ -199,3 +199,12 @@ def test_a_store_root_in_a_symlink_loop_is_a_config_error_not_a_traceback(tmp_pa
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
     assert _refusal(tmp_path / "a").startswith(f"store.home {tmp_path / 'a'}")
+
+
+def test_a_home_directory_in_a_symlink_loop_makes_the_store_root_a_config_error_with_the_reason(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    monkeypatch.setenv("HOME", str(tmp_path / "a"))  # the root is compared with $HOME, which cannot be resolved
+    assert _refusal(home) == f"store.home {home}: cannot look at it: Symlink loop from '{tmp_path / 'a'}'"

@@ -344,6 +344,26 @@ def test_trashed_versions_are_listed_most_recently_trashed_first_with_their_size
     assert listed == [("v2", 20 + yaml_size["v2"]), ("v1", 10 + yaml_size["v1"])]
 
 
+def test_a_trashed_name_that_cannot_be_listed_does_not_hide_the_rest_of_the_trash(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root can list any directory; a stand-in for os.scandir refuses one as it would for another user.
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    add_model(home, "rose", "v1", NOW - timedelta(days=3))
+    trashed(home, "iris", "v1", "run-a")
+    trashed(home, "rose", "v1", "run-a")
+    refused = trash_of(home) / "run-a" / "models" / "iris"
+    real_scandir = os.scandir
+
+    def refusing(path: object = ".") -> object:
+        if os.fspath(path) == str(refused):  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", str(refused))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    assert [(version.name, version.version) for version in Trash(Store(home)).versions()] == [("rose", "v1")]
+
+
 def test_restore_takes_the_most_recently_trashed_copy(home: Path) -> None:
     add_model(home, "iris", "v0", NOW - timedelta(days=9))
     for run_id, day, content in (("run-old", 1, b"old"), ("run-new", 2, b"new")):

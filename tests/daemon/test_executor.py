@@ -328,8 +328,10 @@ def test_a_deleted_deployment_is_audited_as_deployment_deleted(home: Path, tmp_p
     result = run(home, acting, gone)
     actors.audit.sync()
     assert [(done.outcome, done.error) for done in result.results] == [("ok", None)] and provider.deleted == ["staging-a"]
-    events = [(record["event"], record.get("name")) for record in read_records(tmp_path / "audit.jsonl")]
-    assert events[-2:] == [("deployment.delete_deployment_intended", "staging-a"), ("deployment.deleted", "staging-a")]
+    events = [(record["event"], record.get("name"), record.get("provider")) for record in read_records(tmp_path / "audit.jsonl")]
+    assert events[-2:] == [
+        ("deployment.delete_deployment_intended", "staging-a", "cloud"), ("deployment.deleted", "staging-a", "cloud"),
+    ]
 
 
 def test_a_model_two_bentos_started_using_after_the_scan_is_skipped_naming_both(
@@ -433,3 +435,19 @@ def test_a_non_root_run_deletes_a_version_whose_directory_keeps_out_the_users_of
             other.kill()
             other.wait()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_audit_records_of_a_deletion_carry_the_whole_action_and_no_provider(
+    home: Path, tmp_path: Path, three: None, actors: Actors
+) -> None:
+    action = Action("delete", "model", "iris", "v0", "ci", ("not kept by any rule", "older than 30d"), 100, disk_bytes=4096)
+    run(home, actors, action)
+    actors.audit.sync()
+    expected = {
+        "action": "delete", "policy": "ci", "kind": "model", "name": "iris", "version": "v0", "size_bytes": 100,
+        "disk_bytes": 4096, "reasons": ["not kept by any rule", "older than 30d"],
+    }
+    records = {record["event"]: record for record in read_records(tmp_path / "audit.jsonl")}
+    for event in ("artifact.delete_intended", "artifact.deleted"):
+        assert {key: records[event].get(key) for key in expected} == expected
+        assert "provider" not in records[event]

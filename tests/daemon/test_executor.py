@@ -28,6 +28,7 @@ from daemon.trash import Trash
 from policies.model import Action, Artifact, Deployment, Plan, TrashPurge
 from tests.daemon.conftest import NOW
 from tests.fakestore import add_bento, add_model, make_home
+from tests.helpers.effective_user import NOBODY, effective_user
 
 if TYPE_CHECKING:
     from daemon.guards import RunGuards
@@ -396,10 +397,10 @@ def test_a_deletion_whose_clean_up_failed_and_whose_trash_copy_is_stuck_reports_
     )
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to run as two other users")
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to act as two other users")
 def test_a_non_root_run_deletes_a_version_whose_directory_keeps_out_the_users_of_processes_it_cannot_read() -> None:
-    # The store lies where user nobody can reach it (/dev/shm); a process of another user (65533) is one nobody cannot read,
-    # and the 0700 version directories keep that user out, so the run as nobody may delete.
+    # The store lies where user nobody can reach it (/dev/shm); a process of another user (65533) is one nobody
+    # cannot read, and the 0700 version directories keep that user out, so the run as nobody may delete.
     base = Path(tempfile.mkdtemp(prefix="retentiond-passage-", dir="/dev/shm"))  # 1777 also in the mutation sandbox
     other = None
     try:
@@ -408,27 +409,16 @@ def test_a_non_root_run_deletes_a_version_whose_directory_keeps_out_the_users_of
         for day, version in enumerate(("v2", "v1", "v0")):
             add_model(home, "iris", version, NOW - timedelta(days=day + 1))
         for path in (base, *base.rglob("*")):
-            os.chown(path, 65534, 65534, follow_symlinks=False)
+            os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
         other = subprocess.Popen(["setpriv", "--reuid=65533", "--regid=65533", "--clear-groups", "sleep", "60"], cwd="/")
-        reading, writing = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child reports through the pipe
+        with effective_user(NOBODY):
+            store = Store(home)
+            audit = AuditLog(base / "audit.jsonl", "run-1")
             try:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-                store = Store(home)
-                audit = AuditLog(base / "audit.jsonl", "run-1")
                 result = execute(Plan(at=NOW, actions=(delete("v0"),)), scan_store(home), Actors(store, Trash(store), audit, "run-1"))
-                audit.close()
-                os.write(writing, f"{result.results[0].outcome} {result.results[0].error}".encode())
             finally:
-                os._exit(0)
-        os.close(writing)
-        with os.fdopen(reading, "rb") as pipe:
-            said = pipe.read().decode()
-        os.waitpid(pid, 0)
-        assert said == "ok None"
+                audit.close()
+        assert outcomes(result) == [("v0", "ok", None)]
         assert not (home / "models" / "iris" / "v0").exists()
     finally:
         if other is not None:

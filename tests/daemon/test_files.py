@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from daemon.files import RemovalFailure, _root_causes, remove_tree, write_file_atomically
+from tests.helpers.effective_user import NOBODY, effective_user
 
 
 def test_remove_tree_of_a_plain_file_removes_it(tmp_path: Path) -> None:
@@ -146,37 +147,21 @@ def test_remove_tree_retry_never_follows_a_link_it_could_not_remove(tmp_path: Pa
     assert stat.S_IMODE(outside.stat().st_mode) == 0o755
 
 
-def _remove_tree_as_nobody(workdir: Path, entry: str) -> list[str]:
-    """Run remove_tree(entry) in a forked child that works in ``workdir`` as user nobody; return its failures."""
-    reading, writing = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through the pipe
-        try:
-            os.chdir(workdir)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            text = "\n".join(failure.describe() for failure in remove_tree(Path(entry)))
-            os.write(writing, text.encode())
-        finally:
-            os._exit(0)
-    os.close(writing)
-    with os.fdopen(reading, "rb") as pipe:
-        output = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return output.splitlines()
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
-def test_remove_tree_by_its_owner_gets_into_a_sub_directory_that_denies_even_its_owner(tmp_path: Path) -> None:
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as nobody")
+def test_remove_tree_by_its_owner_gets_into_a_sub_directory_that_denies_even_its_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     workdir = tmp_path / "nobody"
     locked = workdir / "entry" / "locked"
     locked.mkdir(parents=True)
     (locked / "weights.bin").write_bytes(b"x")
     for path in (workdir, workdir / "entry", locked, locked / "weights.bin"):
-        os.chown(path, 65534, 65534)
+        os.chown(path, NOBODY, NOBODY)
     os.chmod(locked, 0)  # os.walk cannot list it: only the chmod of its parent's pass lets the owner in
-    assert _remove_tree_as_nobody(workdir, "entry") == []
+    monkeypatch.chdir(workdir)  # nobody cannot search the parents of tmp_path; a relative path needs no search
+    with effective_user(NOBODY):
+        failures = remove_tree(Path("entry"))
+    assert failures == []
     assert not (workdir / "entry").exists()
 
 

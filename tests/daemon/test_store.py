@@ -123,7 +123,8 @@ def test_the_lock_holder_note_names_this_process_its_command_and_the_run_instant
     run_at = datetime(2026, 11, 22, 10, 0, 30, 999, tzinfo=timezone.utc)
     store = Store(home, clock=lambda: run_at)
     with store.locked() as locked_at:
-        holder = json.loads(store.holder_path.read_text())
+        # Where an operator, and a retentiond of another release waiting for the lock, look for it.
+        holder = json.loads((home / ".retentiond" / "lock.holder").read_text())
         busy = Store(home)._describe_holder()
     assert locked_at == run_at
     assert holder == {

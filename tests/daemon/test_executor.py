@@ -398,7 +398,7 @@ def test_a_deletion_whose_clean_up_failed_and_whose_trash_copy_is_stuck_reports_
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to act as two other users")
-def test_a_non_root_run_deletes_a_version_whose_directory_keeps_out_the_users_of_processes_it_cannot_read() -> None:
+def test_a_run_as_nobody_deletes_a_version_whose_0700_directory_keeps_out_the_user_of_a_process_it_cannot_read() -> None:
     # The store lies where user nobody can reach it (/dev/shm); a process of another user (65533) is one nobody
     # cannot read, and the 0700 version directories keep that user out, so the run as nobody may delete.
     base = Path(tempfile.mkdtemp(prefix="retentiond-passage-", dir="/dev/shm"))  # 1777 also in the mutation sandbox

@@ -148,7 +148,7 @@ def test_remove_tree_retry_never_follows_a_link_it_could_not_remove(tmp_path: Pa
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as nobody")
-def test_remove_tree_by_its_owner_gets_into_a_sub_directory_that_denies_even_its_owner(
+def test_remove_tree_as_a_non_root_owner_gets_into_a_sub_directory_that_denies_even_its_owner(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workdir = tmp_path / "nobody"

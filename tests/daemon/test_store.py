@@ -8,6 +8,7 @@ import socket
 import stat
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import cast
@@ -209,3 +210,17 @@ def test_a_home_directory_in_a_symlink_loop_makes_the_store_root_a_config_error_
     (tmp_path / "b").symlink_to(tmp_path / "a")
     monkeypatch.setenv("HOME", str(tmp_path / "a"))  # the root is compared with $HOME, which cannot be resolved
     assert _refusal(home) == f"store.home {home}: cannot look at it: Symlink loop from '{tmp_path / 'a'}'"
+
+
+def test_the_lock_wait_gives_up_as_soon_as_the_clock_reaches_the_deadline(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that does not move between readings (coarse clocks do): the deadline is reached, not passed.
+    class Counted(HeldElsewhere):
+        def acquire(self, timeout: float) -> None:
+            assert len(self.timeouts) < 3, "still trying after the deadline"
+            super().acquire(timeout)
+
+    monkeypatch.setattr(time, "monotonic", lambda: 1000.0)
+    lock = Counted()
+    with pytest.raises(StoreBusyError):
+        Store(home)._acquire(cast("FileLock", lock), 0, None)
+    assert lock.timeouts == [0.0]

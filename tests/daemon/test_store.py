@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -133,6 +134,38 @@ def test_the_lock_holder_note_names_this_process_its_command_and_the_run_instant
     }
     assert busy == f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv[:2])}, since 2026-11-22T10:00:30+00:00)"
     assert store.locked_at is None
+
+
+def test_the_holder_note_goes_with_the_lock_so_a_later_holder_is_never_named_after_an_ended_run(home: Path) -> None:
+    with Store(home).locked():
+        pass
+    assert not (home / ".retentiond" / "lock.holder").exists()
+    # Something else holds the lock now (another tool, a retentiond that has not written its note yet).
+    with FileLock(str(home / ".retentiond" / "lock")), pytest.raises(StoreBusyError) as busy, Store(home).locked(wait_seconds=0):
+        pass
+    assert str(busy.value) == f"store {home} is busy: locked by another process (holder unknown)"
+
+
+def test_a_note_left_by_a_run_that_was_killed_names_it_as_ended_not_as_the_holder(home: Path) -> None:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    note = {"pid": child.pid, "host": socket.gethostname(), "command": "retentiond apply", "since": "2026-11-22T10:00:30+00:00"}
+    (home / ".retentiond").mkdir(exist_ok=True)
+    (home / ".retentiond" / "lock.holder").write_text(json.dumps(note))
+    described = Store(home)._describe_holder()
+    assert described == (
+        f"another process (holder unknown: the last note names pid {child.pid} on {socket.gethostname()} "
+        "(retentiond apply, since 2026-11-22T10:00:30+00:00), which has ended)"
+    )
+    note.update(pid=1)  # a process that runs (of another user for a non-root test run: EPERM still means it runs)
+    (home / ".retentiond" / "lock.holder").write_text(json.dumps(note))
+    assert Store(home)._describe_holder().startswith("pid 1 on ")
+    note.update(pid=child.pid, host="another-host")  # another machine's pids cannot be checked from here
+    (home / ".retentiond" / "lock.holder").write_text(json.dumps(note))
+    assert Store(home)._describe_holder().startswith(f"pid {child.pid} on another-host (")
+    note.update(pid=2**80, host=socket.gethostname())
+    (home / ".retentiond" / "lock.holder").write_text(json.dumps(note))
+    assert Store(home)._describe_holder() == "another process (holder unknown)"
 
 
 # --- the store root -------------------------------------------------------------------------------------------

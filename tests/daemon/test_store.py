@@ -168,6 +168,33 @@ def test_a_note_left_by_a_run_that_was_killed_names_it_as_ended_not_as_the_holde
     assert Store(home)._describe_holder() == "another process (holder unknown)"
 
 
+def test_a_note_naming_a_running_process_names_it_and_leaves_it_be(home: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        note = {"pid": sleeper.pid, "host": socket.gethostname(), "command": "retentiond run", "since": "2026-11-22T10:00:30+00:00"}
+        (home / ".retentiond").mkdir(exist_ok=True)
+        (home / ".retentiond" / "lock.holder").write_text(json.dumps(note))
+        assert Store(home)._describe_holder().startswith(f"pid {sleeper.pid} on {socket.gethostname()} (retentiond run")
+        time.sleep(0.2)
+        assert sleeper.poll() is None, "asking whether it runs must not signal it"
+        for nonsense in (0, -1):  # 0 and -1 would ask about process groups, not one process
+            note.update(pid=nonsense)
+            (home / ".retentiond" / "lock.holder").write_text(json.dumps(note))
+            assert Store(home)._describe_holder().startswith("another process (holder unknown: the last note names pid")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as nobody")
+def test_a_process_of_another_user_counts_as_running() -> None:
+    from daemon.store import _process_exists
+    from tests.helpers.effective_user import effective_user
+
+    with effective_user():
+        assert _process_exists(1) is True  # EPERM: it runs, it is not ours
+
+
 # --- the store root -------------------------------------------------------------------------------------------
 
 

@@ -189,10 +189,17 @@ def test_a_note_naming_a_running_process_names_it_and_leaves_it_be(home: Path) -
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as nobody")
 def test_a_process_of_another_user_counts_as_running() -> None:
     from daemon.store import _process_exists
-    from tests.helpers.effective_user import effective_user
 
-    with effective_user():
-        assert _process_exists(1) is True  # EPERM: it runs, it is not ours
+    # Real and effective uid nobody (with root kept as the saved uid, to come back): a signal to root's PID 1 is
+    # then refused with EPERM. seteuid alone would not do: the kernel also lets a real uid 0 send signals.
+    os.setresgid(65534, 65534, 0)
+    os.setresuid(65534, 65534, 0)
+    try:
+        answer = _process_exists(1)
+    finally:
+        os.setresuid(0, 0, 0)
+        os.setresgid(0, 0, 0)
+    assert answer is True  # EPERM: it runs, it is not ours
 
 
 # --- the store root -------------------------------------------------------------------------------------------

@@ -3,8 +3,6 @@ depend on the host's timezone."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -29,16 +27,6 @@ from tests.policies.test_offhours import (
 EIGHT_PM = WED_NIGHT.replace(hour=20)  # Wednesday's window begins
 # A downtime given by absolute instants: once it has ended no other window follows.
 ONE_NIGHT = "2026-11-25T20:00:00+01:00-2026-11-26T07:00:00+01:00"
-
-
-@pytest.fixture
-def host_in_berlin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Run the test with the process's local timezone set to Europe/Berlin (DST on 2025-03-30)."""
-    monkeypatch.setenv("TZ", "Europe/Berlin")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_hand_start_policy_is_the_deciding_policy_only_inside_its_downtime() -> None:

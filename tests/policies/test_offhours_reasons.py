@@ -114,8 +114,10 @@ def test_an_exclude_until_label_in_utc_holds_until_its_instant_and_not_at_it() -
     assert actions(decide(until, [labelled])) == [("terminate", "staging-a")]
 
 
-def test_an_exclude_until_label_with_a_lowercase_z_is_not_iso_8601_and_excludes() -> None:
-    text = utc(WED_NIGHT - timedelta(days=1)).replace("Z", "z")
+@pytest.mark.parametrize("suffix", ["z", "XXZXX"])
+def test_an_exclude_until_label_that_is_not_iso_8601_around_its_z_excludes(suffix: str) -> None:
+    # A lowercase z, or junk around the Z: either label is not ISO 8601, and a label that cannot be read excludes.
+    text = utc(WED_NIGHT - timedelta(days=1)).replace("Z", suffix)
     plan = decide(WED_NIGHT, [deployment(labels={"retentiond/exclude-until": text})])
     assert actions(plan) == []
     assert reasons(plan, "staging-a") == (

@@ -98,7 +98,7 @@ def test_a_budget_in_percent_of_the_filesystem_triggers() -> None:
 @pytest.mark.parametrize(
     ("policy", "used_gib", "samples"),
     [
-        (DiskPolicy(name="budget", max_store_size="1GiB"), 1, ()),
+        (DiskPolicy(name="budget", max_store_size="1GiB"), 10, ()),
         # 80 GiB used, growing 100 kB a second: 85% is 15 hours away.
         (DiskPolicy(name="predicted", high_watermark="85%", predict_full_within="1d"), 80, growing(80 * GIB, 100_000)),
     ],
@@ -111,5 +111,5 @@ def test_a_budget_or_a_predicted_crossing_purges_the_whole_trash_first(
     inventory = Inventory(items, disk=DiskUsage(100 * GIB, used_gib * GIB), disk_samples=samples, trash=(recent,))
     purge, disk, warnings = plan_trash_purge(inventory, [policy], StoreLimits(trash_retention=timedelta(days=7)), NOW, None)
     assert purge == TrashPurge(("run-recent",), 2 * GIB, "disk pressure")
-    assert disk == DiskUsage(100 * GIB, (used_gib - 2) * GIB if used_gib > 2 else 0)
+    assert disk == DiskUsage(100 * GIB, (used_gib - 2) * GIB)
     assert warnings == ["disk pressure: the trash is purged first (1 run(s), 2.0 GiB); the undo window gives way"]

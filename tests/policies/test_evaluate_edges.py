@@ -126,3 +126,86 @@ def test_without_a_disk_reading_every_disk_policy_warns() -> None:
         "disk policy pressure: filesystem usage unknown; nothing evicted",
         "disk policy budget: filesystem usage unknown; nothing evicted",
     ]
+
+
+def test_evaluate_refuses_a_naive_now_and_says_why() -> None:
+    with pytest.raises(ValueError, match="^now must be an aware datetime$"):
+        evaluate(Inventory(()), [], NOW.replace(tzinfo=None))
+
+
+def test_a_reached_eviction_adds_no_warning() -> None:
+    items = (version("iris", "v1", LONG_AGO), version("iris", "v2", NOW - timedelta(hours=1), is_latest=True))
+    plan = evaluate(on_disk(*items, used_gib=90), [pressure(high_watermark="89.5%", low_watermark=None)], NOW)
+    assert tags(plan) == {"iris:v1"} and plan.disk_reports[0].reached
+    assert plan.warnings == ()
+
+
+def test_versions_created_at_the_same_instant_are_all_deleted() -> None:
+    twins = (version("iris", "v1", LONG_AGO), version("iris", "v2", LONG_AGO), version("iris", "v3", NOW - timedelta(days=2)))
+    plan = evaluate(Inventory(twins), [RetentionPolicy(name="ci", keep_last=1)], NOW)
+    assert tags(plan) == {"iris:v1", "iris:v2"}
+
+
+def test_kept_items_are_listed_by_version_whatever_the_inventory_order() -> None:
+    items = tuple(version("iris", f"v{n}", LONG_AGO + timedelta(days=n)) for n in (2, 3, 1))
+    plan = evaluate(Inventory(items), [RetentionPolicy(name="ci", keep_last=3)], NOW)
+    assert [kept.version for kept in plan.kept] == ["v1", "v2", "v3"]
+
+
+def test_a_name_whose_every_version_would_go_is_refused_and_the_next_name_is_still_decided() -> None:
+    doomed = tuple(version("iris", f"v{n}", LONG_AGO + timedelta(days=n)) for n in (1, 2))
+    other = (version("mnist", "v1", LONG_AGO), version("mnist", "v2", NOW - timedelta(minutes=30)))
+    plan = evaluate(Inventory((*doomed, *other)), [RetentionPolicy(name="ci", keep_newer_than="1h")], NOW)
+    assert tags(plan) == {"mnist:v1"}
+    refusal = "refused: would delete every version (set allow_remove_all = true to allow)"
+    assert [kept for kept in plan.kept if kept.name == "iris"] == [
+        Kept("model", "iris", "v1", "ci", (refusal,)), Kept("model", "iris", "v2", "ci", (refusal,)),
+    ]
+    assert plan.warnings == (
+        "model iris: every version would be deleted; would delete every version (set allow_remove_all = true to allow)",
+    )
+
+
+def test_retention_deletions_the_registry_holds_carry_no_extra_reason_and_the_others_are_kept_by_the_policy() -> None:
+    items = (version("iris", "v1", LONG_AGO), version("iris", "v2", LONG_AGO + timedelta(days=1)),
+             version("iris", "v3", NOW - timedelta(days=2)))
+    backup = BackupRequirement({("model", "iris", "v1"): BackupAnswer("held"),
+                                ("model", "iris", "v2"): BackupAnswer("not_held", "not in BentoCloud")})
+    plan = evaluate(Inventory(items), [RetentionPolicy(name="ci", keep_last=1)], NOW, backup=backup)
+    assert [(action.version, action.reasons) for action in plan.actions] == [("v1", ("not kept by any rule",))]
+    assert Kept("model", "iris", "v2", "ci", ("not in BentoCloud",)) in plan.kept
+
+
+def test_a_policy_over_its_limit_is_refused_while_a_policy_within_it_and_deployments_act() -> None:
+    iris = tuple(version("iris", f"v{n}", LONG_AGO + timedelta(days=n)) for n in range(1, 4))
+    mnist = tuple(version("mnist", f"v{n}", LONG_AGO + timedelta(days=n)) for n in range(1, 4))
+    running = Deployment(provider="cloud", name="staging-a", status="running", created_at=LONG_AGO, updated_at=LONG_AGO)
+    policies = [
+        RetentionPolicy(name="small", match=("iris",), keep_last=1, max_delete_per_run=2),
+        RetentionPolicy(name="big", match=("mnist",), keep_last=1, max_delete_per_run=1),
+        OffhoursPolicy(name="nights", provider="cloud", downtime="always"),
+    ]
+    plan = evaluate(Inventory((*iris, *mnist), deployments=(running,)), policies, NOW)
+    assert [(action.action, action.name, action.version) for action in plan.actions] == [
+        ("delete", "iris", "v1"), ("delete", "iris", "v2"), ("terminate", "staging-a", None),
+    ]
+    refusal = "refused: 2 versions exceed max_delete_per_run 1; nothing of policy big is deleted this run"
+    assert [kept for kept in plan.kept if kept.reasons == (refusal,)] == [
+        Kept("model", "mnist", "v1", "big", (refusal,)), Kept("model", "mnist", "v2", "big", (refusal,)),
+    ]
+
+
+def test_versions_of_zero_bytes_do_not_count_against_a_byte_limit() -> None:
+    items = tuple(version("iris", f"v{n}", LONG_AGO + timedelta(days=n), size_bytes=0) for n in range(1, 4))
+    plan = evaluate(Inventory(items), [RetentionPolicy(name="ci", keep_last=1, max_delete_bytes_per_run="1B")], NOW)
+    assert tags(plan) == {"iris:v1", "iris:v2"}
+
+
+def test_a_deletion_limit_counts_only_deletions_even_for_an_off_hours_policy_of_the_same_name() -> None:
+    # The pure API does not insist on unique names (the config does): limits still count deletions only.
+    items = (version("iris", "v1", LONG_AGO), version("iris", "v2", NOW - timedelta(days=2)))
+    running = Deployment(provider="cloud", name="staging-a", status="running", created_at=LONG_AGO, updated_at=LONG_AGO)
+    policies = [RetentionPolicy(name="ci", keep_last=1, max_delete_per_run=1),
+                OffhoursPolicy(name="ci", provider="cloud", downtime="always")]
+    plan = evaluate(Inventory(items, deployments=(running,)), policies, NOW)
+    assert [(action.action, action.name) for action in plan.actions] == [("delete", "iris"), ("terminate", "staging-a")]

@@ -3,6 +3,7 @@ not depend on the host's timezone."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -145,3 +146,28 @@ def test_a_minute_59_and_a_range_of_one_instant_are_valid_items() -> None:
 def test_a_wall_time_the_spring_change_skips_is_reached_at_the_exact_second_of_the_change(seconds: int) -> None:
     skipped = datetime(2025, 3, 30, 2, 0) + timedelta(seconds=seconds)
     assert wall_to_instants(skipped, BERLIN) == [datetime(2025, 3, 30, 1, 0, tzinfo=timezone.utc)]
+
+
+def test_a_change_exactly_eight_days_ahead_is_found_on_the_edge_of_the_search_window() -> None:
+    # Every day but Sunday, and a Sunday holiday: downtime all week; the next Sunday at 00:00, exactly eight
+    # days (the span next_change searches at a time) after Saturday 00:00, is the first change.
+    spec = TimeSpec.parse("Mon-Sat 00:00-24:00 UTC", ["2026-11-22"])
+    saturday = datetime(2026, 11, 21, tzinfo=timezone.utc)
+    assert spec.next_change(saturday) == datetime(2026, 11, 29, tzinfo=timezone.utc)
+
+
+def test_the_next_change_of_a_zone_a_day_behind_the_host_is_found(host_zone: Callable[[str], None]) -> None:
+    # Host at UTC+14, the spec's zone at UTC-11 (Samoa, 2011): local days differ by more than one.
+    host_zone("Pacific/Kiritimati")
+    spec = TimeSpec.parse("Sat-Sun 00:00-24:00 Pacific/Apia")
+    assert spec.next_change(datetime(2011, 6, 6, 10, 0, tzinfo=timezone.utc)) == datetime(2011, 6, 6, 11, 0, tzinfo=timezone.utc)
+
+
+def test_a_change_at_the_edge_of_the_search_window_in_a_zone_ahead_of_the_host_is_found(host_zone: Callable[[str], None]) -> None:
+    # Host at UTC-12, the spec's zone at UTC+14: the search window's last local day is two days ahead of the
+    # host's. Uptime on Sunday mornings, and a Sunday holiday: downtime from Saturday until the next Sunday.
+    host_zone("Etc/GMT+12")
+    kiritimati = ZoneInfo("Pacific/Kiritimati")
+    spec = TimeSpec.parse("Sun-Sun 00:00-12:00 Pacific/Kiritimati", ["2026-11-22"], "Pacific/Kiritimati", invert=True)
+    saturday = datetime(2026, 11, 21, tzinfo=kiritimati)
+    assert spec.next_change(saturday) == datetime(2026, 11, 29, tzinfo=kiritimati)

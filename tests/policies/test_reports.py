@@ -113,3 +113,17 @@ def test_a_budget_or_a_predicted_crossing_purges_the_whole_trash_first(
     assert purge == TrashPurge(("run-recent",), 2 * GIB, "disk pressure")
     assert disk == DiskUsage(100 * GIB, (used_gib - 2) * GIB)
     assert warnings == ["disk pressure: the trash is purged first (1 run(s), 2.0 GiB); the undo window gives way"]
+
+
+def test_plan_totals_count_no_bytes_for_a_deletion_of_unknown_or_zero_size() -> None:
+    unknown = Action("delete", "model", "iris", "v1", "ci", ("x",), None)
+    empty = Action("delete", "model", "iris", "v2", "ci", ("x",), 0)
+    assert Plan(at=NOW, actions=(unknown, empty), kept=(), warnings=()).totals()["bytes"] == 0
+
+
+def test_an_eviction_carries_the_disk_usage_of_its_version() -> None:
+    old = version("iris", "v1", 30, disk_bytes=GIB // 2)
+    newest = version("iris", "v2", 1, is_latest=True)
+    plan = evaluate(Inventory((old, newest), disk=DiskUsage(100 * GIB, 99 * GIB)), [DiskPolicy(name="p", high_watermark="85%")], NOW)
+    assert [(action.version, action.size_bytes, action.disk_bytes) for action in plan.actions] == [("v1", GIB, GIB // 2)]
+    assert plan.disk_reports[0].planned_bytes == GIB // 2

@@ -4,7 +4,7 @@ not depend on the host's timezone."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -171,3 +171,24 @@ def test_a_change_at_the_edge_of_the_search_window_in_a_zone_ahead_of_the_host_i
     spec = TimeSpec.parse("Sun-Sun 00:00-12:00 Pacific/Kiritimati", ["2026-11-22"], "Pacific/Kiritimati", invert=True)
     saturday = datetime(2026, 11, 21, tzinfo=kiritimati)
     assert spec.next_change(saturday) == datetime(2026, 11, 29, tzinfo=kiritimati)
+
+
+def test_the_end_of_an_absolute_range_exactly_at_the_end_of_the_search_window_is_found() -> None:
+    # The recurring item (start = end) never matches; it only makes next_change search window by window.
+    spec = TimeSpec.parse("2026-11-21T00:00:00Z-2026-11-29T00:00:00Z, Mon-Mon 10:00-10:00 UTC")
+    ends = datetime(2026, 11, 29, 0, 0, 0, 1, tzinfo=timezone.utc)
+    assert spec.next_change(ends - timedelta(days=8)) == ends
+
+
+def test_a_holiday_inside_an_absolute_range_is_no_change() -> None:
+    spec = TimeSpec.parse("2026-11-21T00:00:00Z-2026-11-29T00:00:00Z", ["2026-11-23"])
+    assert spec.next_change(datetime(2026, 11, 22, tzinfo=timezone.utc)) == datetime(2026, 11, 29, 0, 0, 0, 1, tzinfo=timezone.utc)
+
+
+def test_an_instant_whose_zone_gives_no_offset_is_naive() -> None:
+    class NoOffset(tzinfo):
+        def utcoffset(self, dt: datetime | None) -> None:
+            return None
+
+    with pytest.raises(ValueError, match="naive datetime"):
+        TimeSpec.parse("always").matches(datetime(2026, 11, 22, tzinfo=NoOffset()))

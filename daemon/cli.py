@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--json", action="store_true", help="print JSON")
 
     deployments = commands.add_parser("deployments", help="list, terminate or restart deployments by hand (locked, audited)")
+    _add_group_config(deployments)
     deployment_commands = deployments.add_subparsers(dest="deployments_command", metavar="SUBCOMMAND", required=True)
     listing = deployment_commands.add_parser("list", help="deployments of every provider, their owner record and the next window change")
     _add_config(listing)
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the effective config as JSON instead of TOML")
 
     audit = commands.add_parser("audit", help="read the audit log")
+    _add_group_config(audit)
     audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
     show = audit_commands.add_parser("show", help="print audit records")
     _add_config(show)
@@ -173,6 +175,12 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="config file (default: $RETENTIOND_CONFIG or /etc/retentiond/config.toml)")
 
 
+def _add_group_config(parser: argparse.ArgumentParser) -> None:
+    """``--config`` also between a command group and its subcommand (``audit --config F show``): there argparse
+    would otherwise take F for the subcommand and answer "invalid choice: 'F'"."""
+    parser.add_argument("--config", dest="group_config", metavar="FILE", help="config file (may also follow the subcommand)")
+
+
 def _add_policy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy", metavar="NAME", action="append",
@@ -184,8 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _never_fail_to_encode()
     parser = build_parser()
     arguments = parser.parse_args(argv)
-    if getattr(arguments, "config", None) is None:
-        arguments.config = arguments.global_config
+    if getattr(arguments, "config", None) is None:  # the one nearest the subcommand wins
+        arguments.config = getattr(arguments, "group_config", None) or arguments.global_config
     logs.configure()
     try:
         return _dispatch(arguments)

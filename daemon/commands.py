@@ -16,6 +16,7 @@ from daemon.instants import parse_instant, utc_now
 from daemon.literal import print_line
 
 if TYPE_CHECKING:
+    from daemon.config import Settings
     from daemon.executor import RunResult
     from daemon.progress import ProgressLines
     from daemon.render import ProgressBar
@@ -96,15 +97,16 @@ def apply(arguments: argparse.Namespace) -> int:
         exit_code = stop.exit_code
     else:
         exit_code = EXIT_ACTIONS_FAILED if result.failed else EXIT_OK
-    return _after_acting(exit_code, lambda: _print_run(result, arguments.json, stop.signal_name))
+    return _after_acting(exit_code, lambda: _print_run(result, arguments.json, stop.signal_name, settings))
 
 
-def _print_run(result: RunResult, as_json: bool, signal_name: str | None) -> None:
+def _print_run(result: RunResult, as_json: bool, signal_name: str | None, settings: Settings) -> None:
     if as_json:
         print_json(result.to_dict())
     else:
         from daemon import render
-        render.print_run(result)
+        retention = settings.store.trash_retention if settings.store.trash_retention_span is not None else None
+        render.print_run(result, retention.text if retention else None, frozenset(p.name for p in settings.disk))
     say_refusals(result.plan)
     if result.interrupted:
         counters = result.counters()

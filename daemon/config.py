@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from daemon.config_paths import AbsolutePath
+from daemon.config_paths import AbsolutePath, systemd_directory
 from daemon.errors import ConfigError
 from daemon.provider_config import PROVIDER_TYPES, BentoCloudProviderConfig, ProviderConfig, Section
 from daemon.redact import check_http_url, describe_url
@@ -125,8 +125,11 @@ class StoreSection(Section):
 
 class DaemonSection(Section):
     timezone: str = "UTC"
-    state_dir: AbsolutePath = Path("/var/lib/retentiond")
-    audit_log: AbsolutePath = Path("/var/log/retentiond/audit.jsonl")
+    # Defaults follow systemd's StateDirectory=/LogsDirectory= when the unit sets them (daemon.config_paths).
+    state_dir: AbsolutePath = Field(default_factory=lambda: systemd_directory("STATE_DIRECTORY", "/var/lib/retentiond"))
+    audit_log: AbsolutePath = Field(
+        default_factory=lambda: systemd_directory("LOGS_DIRECTORY", "/var/log/retentiond") / "audit.jsonl"
+    )
     audit_rotate_size: SizeField | None = None
 
     @field_validator("timezone")

@@ -7,6 +7,7 @@ imports nothing of ours, so both the config tree and the provider specs can use 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,3 +37,13 @@ def to_absolute_path(value: Any) -> Path:
 
 
 AbsolutePath = Annotated[Path, BeforeValidator(to_absolute_path)]
+
+
+def systemd_directory(variable: str, fallback: str) -> Path:
+    """Given one of systemd's directory variables (``STATE_DIRECTORY``, ``LOGS_DIRECTORY``: set for a unit with
+    ``StateDirectory=``/``LogsDirectory=``, a colon-separated list), return its first absolute entry, else
+    ``fallback``. The shipped units set both to the documented defaults (/var/lib/retentiond, /var/log/retentiond);
+    a unit that names other directories then needs no config change, and neither do the test suites, which point
+    these variables at their own scratch directories instead of the machine's."""
+    first = os.environ.get(variable, "").split(":")[0]
+    return Path(first) if first.startswith("/") and "\0" not in first else Path(fallback)

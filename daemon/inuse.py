@@ -127,10 +127,16 @@ def unreadable_warnings(scan: ProcessScan) -> list[str]:
         euid = os.geteuid()
         kinds: Counter[str] = Counter(_category(process, euid) for process in scan.unreadable)
         counts = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+        remedy = (
+            "even root cannot read them here (a container without CAP_SYS_PTRACE, or a hardened /proc)"
+            if euid == 0
+            else "run retentiond as root to read every process"
+        )
+        count = len(scan.unreadable)
         warnings.append(
-            f"in-use check: {len(scan.unreadable)} running processes cannot be read ({counts}); "
+            f"in-use check: {count} running process{'es' if count > 1 else ''} cannot be read ({counts}); "
             "their open and mapped files are still caught right before each deletion, their working directories "
-            "are not; versions other users may enter are kept. Run retentiond as root to read every process"
+            f"are not; versions other users may enter are kept; {remedy}"
         )
     return warnings
 

@@ -266,8 +266,10 @@ SUMMARY_COLUMNS = (Column("POLICY"), Column("KIND"), Column("DELETE", right=True
                    Column("TO FREE", right=True), Column("NAME", detail=True))
 
 
-def print_run(result: RunResult) -> None:
-    """Print the plan of a run with each action's outcome, then the totals of what happened."""
+def print_run(result: RunResult, held_for: str | None = None, purging: frozenset[str] = frozenset()) -> None:
+    """Print the plan of a run with each action's outcome, then the totals of what happened. ``held_for``: the
+    undo window (``store.trash_retention``), in which deletions of policies other than ``purging`` stay in the
+    trash: their disk space is not freed by this run, which the last line says."""
     outcomes = {
         (r.action.kind, r.action.name, r.action.version or ""): r.outcome + (f": {r.error}" if r.error else "")
         for r in result.results
@@ -278,12 +280,22 @@ def print_run(result: RunResult) -> None:
     counters = result.counters()
     status = f"INTERRUPTED during {result.interrupted_during}" if result.interrupted else "done"
     not_started = f", {counters['actions_not_started']} not started" if result.interrupted else ""
+    held = [] if held_for is None else [
+        r for r in result.results if r.action.kind != "deployment" and r.outcome == "ok" and r.action.policy not in purging
+    ]
+    held_bytes = sum(r.bytes_freed for r in held)
     out = console()
     print_paragraph(
         out,
         f"{status}: {counters['actions_ok']} ok, {counters['actions_failed']} failed, "
-        f"{counters['actions_skipped']} skipped{not_started}; {format_bytes(result.bytes_freed)} freed.",
+        f"{counters['actions_skipped']} skipped{not_started}; {format_bytes(result.bytes_freed - held_bytes)} freed.",
     )
+    if held:
+        print_paragraph(
+            out,
+            f"{len(held)} deleted version(s), {format_bytes(held_bytes)} on disk, stay in the trash for {held_for} "
+            "(store.trash_retention), freed when it is purged; `retentiond restore NAME:VERSION` takes one back.",
+        )
     for entry in result.trash_stuck:
         print_paragraph(out, f"warning: {entry.describe()}", style="yellow")
 

@@ -190,8 +190,13 @@ def _records(columns: Sequence[Column], shown: list[list[list[str]]], width: int
     for number, row in enumerate(shown):
         lines.extend(Line(piece, number) for piece in wrap("; ".join(row[0]), width))
         for column, cell in zip(columns[1:], row[1:]):
-            items = cell or [""]
-            for position, item in enumerate(items):
-                label = f"{column.header.lower()}: " if position == 0 else ""
-                lines.extend(Line((INDENT + piece).rstrip(), number) for piece in wrap(label + item, width - len(INDENT)))
+            label = f"{column.header.lower()}: "
+            # Further items of a cell hang under its first, so that they do not read as columns of their own.
+            hang = INDENT + " " * len(label) if width - len(INDENT) - len(label) >= MIN_WRAP_WIDTH else INDENT * 2
+            for position, item in enumerate(cell or [""]):
+                if position == 0:
+                    pieces = [INDENT + piece for piece in wrap(label + item, width - len(INDENT))]
+                else:
+                    pieces = [hang + piece for piece in wrap(item, width - len(hang))]
+                lines.extend(Line(piece.rstrip(), number) for piece in pieces)
     return lines

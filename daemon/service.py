@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import FrameType
@@ -149,16 +150,19 @@ class Service:
                 next_run_time=self.clock(),
             )
 
-    def serve_forever(self) -> int:
-        """Run until SIGTERM/SIGINT; re-read the config on SIGHUP. Return the exit code."""
+    def serve_forever(self, each_tick: Callable[[], None] = lambda: None) -> int:
+        """Run until SIGTERM/SIGINT; re-read the config on SIGHUP; call ``each_tick`` about once a second and
+        once more before shutting down (the signal log). Return the exit code."""
         ping_every = watchdog_interval_seconds()
         tick = min(ping_every, 1.0) if ping_every else 1.0
         while not self.stop.wait(tick):
+            each_tick()
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
             if ping_every and self.scheduler.running:
                 self.notifier.send("WATCHDOG=1")
+        each_tick()
         return self.shutdown()
 
     def shutdown(self) -> int:
@@ -280,27 +284,57 @@ def _warn_unmatched_offhours(settings: Settings) -> None:
         log.warning("policy.never_acts", policy=policy_name, warning=warning)
 
 
+class DaemonSignals:
+    """The daemon's signal handlers. They set events and note what came, and never log: a handler runs between
+    two bytecodes of the main thread, which may be holding the log's write lock at that moment (a deadlock).
+    The main loop logs the notes (``say``)."""
+
+    IGNORED = (signal.SIGUSR1, signal.SIGUSR2)  # their default action would end the daemon
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self._notes: deque[tuple[str, str]] = deque(maxlen=64)
+
+    def catch_reload(self) -> None:
+        """SIGHUP re-reads the config; SIGUSR1/SIGUSR2 are logged and ignored."""
+        signal.signal(signal.SIGHUP, self._on_reload)
+        for number in self.IGNORED:
+            signal.signal(number, self._on_ignored)
+
+    def catch_stop(self) -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._on_stop)
+
+    def say(self) -> None:
+        """Log the signals noted since the last call (main thread only)."""
+        while self._notes:
+            event, name = self._notes.popleft()
+            log.info(event, signal=name)
+
+    def _on_stop(self, number: int, _frame: FrameType | None) -> None:
+        self._notes.append(("signal.received", signal.Signals(number).name))
+        self.stop.set()
+
+    def _on_reload(self, _number: int, _frame: FrameType | None) -> None:
+        self.reload.set()
+
+    def _on_ignored(self, number: int, _frame: FrameType | None) -> None:
+        self._notes.append(("signal.ignored", signal.Signals(number).name))
+
+
 def run_service(config_argument: str | None) -> int:
     """Entry point of ``retentiond run``. Raise ConfigError (exit 78) if the config is invalid at start."""
-    stop, reload_requested = threading.Event(), threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal.received", signal=signal.Signals(signum).name)
-        stop.set()
-
-    def request_reload(_signum: int, _frame: FrameType | None) -> None:
-        reload_requested.set()
-
+    signals = DaemonSignals()
     # Before the first scan, which can take minutes: SIGHUP's default action would end the process.
     # SIGTERM keeps its default until then, so that stopping a daemon still starting up is immediate.
-    signal.signal(signal.SIGHUP, request_reload)
+    signals.catch_reload()
     notifier = Notifier()
     try:
-        service = Service.load(config_argument, notifier, stop, reload_requested)
+        service = Service.load(config_argument, notifier, signals.stop, signals.reload)
         service.prime()
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        signals.catch_stop()
         service.start()
-        return service.serve_forever()
+        return service.serve_forever(signals.say)
     finally:
         notifier.close()

@@ -1,10 +1,11 @@
-"""SIGINT and SIGTERM during a one-off run (``retentiond apply``, Ctrl-C or ``systemctl stop`` of the timer unit).
+"""SIGINT, SIGTERM and SIGHUP during a one-off run (``retentiond apply``: Ctrl-C, ``systemctl stop`` of the timer
+unit, the terminal or SSH session closing).
 
 The first signal asks the run to stop at its next safe point: the action in progress finishes, every
 written intent gets its outcome, and the run is recorded as ``run.interrupted``. A second signal ends
 the process at once, by that signal, as SIGKILL would: the store stays consistent (a version is moved
 out with one rename) and the next run empties the trash, but the outcomes of the batch in progress
-are lost. The exit code is 128 + the signal number: 130 after SIGINT, 143 after SIGTERM.
+are lost. The exit code is 128 + the signal number: 130 after SIGINT, 143 after SIGTERM, 129 after SIGHUP.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from contextlib import suppress
 from types import FrameType, TracebackType
 from typing import Any
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class StopRequest:
-    """Within its ``with`` block (in the main thread), SIGINT and SIGTERM set ``event`` instead of ending the process."""
+    """Within its ``with`` block (in the main thread), SIGINT, SIGTERM and SIGHUP set ``event`` instead of ending the process."""
 
     def __init__(self) -> None:
         self.event = threading.Event()

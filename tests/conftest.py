@@ -8,8 +8,14 @@ os.environ["BENTOML_DO_NOT_TRACK"] = "True"
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the developer's own configuration out of every test."""
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the developer's own configuration out of every test, and the tests out of the machine's own state:
+    a config without ``state_dir``/``audit_log`` uses systemd's directory variables, pointed here at scratch
+    directories (else the suite, run as root, wrote into /var/lib/retentiond and /var/log/retentiond, which a
+    retentiond service on the same machine uses)."""
+    machine = tmp_path_factory.mktemp("machine")
+    monkeypatch.setenv("STATE_DIRECTORY", str(machine / "state"))
+    monkeypatch.setenv("LOGS_DIRECTORY", str(machine / "log"))
     for key in list(os.environ):
         if key.startswith("RETENTIOND_") or key.startswith("BENTO_CLOUD_"):
             monkeypatch.delenv(key, raising=False)

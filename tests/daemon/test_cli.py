@@ -183,6 +183,23 @@ def without_instants(output: str) -> str:
     return re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "<instant>", output)
 
 
+@pytest.mark.parametrize("group", [["audit", "--config", "{c}", "show", "--json"], ["deployments", "--config", "{c}", "list", "--json"]])
+def test_config_between_a_command_group_and_its_subcommand_is_read(
+    group: list[str], five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = str(write_config())
+    assert main(["apply", "--config", config]) == EXIT_OK
+    capsys.readouterr()
+    assert main([part.format(c=config) for part in group]) == EXIT_OK  # was: invalid choice: '<the file>'
+    assert capsys.readouterr().out.strip()  # records of the apply above / an empty list, from this config
+    invalid = tmp_path / "invalid.toml"
+    invalid.write_text("[store]\nnot_a_key = 1\n")
+    nearest = [*group[:-1], "--config", config, "--json"]  # the subcommand's own --config wins
+    assert main(["--config", str(invalid), *[part.format(c=str(invalid)) for part in nearest]]) == EXIT_OK
+    assert main([part.format(c=config) for part in [*group[:-1], "--config", str(invalid)]]) == EXIT_CONFIG
+
+
 def test_config_after_the_command_wins_over_one_before(
     five_versions: list[str], write_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

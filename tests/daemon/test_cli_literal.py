@@ -174,7 +174,7 @@ def test_a_renderer_fault_after_acting_keeps_the_exit_code_and_the_audit_log(
     add_model(home, "iris", "v4", NOW - timedelta(days=9))
     from daemon import render
 
-    def broken_renderer(result: object) -> None:
+    def broken_renderer(result: object, *_: object) -> None:
         raise RuntimeError("[/keep] a renderer bug")
 
     monkeypatch.setattr(render, "print_run", broken_renderer)

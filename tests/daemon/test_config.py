@@ -67,6 +67,27 @@ def test_store_home_defaults_to_home_bentoml(monkeypatch: pytest.MonkeyPatch, tm
     assert load_config(None).settings.store.home == tmp_path / "bentoml"
 
 
+@pytest.mark.parametrize(("state", "logs", "state_dir", "audit_log"), [
+    (None, None, "/var/lib/retentiond", "/var/log/retentiond/audit.jsonl"),  # DESIGN.md's defaults
+    ("/srv/state", "/srv/logs", "/srv/state", "/srv/logs/audit.jsonl"),  # a unit's StateDirectory=/LogsDirectory=
+    ("/srv/a:/srv/b", "/srv/l:/x", "/srv/a", "/srv/l/audit.jsonl"),  # several directories: the first
+    ("relative", "", "/var/lib/retentiond", "/var/log/retentiond/audit.jsonl"),  # not what systemd sets: ignored
+])
+def test_state_dir_and_audit_log_default_to_systemds_directories_else_to_the_documented_paths(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, state: str | None, logs: str | None, state_dir: str, audit_log: str
+) -> None:
+    for variable, value in (("STATE_DIRECTORY", state), ("LOGS_DIRECTORY", logs)):
+        if value is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, value)
+    daemon = load_config(str(write(tmp_path, '[store]\nhome = "/srv/bm"\n'))).settings.daemon
+    assert (daemon.state_dir, daemon.audit_log) == (Path(state_dir), Path(audit_log))
+    written = write(tmp_path, '[store]\nhome = "/srv/bm"\n[daemon]\nstate_dir = "/etc/x"\naudit_log = "/etc/y.jsonl"\n')
+    daemon = load_config(str(written)).settings.daemon
+    assert (daemon.state_dir, daemon.audit_log) == (Path("/etc/x"), Path("/etc/y.jsonl")), "the file wins"
+
+
 def test_config_path_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = write(tmp_path, '[store]\nhome = "/srv/bm"\n')
     monkeypatch.setenv("RETENTIOND_CONFIG", str(path))

@@ -165,3 +165,23 @@ def test_a_process_in_another_version_of_the_same_name_holds_only_that_one(
         report = plan(write_config())
     assert "v3" in deleted(report)
     assert any(reason.startswith(f"in use by pid {child.pid} (") for reason in kept_reasons(report, "v33"))
+
+
+@pytest.mark.parametrize(("euid", "remedy"), [
+    (0, "; even root cannot read them here (a container without CAP_SYS_PTRACE, or a hardened /proc)"),
+    (65534, "; run retentiond as root to read every process"),
+])
+def test_the_unreadable_warning_advises_root_only_to_a_user_who_is_not_root(
+    monkeypatch: pytest.MonkeyPatch, euid: int, remedy: str
+) -> None:
+    from daemon import inuse
+    from daemon.procscan import ProcessScan, Unreadable
+
+    monkeypatch.setattr(inuse.os, "geteuid", lambda: euid)
+    monkeypatch.setattr(inuse, "hidden_processes", lambda mounts: None)
+    one = ProcessScan(unreadable=[Unreadable(1, frozenset({0}), "init")])
+    two = ProcessScan(unreadable=[Unreadable(1, frozenset({0}), "init"), Unreadable(7, frozenset({0}), "kthread")])
+    [warning] = inuse.unreadable_warnings(one)
+    assert warning.startswith("in-use check: 1 running process cannot be read (1 of root); ") and warning.endswith(remedy)
+    [warning] = inuse.unreadable_warnings(two)
+    assert warning.startswith("in-use check: 2 running processes cannot be read (2 of root); ")

@@ -46,6 +46,14 @@ def test_too_narrow_even_for_the_ids_each_row_becomes_a_record_and_nothing_is_cu
     assert shown == [version, f"    created: {STAMP}", "    size: 486 B", "    decision: keep", "    reasons: latest"]
 
 
+def test_in_a_record_further_items_of_a_cell_hang_under_its_first_and_do_not_read_as_fields() -> None:
+    version = "v" * 63
+    shown = texts(layout(PLAN, [(version, STAMP, "486 B", "keep", ["latest", "last 2", "daily: 2026-11-30"])], 80))
+    assert shown[-3:] == ["    reasons: latest", "             last 2", "             daily: 2026-11-30"]
+    narrow = texts(layout(PLAN, [(version, STAMP, "486 B", "keep", ["latest", "last 2"])], 30))
+    assert narrow[-2:] == ["    reasons: latest", "        last 2"]  # no room to hang under the label
+
+
 def test_piped_every_row_is_one_line_with_its_reasons_joined() -> None:
     shown = texts(layout(PLAN, ROWS, None))
     assert shown[1] == f"eqh746yng7by3a4r  {STAMP}    486 B  keep      latest; last 3; daily 2026-11-30; weekly 2026-W49"

@@ -313,3 +313,31 @@ def test_sighup_while_the_first_scan_runs_does_not_kill_the_daemon(tmp_path: Pat
     assert messages[0].startswith("READY=1")  # the signal was taken before READY and acted on after it
     assert daemon.process.poll() is None
     assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_storm_of_signals_while_it_works_never_ends_or_hangs_the_daemon(tmp_path: Path, daemon_factory, seed: int) -> None:  # type: ignore[no-untyped-def]
+    # Reloads, signals whose default action ends a process (SIGUSR1/2) and ones it ignores, at random moments
+    # while disk runs and reloads log; then SIGTERM must still stop it cleanly. Handlers only note and set:
+    # one that logged could deadlock on the log's write lock, held by the main thread at that moment.
+    import random
+
+    home = make_home(tmp_path)
+    populate(home, names=2, versions_per_name=30, now=NOW, files=1)
+    config = write_config(tmp_path, home, '[[disk]]\nname = "budget"\nmax_store_size = "1KiB"\ncheck_interval = "1s"\n')
+    daemon = daemon_factory(config)
+    daemon.read_messages(until="READY=1")
+    rng = random.Random(seed)
+    kinds = [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD, signal.SIGPIPE]
+    for _ in range(120):
+        daemon.process.send_signal(rng.choice(kinds))
+        time.sleep(rng.uniform(0, 0.03))
+    assert daemon.process.poll() is None, daemon.logs()
+    assert daemon.stop(timeout=30) == 0
+    logs = daemon.logs()
+    assert "Traceback" not in logs
+    events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    ignored = {event["signal"] for event in events if event["event"] == "signal.ignored"}
+    assert ignored and ignored <= {"SIGUSR1", "SIGUSR2"}
+    assert [event["signal"] for event in events if event["event"] == "signal.received"] == ["SIGTERM"]
+    assert events[-1]["event"] == "daemon.stopped"

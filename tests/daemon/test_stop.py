@@ -30,7 +30,7 @@ from tests.fakestore import add_model, make_home, populate
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime.now(timezone.utc)
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 WEIGHT_FILES = 3
 INTERRUPTED = "interrupted before it started"  # the outcome of an intent written before the stop request
 NOT_STARTED = "not started: the run was interrupted"  # in the JSON only: a planned action that got no intent
@@ -193,7 +193,7 @@ def bentoml_lists(home: Path) -> dict:
 # ---------------------------------------------------------------- during the deletions
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_during_deletions_finishes_the_one_in_progress_and_records_the_interruption(
     home: Path, tmp_path: Path, signal_number: signal.Signals
 ) -> None:

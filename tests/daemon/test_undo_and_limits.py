@@ -63,6 +63,26 @@ def test_trash_retention_keeps_deleted_versions_restorable(
     assert "not in the trash" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("store_keys", "disk_policy", "freed", "held"), [
+    ('trash_retention = "7d"', False, "0 B freed.", "3 deleted version(s), 48.0 KiB on disk, stay in the trash for 7d"),
+    ("", False, "48.0 KiB freed.", None),  # no undo window: the space is freed now
+    ('trash_retention = "7d"', True, "64.0 KiB freed.", None),  # a disk policy's evictions are purged in the window too
+])
+def test_apply_says_when_the_space_it_reports_stays_in_the_trash_for_the_undo_window(
+    home: Path, five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str],
+    store_keys: str, disk_policy: bool, freed: str, held: str | None,
+) -> None:
+    policy = '[[disk]]\nname = "d"\nmax_store_size = "1KiB"\nmin_age = "0s"\n' if disk_policy else None
+    config = with_store_keys(write_config(policy) if policy else write_config(), store_keys)
+    assert main(["apply", "--config", str(config)]) == EXIT_OK
+    last = " ".join(capsys.readouterr().out.split()[-40:])
+    assert f"0 skipped; {freed}" in last
+    if held is None:
+        assert "stay in the trash" not in last
+    else:
+        assert f"{held} (store.trash_retention), freed when it is purged; `retentiond restore NAME:VERSION` takes one back." in last
+
+
 def test_restoring_over_an_existing_version_is_refused(
     home: Path, five_versions: list[str], write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -27,3 +27,23 @@ def test_keep_within_in_the_last_minutes_of_year_9999_works_whatever_the_hosts_t
     times = [datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc), datetime(9999, 12, 31, 23, 55, tzinfo=timezone.utc),
              datetime(9999, 12, 31, 23, 0, tzinfo=timezone.utc)]
     assert kept(times, "10m", datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)) == [True, True, False]
+
+
+def daily_within(times: Sequence[datetime], span: str, now: datetime, weekly: str | None = None) -> list[tuple[str, ...]]:
+    rules = KeepRules(within_daily=Duration.parse(span), within_weekly=Duration.parse(weekly) if weekly else None)
+    return apply_rules(times, rules, timezone.utc, now)
+
+
+def test_keep_within_daily_does_not_keep_a_version_exactly_at_its_cutoff() -> None:
+    # A wider weekly window keeps the loop going past the daily cutoff; both versions fall in one week.
+    times = [datetime(2024, 5, 10, tzinfo=timezone.utc), datetime(2024, 5, 9, tzinfo=timezone.utc)]
+    assert daily_within(times, "1d", datetime(2024, 6, 1, tzinfo=timezone.utc), weekly="4w") == [
+        ("daily within 1d 2024-05-10", "weekly within 4w 2024-W19"), (),
+    ]
+
+
+def test_keep_within_daily_names_the_true_day_in_the_last_days_of_year_9999() -> None:
+    times = [datetime(9999, 12, 31, 12, tzinfo=timezone.utc), datetime(9999, 12, 30, 12, tzinfo=timezone.utc)]
+    assert daily_within(times, "2d", datetime(9999, 12, 31, 13, tzinfo=timezone.utc)) == [
+        ("daily within 2d 9999-12-31",), ("daily within 2d 9999-12-30",),
+    ]

@@ -105,6 +105,10 @@ class Store:
             yield self.locked_at
         finally:
             self.locked_at = None
+            # Before the release, while no other run can have written its own note: a note left behind would name
+            # this process to whoever next finds the store busy, whatever holds the lock then.
+            with suppress(OSError):
+                self.holder_path.unlink()
             lock.release()
 
     def _acquire(self, lock: FileLock, wait_seconds: float, stop: threading.Event | None) -> None:
@@ -136,8 +140,12 @@ class Store:
     def _describe_holder(self) -> str:
         try:
             holder = json.loads(self.holder_path.read_text())
-            return f"pid {holder['pid']} on {holder['host']} ({holder['command']}, since {holder['since']})"
-        except (OSError, ValueError, KeyError, TypeError):
+            described = f"pid {holder['pid']} on {holder['host']} ({holder['command']}, since {holder['since']})"
+            if holder["host"] == socket.gethostname() and not _process_exists(int(holder["pid"])):
+                # A run killed with SIGKILL leaves its note; the lock is held by someone else now.
+                return f"another process (holder unknown: the last note names {described}, which has ended)"
+            return described
+        except (OSError, ValueError, KeyError, TypeError, OverflowError):
             return "another process (holder unknown)"
 
     def version_path(self, kind: ArtifactKind, name: str, version: str) -> Path:
@@ -262,3 +270,16 @@ def _remove_name_dir(name_dir: Path) -> None:
         name_dir.rmdir()
 
 
+
+
+def _process_exists(pid: int) -> bool:
+    """Return whether a process ``pid`` runs on this machine (one of another user counts: EPERM)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -5,12 +5,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from daemon.files import RemovalFailure, _root_causes, remove_tree, write_file_atomically
+from tests.helpers.effective_user import NOBODY, effective_user
 
 
 def test_remove_tree_of_a_plain_file_removes_it(tmp_path: Path) -> None:
@@ -143,3 +145,62 @@ def test_remove_tree_retry_never_follows_a_link_it_could_not_remove(tmp_path: Pa
     immutable(stuck)
     remove_tree(tmp_path / "entry")
     assert stat.S_IMODE(outside.stat().st_mode) == 0o755
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as nobody")
+def test_remove_tree_as_a_non_root_owner_gets_into_a_sub_directory_that_denies_even_its_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workdir = tmp_path / "nobody"
+    locked = workdir / "entry" / "locked"
+    locked.mkdir(parents=True)
+    (locked / "weights.bin").write_bytes(b"x")
+    for path in (workdir, workdir / "entry", locked, locked / "weights.bin"):
+        os.chown(path, NOBODY, NOBODY)
+    os.chmod(locked, 0)  # os.walk cannot list it: only the chmod of its parent's pass lets the owner in
+    monkeypatch.chdir(workdir)  # nobody cannot search the parents of tmp_path; a relative path needs no search
+    with effective_user(NOBODY):
+        failures = remove_tree(Path("entry"))
+    assert failures == []
+    assert not (workdir / "entry").exists()
+
+
+def test_write_file_atomically_writes_the_whole_content_to_a_hidden_temp_file_beside_the_target_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A hidden name beside the target: same filesystem (the rename is atomic), and no tool listing the
+    # directory (BentoML, a name directory sweep) mistakes it for a version or for `latest`.
+    monkeypatch.setattr(tempfile, "tempdir", str(Path("/dev/shm")))  # TMPDIR elsewhere must not matter
+    path = tmp_path / "latest"
+    path.write_bytes(b"old")
+    seen: list[tuple[list[str], bytes]] = []
+    real_fsync = os.fsync
+
+    def watching(descriptor: int) -> None:
+        real_fsync(descriptor)
+        (temp,) = [entry for entry in tmp_path.iterdir() if entry.name != "latest"]
+        seen.append(([entry.name for entry in sorted(tmp_path.iterdir())], temp.read_bytes()))
+
+    monkeypatch.setattr(os, "fsync", watching)
+    write_file_atomically(path, b"v2" * 5000)
+    monkeypatch.undo()
+    ((names, content),) = seen
+    assert names[1] == "latest" and names[0].startswith(".latest.") and names[0].endswith(".tmp")
+    assert content == b"v2" * 5000 and path.read_bytes() == b"v2" * 5000
+    assert [entry.name for entry in tmp_path.iterdir()] == ["latest"]
+
+
+def test_write_file_atomically_raises_its_own_error_when_its_temp_file_is_already_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cleaned_then_failed(source: str, target: object) -> None:
+        os.unlink(source)  # a temp-file cleaner got there first
+        raise OSError(errno.EIO, "Input/output error")
+
+    path = tmp_path / "latest"
+    path.write_bytes(b"old")
+    monkeypatch.setattr(os, "replace", cleaned_then_failed)
+    with pytest.raises(OSError) as failed:
+        write_file_atomically(path, b"new")
+    assert failed.value.errno == errno.EIO
+    assert [entry.name for entry in tmp_path.iterdir()] == ["latest"] and path.read_bytes() == b"old"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from daemon.files import RemovalFailure
+from daemon.inventory import tree_usage
 from daemon.layout import TRASHED_AT_FILE
 from daemon.purge import Purger, StuckEntry
 from daemon.store import SkipAction, Store
@@ -108,6 +109,33 @@ def test_a_trash_run_that_cannot_be_listed_is_reported_stuck_and_kept(home: Path
     assert (run_dir / "models" / "iris" / "v1" / "model.yaml").exists()
 
 
+def test_a_trash_that_cannot_be_listed_is_reported_stuck_and_nothing_is_purged(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=2))
+    copy = trashed(home, "iris", "v1", "run-a")
+    real_scandir = os.scandir
+
+    def refusing(path: object = ".") -> object:
+        if os.fspath(path) == str(trash_of(home)):  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", str(trash_of(home)))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    trash = Trash(Store(home))
+    assert trash.purge(["run-a"]) == 0
+    assert [(entry.path, entry.error) for entry in trash.stuck] == [
+        (trash_of(home), f"cannot remove {trash_of(home)}: Permission denied")
+    ]
+    monkeypatch.undo()
+    assert copy.is_dir()
+
+
+def test_closing_a_run_that_made_its_trash_directory_but_moved_nothing_there_removes_it(home: Path) -> None:
+    store = Store(home)
+    run_dir = store.make_trash_run("run-a")
+    Trash(store).close("run-a")
+    assert not run_dir.exists()
+
+
 def test_a_trash_run_without_its_marker_is_dated_by_its_directory_as_an_aware_instant(home: Path) -> None:
     add_model(home, "iris", "v1", NOW - timedelta(days=2))
     run_dir = trashed(home, "iris", "v1", "run-a").parents[2]
@@ -116,6 +144,110 @@ def test_a_trash_run_without_its_marker_is_dated_by_its_directory_as_an_aware_in
     os.utime(run_dir, (then.timestamp(), then.timestamp()))
     (run,) = Trash(Store(home)).runs()
     assert run.trashed_at == then and run.trashed_at.tzinfo is not None
+
+
+def test_trash_runs_are_listed_with_their_marker_their_disk_usage_and_the_bytes_of_entries_to_retry(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    add_model(home, "iris", "v2", NOW - timedelta(days=2))
+    add_model(home, "iris", "v3", NOW - timedelta(days=1))
+    store = Store(home, clock=lambda: datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc))
+    retried = store.move_to_trash(home / "models" / "iris" / "v1", "run-a")
+    store.move_to_trash(home / "models" / "iris" / "v2", "run-a")
+    store.move_to_trash(home / "models" / "iris" / "v3", "run-b")
+    runs = sorted(Trash(store, retry=[retried]).runs(), key=lambda run: run.name)
+    assert [(run.name, run.trashed_at) for run in runs] == [
+        ("run-a", datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)), ("run-b", datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)),
+    ]
+    assert [run.size_bytes for run in runs] == [tree_usage(trash_of(home) / name)[1] for name in ("run-a", "run-b")]
+    assert [run.stuck_bytes for run in runs] == [tree_usage(retried)[1], 0]
+    assert 0 < runs[0].stuck_bytes < runs[0].size_bytes
+
+
+def test_trash_runs_count_the_bytes_a_failed_purge_left_as_stuck(home: Path, immutable: Callable[[Path], None]) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    copy = trashed(home, "iris", "v1", "run-a")
+    immutable(copy / "weights-0.bin")
+    trash = Trash(Store(home))
+    trash.purge(["run-a"])
+    (run,) = trash.runs()
+    (entry,) = trash.stuck
+    assert run.stuck_bytes == entry.disk_bytes == tree_usage(copy)[1] > 0
+
+
+def test_a_purge_asked_to_stop_starts_no_trash_run(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    copy = trashed(home, "iris", "v1", "run-a")
+    stop = threading.Event()
+    stop.set()
+    assert Trash(Store(home), stop=stop).purge(["run-a"]) == 0
+    assert copy.is_dir()
+
+
+def test_a_purge_removes_only_the_runs_it_is_given(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    add_model(home, "iris", "v2", NOW - timedelta(days=2))
+    trashed(home, "iris", "v1", "run-a")
+    kept = trashed(home, "iris", "v2", "run-b")
+    assert Trash(Store(home)).purge(["run-a", "run-c"]) == 1
+    assert [path.name for path in trash_of(home).iterdir()] == ["run-b"] and kept.is_dir()
+
+
+def test_a_retried_entry_goes_with_its_emptied_parents_but_not_with_a_sibling_still_there(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    add_model(home, "iris", "v2", NOW - timedelta(days=2))
+    add_model(home, "rose", "v1", NOW - timedelta(days=2))
+    first = trashed(home, "iris", "v1", "run-a")
+    second = trashed(home, "iris", "v2", "run-a")
+    rose = trashed(home, "rose", "v1", "run-b")
+    trash = Trash(Store(home), retry=[first, rose])
+    assert trash.purge([]) == 0
+    assert not first.exists() and second.is_dir()
+    assert not (trash_of(home) / "run-b").exists()  # its marker alone does not keep an emptied run
+    assert trash.stuck == []
+
+
+def test_a_retry_entry_inside_a_run_purged_in_the_same_call_does_not_stop_the_retry_of_the_others(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    add_model(home, "iris", "v2", NOW - timedelta(days=2))
+    copy = trashed(home, "iris", "v1", "run-a")
+    later = trashed(home, "iris", "v2", "run-b")
+    trash = Trash(Store(home), retry=[copy, later])
+    assert trash.purge(["run-a"]) == 1
+    assert not trash_of(home).joinpath("run-a").exists() and not later.exists() and trash.stuck == []
+
+
+def test_a_retry_entry_of_a_run_whose_purge_just_failed_is_not_tried_again_in_the_same_call(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root can list any directory; a stand-in for os.scandir refuses the run as it would for another user.
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    copy = trashed(home, "iris", "v1", "run-a")
+    run_dir = trash_of(home) / "run-a"
+    real_scandir = os.scandir
+
+    def refusing(path: object = ".") -> object:
+        if os.fspath(path) == str(run_dir):  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", str(run_dir))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    trash = Trash(Store(home), retry=[copy])
+    assert trash.purge(["run-a"]) == 0
+    assert [entry.path for entry in trash.stuck] == [run_dir]
+    monkeypatch.undo()
+    assert (copy / "model.yaml").exists()  # left for the next run, with its run
+
+
+def test_a_stuck_entry_that_its_retry_removes_is_no_longer_stuck(home: Path, immutable: Callable[[Path], None]) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    copy = trashed(home, "iris", "v1", "run-a")
+    immutable(copy / "weights-0.bin")
+    trash = Trash(Store(home), retry=[copy])
+    trash.finish(copy, "ci")
+    assert [entry.path for entry in trash.drain()] == [copy]
+    subprocess.run(["chattr", "-i", str(copy / "weights-0.bin")], check=True)
+    trash.purge([])
+    assert trash.stuck == [] and not copy.exists()
 
 
 # --- entries to retry (they come from a state file: never trusted) ------------------------------------------
@@ -212,6 +344,26 @@ def test_trashed_versions_are_listed_most_recently_trashed_first_with_their_size
     assert listed == [("v2", 20 + yaml_size["v2"]), ("v1", 10 + yaml_size["v1"])]
 
 
+def test_a_trashed_name_that_cannot_be_listed_does_not_hide_the_rest_of_the_trash(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root can list any directory; a stand-in for os.scandir refuses one as it would for another user.
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    add_model(home, "rose", "v1", NOW - timedelta(days=3))
+    trashed(home, "iris", "v1", "run-a")
+    trashed(home, "rose", "v1", "run-a")
+    refused = trash_of(home) / "run-a" / "models" / "iris"
+    real_scandir = os.scandir
+
+    def refusing(path: object = ".") -> object:
+        if os.fspath(path) == str(refused):  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", str(refused))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    assert [(version.name, version.version) for version in Trash(Store(home)).versions()] == [("rose", "v1")]
+
+
 def test_restore_takes_the_most_recently_trashed_copy(home: Path) -> None:
     add_model(home, "iris", "v0", NOW - timedelta(days=9))
     for run_id, day, content in (("run-old", 1, b"old"), ("run-new", 2, b"new")):
@@ -297,6 +449,15 @@ def test_recover_points_a_dangling_latest_at_the_newest_complete_version(home: P
     assert (home / "models" / "iris" / "latest").read_text() == "v1"
 
 
+def test_recover_never_points_a_dangling_latest_at_a_dated_version_with_a_problem(home: Path) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    add_model(home, "iris", "v2", NOW - timedelta(days=1))
+    add_model(home, "iris", "V3", NOW - timedelta(days=2), set_latest=False)  # dated, but not a valid tag
+    trashed(home, "iris", "v2", "run-a")
+    assert Trash(Store(home)).recover() == ["model iris: latest pointed at a trashed version"]
+    assert (home / "models" / "iris" / "latest").read_text() == "v1"
+
+
 def test_recover_with_no_complete_version_left_changes_nothing_and_says_nothing(home: Path) -> None:
     add_model(home, "iris", "v1", NOW - timedelta(days=3))
     add_model(home, "iris", "v2", NOW - timedelta(days=2))
@@ -318,11 +479,58 @@ def test_stuck_entries_are_reported_once_per_run_with_their_tag(home: Path, immu
     assert reported[0].describe().startswith("trash entry model iris:v1 cannot be purged: ")
 
 
+def test_a_stuck_entry_names_its_first_refusal_and_counts_the_others(home: Path, immutable: Callable[[Path], None]) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    copy = trashed(home, "iris", "v1", "run-a")
+    pinned = sorted(path for path in copy.iterdir() if path.is_file())[:2]
+    for path in pinned:
+        immutable(path)
+    trash = Trash(Store(home))
+    trash.purge(["run-a"])
+    (entry,) = trash.stuck
+    assert entry.path == copy
+    assert entry.error in {f"cannot remove {path}: Operation not permitted (and 1 more)" for path in pinned}
+
+
 def test_recover_removes_a_name_directory_an_interrupted_run_emptied_and_says_so(home: Path) -> None:
     add_model(home, "iris", "v1", NOW - timedelta(days=3))
     trashed(home, "iris", "v1", "run-a")  # the run died before it removed models/iris
     assert Trash(Store(home)).recover() == ["model iris: removed the emptied name directory"]
     assert not (home / "models" / "iris").exists()
+
+
+def test_recover_looks_at_the_store_trash_whatever_the_working_directory(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_model(home, "iris", "v1", NOW - timedelta(days=3))
+    trashed(home, "iris", "v1", "run-a")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert Trash(Store(home)).recover() == ["model iris: removed the emptied name directory"]
+
+
+def test_recover_skips_a_trashed_name_gone_from_the_store_or_now_a_symlink_and_goes_on_with_the_rest(
+    home: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "latest").write_text("v1")
+    for index in range(5):
+        add_model(home, f"gone{index}", "v1", NOW - timedelta(days=3))
+        trashed(home, f"gone{index}", "v1", "run-a")
+        (home / "models" / f"gone{index}" / "latest").unlink()
+        (home / "models" / f"gone{index}").rmdir()  # someone else removed the emptied name directory already
+        add_model(home, f"kept{index}", "v1", NOW - timedelta(days=3))
+        trashed(home, f"kept{index}", "v1", "run-a")
+    add_model(home, "linked", "v1", NOW - timedelta(days=3))
+    trashed(home, "linked", "v1", "run-a")
+    (home / "models" / "linked" / "latest").unlink()
+    (home / "models" / "linked").rmdir()
+    (home / "models" / "linked").symlink_to(outside, target_is_directory=True)
+    assert sorted(Trash(Store(home)).recover()) == [
+        f"model kept{index}: removed the emptied name directory" for index in range(5)
+    ]
+    assert (outside / "latest").read_text() == "v1"
 
 
 def test_a_deleted_version_stays_in_the_trash_once_a_stop_is_requested(home: Path) -> None:

@@ -29,8 +29,8 @@ import structlog
 
 from daemon.errors import ConfigError
 from daemon.files import write_file_atomically
-from daemon.providers import DeploymentNotFound, ProviderError, TransientProviderError
-from daemon.providers.bentocloud import TOKEN_HEADER, _redact, check_response, resolve_cloud_credentials
+from daemon.providers import DeploymentNotFound, ProviderError
+from daemon.providers.bentocloud import TOKEN_HEADER, resolve_cloud_credentials, send_once
 from daemon.providers.retry import with_retries
 from policies.model import format_instant
 
@@ -94,22 +94,10 @@ class CloudRegistry:
         return status
 
     def _get_once(self, path: str, what: str) -> dict[str, object]:
-        try:
-            response = self._client.get(path)
-        except httpx.TimeoutException as error:
-            raise TransientProviderError(
-                f"BentoCloud {what}: no answer from {self.endpoint} within {self._timeout_seconds:g}s"
-            ) from error
-        except httpx.TransportError as error:
-            raise TransientProviderError(_redact(f"BentoCloud {what}: {type(error).__name__}: {error}", self.api_token)) from error
-        check_response(response, what, self.endpoint, self.api_token)
-        try:
-            answer = response.json()
-        except ValueError as error:
-            raise ProviderError(f"BentoCloud {what}: the answer is not JSON") from error
-        if not isinstance(answer, dict):
-            raise ProviderError(f"BentoCloud {what}: the answer is not a JSON object")
-        return answer
+        return send_once(
+            self._client, "GET", path, what, endpoint=self.endpoint, api_token=self.api_token,
+            timeout_seconds=self._timeout_seconds,
+        )
 
 
 def open_registry(settings: Settings) -> CloudRegistry:

@@ -150,22 +150,36 @@ class BentoCloudProvider:
 
     def _send_once(self, method: str, path: str, what: str, query: Mapping[str, str], body: JsonObject | None) -> JsonObject:
         """Given one request, return its JSON answer. Raise TransientProviderError if it may work on retry."""
-        try:
-            response = self._client.request(method, path, params=query, json=body)
-        except httpx.TimeoutException as error:
-            raise TransientProviderError(
-                f"BentoCloud {what}: no answer from {self._endpoint} within {self._timeout_seconds:g}s"
-            ) from error
-        except httpx.TransportError as error:
-            raise TransientProviderError(_redact(f"BentoCloud {what}: {type(error).__name__}: {error}", self._api_token)) from error
-        check_response(response, what, self._endpoint, self._api_token)
-        try:
-            answer = response.json()
-        except ValueError as error:
-            raise ProviderError(f"BentoCloud {what}: the answer is not JSON") from error
-        if not isinstance(answer, dict):
-            raise ProviderError(f"BentoCloud {what}: the answer is not a JSON object")
-        return answer
+        return send_once(
+            self._client, method, path, what, endpoint=self._endpoint, api_token=self._api_token,
+            timeout_seconds=self._timeout_seconds, query=query, body=body,
+        )
+
+
+def send_once(
+    client: httpx.Client, method: str, path: str, what: str, *, endpoint: str, api_token: str, timeout_seconds: float,
+    query: Mapping[str, str] | None = None, body: JsonObject | None = None,
+) -> JsonObject:
+    """Given one request to BentoCloud (deployments or the registry), return its answer, a JSON object.
+
+    Raise TransientProviderError if it may work on retry (no answer, a transport error, 5xx, 429), else the
+    ProviderError its status or body means (DeploymentNotFound for a missing record). The token never appears
+    in a message.
+    """
+    try:
+        response = client.request(method, path, params=query, json=body)
+    except httpx.TimeoutException as error:
+        raise TransientProviderError(f"BentoCloud {what}: no answer from {endpoint} within {timeout_seconds:g}s") from error
+    except httpx.TransportError as error:
+        raise TransientProviderError(_redact(f"BentoCloud {what}: {type(error).__name__}: {error}", api_token)) from error
+    check_response(response, what, endpoint, api_token)
+    try:
+        answer = response.json()
+    except ValueError as error:
+        raise ProviderError(f"BentoCloud {what}: the answer is not JSON") from error
+    if not isinstance(answer, dict):
+        raise ProviderError(f"BentoCloud {what}: the answer is not a JSON object")
+    return answer
 
 
 def check_response(response: httpx.Response, what: str, endpoint: str, api_token: str) -> None:

@@ -108,15 +108,16 @@ def _make_owner_writable(root: Path) -> None:
             os.chmod(directory, stat.S_IRWXU)
 
 
-def write_file_atomically(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` via a temp file in the same directory, fsync and ``os.replace``."""
+def write_file_atomically(path: Path, content: bytes, mode: int = 0o644) -> None:
+    """Write ``content`` to ``path`` via a temp file in the same directory, fsync and ``os.replace``; the file
+    gets ``mode`` (0o600 for one only its owner may read)."""
     descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o644)
+        os.chmod(temp_name, mode)
         os.replace(temp_name, path)
     except BaseException:
         with suppress(OSError):

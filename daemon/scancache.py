@@ -25,9 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import struct
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
@@ -35,6 +33,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import structlog
+
+from daemon.files import write_file_atomically
 
 log = structlog.get_logger("retentiond")
 
@@ -201,7 +201,7 @@ class ScanCache:
         content = json.dumps(header, separators=(",", ":")).encode() + b"\n" + b"".join(records)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-            _replace_file(self.path, _checksum(content).encode() + b"\n" + content)
+            write_file_atomically(self.path, _checksum(content).encode() + b"\n" + content, mode=0o600)
         except OSError as error:
             _warn_once(self.path, "scan_cache.write_failed", error)
 
@@ -225,20 +225,6 @@ def _facts(record: tuple[Any, ...], extras: list[Any] | None) -> VersionFacts:
 
 def _checksum(blob: bytes) -> str:
     return hashlib.blake2b(blob, digest_size=16).hexdigest()
-
-
-def _replace_file(path: Path, content: bytes) -> None:
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
 
 
 def _warn_once(path: Path, event: str, error: Exception) -> None:

@@ -254,3 +254,16 @@ def test_a_cache_file_from_before_unknown_references_were_remembered_is_not_used
     content = json.dumps(header, separators=(",", ":")).encode() + b"\n" + records
     path.write_bytes(hashlib.blake2b(content, digest_size=16).hexdigest().encode() + b"\n" + content)
     assert [entry.subject for entry in scan_store(home, state_dir).bento_references().unknown] == ["bento svc:b1"]
+
+
+def test_the_cache_file_is_readable_by_its_owner_only_and_leaves_no_temp_file(home: Path, state_dir: Path) -> None:
+    # It holds every version's labels: a store's other users read the store, not retentiond's state.
+    add_model(home, "iris", "v1", OLD, labels={"owner": "team-a"})
+    old_umask = os.umask(0)  # whatever the umask, the mode is the file's own
+    try:
+        scan_store(home, state_dir)
+    finally:
+        os.umask(old_umask)
+    path = cache_path(state_dir, home)
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]

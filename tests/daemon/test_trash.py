@@ -34,6 +34,18 @@ def trashed(home: Path, name: str, version: str, run_id: str, kind_dir: str = "m
     return Store(home).move_to_trash(home / kind_dir / name / version, run_id)
 
 
+def refuse_listing(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
+    """Make ``os.scandir`` of ``directory`` fail with EACCES, as for another user's directory (root lists any)."""
+    real_scandir = os.scandir
+
+    def refusing(path: object = ".") -> object:
+        if os.fspath(path) == str(directory):  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", str(directory))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refusing)
+
+
 # --- purge -------------------------------------------------------------------------------------------------
 
 
@@ -87,14 +99,7 @@ def test_a_trash_run_that_cannot_be_listed_is_reported_stuck_and_kept(home: Path
     # Root can list any directory; a stand-in for os.scandir refuses this one as it would for another user.
     add_model(home, "iris", "v1", NOW - timedelta(days=2))
     run_dir = trashed(home, "iris", "v1", "run-a").parents[2]
-    real_scandir = os.scandir
-
-    def refusing(path: object = ".") -> object:
-        if os.fspath(path) == str(run_dir):  # type: ignore[arg-type]
-            raise PermissionError(13, "Permission denied", str(run_dir))
-        return real_scandir(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "scandir", refusing)
+    refuse_listing(monkeypatch, run_dir)
     trash = Trash(Store(home))
     assert trash.purge(["run-a"]) == 0
     (entry,) = trash.stuck
@@ -112,14 +117,7 @@ def test_a_trash_run_that_cannot_be_listed_is_reported_stuck_and_kept(home: Path
 def test_a_trash_that_cannot_be_listed_is_reported_stuck_and_nothing_is_purged(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     add_model(home, "iris", "v1", NOW - timedelta(days=2))
     copy = trashed(home, "iris", "v1", "run-a")
-    real_scandir = os.scandir
-
-    def refusing(path: object = ".") -> object:
-        if os.fspath(path) == str(trash_of(home)):  # type: ignore[arg-type]
-            raise PermissionError(13, "Permission denied", str(trash_of(home)))
-        return real_scandir(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "scandir", refusing)
+    refuse_listing(monkeypatch, trash_of(home))
     trash = Trash(Store(home))
     assert trash.purge(["run-a"]) == 0
     assert [(entry.path, entry.error) for entry in trash.stuck] == [
@@ -223,14 +221,7 @@ def test_a_retry_entry_of_a_run_whose_purge_just_failed_is_not_tried_again_in_th
     add_model(home, "iris", "v1", NOW - timedelta(days=3))
     copy = trashed(home, "iris", "v1", "run-a")
     run_dir = trash_of(home) / "run-a"
-    real_scandir = os.scandir
-
-    def refusing(path: object = ".") -> object:
-        if os.fspath(path) == str(run_dir):  # type: ignore[arg-type]
-            raise PermissionError(13, "Permission denied", str(run_dir))
-        return real_scandir(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "scandir", refusing)
+    refuse_listing(monkeypatch, run_dir)
     trash = Trash(Store(home), retry=[copy])
     assert trash.purge(["run-a"]) == 0
     assert [entry.path for entry in trash.stuck] == [run_dir]
@@ -353,14 +344,7 @@ def test_a_trashed_name_that_cannot_be_listed_does_not_hide_the_rest_of_the_tras
     trashed(home, "iris", "v1", "run-a")
     trashed(home, "rose", "v1", "run-a")
     refused = trash_of(home) / "run-a" / "models" / "iris"
-    real_scandir = os.scandir
-
-    def refusing(path: object = ".") -> object:
-        if os.fspath(path) == str(refused):  # type: ignore[arg-type]
-            raise PermissionError(13, "Permission denied", str(refused))
-        return real_scandir(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "scandir", refusing)
+    refuse_listing(monkeypatch, refused)
     assert [(version.name, version.version) for version in Trash(Store(home)).versions()] == [("rose", "v1")]
 
 
